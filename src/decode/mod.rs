@@ -1,0 +1,1 @@
+//! From pgoutput messages to records: relation cache, typed values, transaction assembly.

@@ -1,0 +1,36 @@
+//! # pg-changestream
+//!
+//! Change streams from PostgreSQL (15–18) for applications: attach to an existing database,
+//! read a logical replication slot with the built-in `pgoutput` plugin, and receive every
+//! committed row change — with before-images when the table has `REPLICA IDENTITY FULL`.
+//!
+//! ## Concepts
+//!
+//! - A **consumer group** reads a set of tables; its committed cursor is the replication
+//!   slot's `confirmed_flush_lsn`, mirrored durably in the `changestream` schema. Several
+//!   groups read the same tables independently.
+//! - A **start location** says where a table new to the group begins: the first uncommitted
+//!   change, the earliest state (existing rows first), the latest, a commit time or an LSN.
+//! - `poll(limit, wait)` returns a **bundle** of **messages** (one table each) holding
+//!   **events** (one transaction's changes to that table) holding **records** (one row
+//!   change: operation, key, current image, before-image, event id).
+//!
+//! ## Layout
+//!
+//! The read path is layered one way: [`protocol`] (pure byte parsing, no I/O) ←
+//! [`wire`] (the replication connection) ← [`decode`] (values, relations, transactions).
+//! See `docs/architecture.md` for the mapping of every concept onto PostgreSQL.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod decode;
+pub mod error;
+pub mod lsn;
+pub mod protocol;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod wire;
+
+pub use error::{Error, Result, ServerError};
+pub use lsn::Lsn;

@@ -1,0 +1,1 @@
+//! Integration tests against a real PostgreSQL (see `pg_changestream::testing`).
