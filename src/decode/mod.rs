@@ -1,1 +1,3 @@
 //! From pgoutput messages to records: relation cache, typed values, transaction assembly.
+
+pub mod txn;
