@@ -1,0 +1,10 @@
+//! Consumer-group state kept in PostgreSQL itself (schema `changestream`), so it commits,
+//! backs up and fails over with the data it describes.
+//!
+//! - [`catalog`]: the schema and its versioned migrations from `sql/`;
+//! - [`table`]: qualified table names, parsed and quoted by PostgreSQL's rules;
+//! - [`admin`]: enabling and disabling change streaming per table (replica identity).
+
+pub mod admin;
+pub mod catalog;
+pub mod table;
