@@ -3,8 +3,10 @@
 //!
 //! - [`catalog`]: the schema and its versioned migrations from `sql/`;
 //! - [`table`]: qualified table names, parsed and quoted by PostgreSQL's rules;
+//! - [`partition`]: slots, publications and cursors per partition of a group;
 //! - [`admin`]: enabling and disabling change streaming per table (replica identity).
 
 pub mod admin;
 pub mod catalog;
+pub mod partition;
 pub mod table;
