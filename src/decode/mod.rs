@@ -1,1 +1,4 @@
 //! From pgoutput messages to records: relation cache, typed values, transaction assembly.
+
+pub mod types;
+pub mod value;
