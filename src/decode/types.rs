@@ -94,7 +94,7 @@ pub mod oid {
 pub enum ScalarKind {
     /// `bool`: `t` / `f`.
     Bool,
-    /// `int2`, `int4`, `int8`, `oid`: a JSON number.
+    /// `int2`, `int4`, `int8`: a JSON number.
     Int,
     /// `float4`, `float8`: a JSON number with the server's shortest exact digits.
     Float,
@@ -169,7 +169,7 @@ fn builtin_scalar(type_oid: u32) -> Option<ScalarKind> {
     use oid::*;
     Some(match type_oid {
         BOOL => ScalarKind::Bool,
-        INT2 | INT4 | INT8 | OID => ScalarKind::Int,
+        INT2 | INT4 | INT8 => ScalarKind::Int,
         FLOAT4 | FLOAT8 => ScalarKind::Float,
         NUMERIC => ScalarKind::Numeric,
         JSON | JSONB => ScalarKind::Json,
@@ -181,8 +181,9 @@ fn builtin_scalar(type_oid: u32) -> Option<ScalarKind> {
         TIMESTAMPTZ => ScalarKind::TimestampTz,
         // Text-like built-ins are listed so that `for_type` documents them; they decode
         // as text like any unknown OID would.
-        CHAR | NAME | TEXT | XML | CIDR | MACADDR8 | MONEY | MACADDR | INET | BPCHAR | VARCHAR
-        | INTERVAL | BIT | VARBIT | UUID | PG_LSN | BOX => ScalarKind::Text,
+        // `oid` is text as in to_jsonb: an identifier, not a quantity.
+        OID | CHAR | NAME | TEXT | XML | CIDR | MACADDR8 | MONEY | MACADDR | INET | BPCHAR
+        | VARCHAR | INTERVAL | BIT | VARBIT | UUID | PG_LSN | BOX => ScalarKind::Text,
         _ => return None,
     })
 }
@@ -343,7 +344,7 @@ mod tests {
     fn builtin_scalars() {
         assert_eq!(ValueKind::for_type(23), ValueKind::Scalar(ScalarKind::Int));
         assert_eq!(ValueKind::for_type(20), ValueKind::Scalar(ScalarKind::Int));
-        assert_eq!(ValueKind::for_type(26), ValueKind::Scalar(ScalarKind::Int));
+        assert_eq!(ValueKind::for_type(26), ValueKind::TEXT);
         assert_eq!(
             ValueKind::for_type(700),
             ValueKind::Scalar(ScalarKind::Float)

@@ -18,7 +18,7 @@
 //! | NULL | `Null` | `null` |
 //! | unchanged TOASTed value (not sent) | `Unchanged` | `"__unchanged_toast__"` ([`UNCHANGED_TOAST`]); images should rather list such columns |
 //! | `bool` | `Bool` | `true` / `false` |
-//! | `int2`, `int4`, `int8`, `oid` | `Int` | number |
+//! | `int2`, `int4`, `int8` | `Int` | number |
 //! | `float4`, `float8` | `Float` | number with the server's shortest exact digits (`1e-300`, `-0`); `"NaN"`, `"Infinity"`, `"-Infinity"` |
 //! | `numeric` | `Numeric` | number with the exact digits (`1.50` stays `1.50`); `"NaN"`, `"Infinity"`, `"-Infinity"` |
 //! | `json`, `jsonb` | `Json` | the document itself, embedded as sent (not a string) |
@@ -28,7 +28,7 @@
 //! | `timestamp` | `Timestamp` | `"2024-01-01T12:00:00.5"`, `"0001-01-01T00:00:00 BC"`, `"infinity"` |
 //! | `timestamptz` | `TimestampTz` | converted to UTC: `"2024-01-01T12:00:00.5Z"`, `"0001-01-01T00:00:00Z BC"`, `"-infinity"` |
 //! | arrays of any of these | `Array` | JSON arrays, nested per dimension, elements in their own form, `null` for NULL; a non-default lower bound (`[0:1]={1,2}`) is dropped |
-//! | everything else: `text`, `varchar`, `char(n)`, `"char"`, `name`, `uuid`, enums, `xml`, `interval`, `money`, `bit`, `varbit`, `inet`, `cidr`, `macaddr`, `pg_lsn`, ranges, composites, unknown types | `Text` | the PostgreSQL text as a string |
+//! | everything else: `text`, `varchar`, `char(n)`, `"char"`, `name`, `oid`, `uuid`, enums, `xml`, `interval`, `money`, `bit`, `varbit`, `inet`, `cidr`, `macaddr`, `pg_lsn`, ranges, composites, unknown types | `Text` | the PostgreSQL text as a string |
 //!
 //! BC dates keep PostgreSQL's ` BC` suffix (as `to_jsonb` does) rather than an astronomical
 //! year, so a value reads the same in `psql`, in `to_jsonb` and here.
@@ -81,7 +81,7 @@ pub enum Value<'a> {
     Unchanged,
     /// `bool`.
     Bool(bool),
-    /// `int2`, `int4`, `int8`, `oid`.
+    /// `int2`, `int4`, `int8`.
     Int(i64),
     /// `float4`/`float8` as printed: a JSON-number-shaped text, or `NaN`, `Infinity`,
     /// `-Infinity`.
