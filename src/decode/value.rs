@@ -11,6 +11,19 @@
 //! [`super::types`]); [`Value::decode`] then borrows the text, so decoding a row allocates
 //! nothing except for arrays and escaped array elements.
 //!
+//! ```
+//! use pg_changestream::decode::types::{oid, ValueKind};
+//! use pg_changestream::decode::value::Value;
+//!
+//! let kind = ValueKind::for_type(oid::TIMESTAMPTZ); // once per relation column
+//! let value = Value::decode(kind, b"2024-01-01 03:00:00.5+05:30")?; // per value
+//! assert_eq!(serde_json::to_string(&value)?, r#""2023-12-31T21:30:00.5Z""#);
+//!
+//! let tags = Value::decode(ValueKind::for_type(1009), br#"{a,"b \"c\"",NULL}"#)?;
+//! assert_eq!(tags.to_json_value(), serde_json::json!(["a", "b \"c\"", null]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # JSON form
 //!
 //! | PostgreSQL | [`Value`] | JSON |
@@ -750,16 +763,20 @@ impl Timestamp {
     }
 
     /// Microseconds since 1970-01-01 00:00:00 (UTC for timestamptz), or `None` for
-    /// ±infinity.
+    /// ±infinity and for instants outside `i64` microseconds (PostgreSQL's latest
+    /// timestamps, near year 294276, are beyond it when counted from 1970).
     pub fn unix_micros(&self) -> Option<i64> {
         match self.repr {
             TimestampRepr::At {
                 date,
                 seconds,
                 micros,
-            } => {
-                Some((date.to_days() * 86_400 + i64::from(seconds)) * 1_000_000 + i64::from(micros))
-            }
+            } => date
+                .to_days()
+                .checked_mul(86_400)?
+                .checked_add(i64::from(seconds))?
+                .checked_mul(1_000_000)?
+                .checked_add(i64::from(micros)),
             _ => None,
         }
     }

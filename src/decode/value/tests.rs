@@ -280,6 +280,14 @@ fn timestamps_are_iso() {
     ] {
         assert_eq!(json_of(oid::TIMESTAMP, text), format!("\"{json}\""));
     }
+    // The latest timestamps do not fit i64 microseconds from 1970: None, not a panic.
+    let v = Value::from_text(ValueKind::for_type(oid::TIMESTAMP), "294276-12-31 23:59:59");
+    assert!(matches!(v, Value::Timestamp(ts) if ts.unix_micros().is_none()));
+    let v = Value::from_text(
+        ValueKind::for_type(oid::TIMESTAMP),
+        "999999999-12-31 23:59:59",
+    );
+    assert!(matches!(v, Value::Timestamp(ts) if ts.unix_micros().is_none()));
     let v = Value::from_text(ValueKind::for_type(oid::TIMESTAMP), "1970-01-02 00:00:01.5");
     assert!(matches!(v, Value::Timestamp(ts) if ts.unix_micros() == Some(86_401_500_000)));
     for bad in [
@@ -498,6 +506,10 @@ proptest! {
             if let Ok(value) = Value::decode(ValueKind::for_type(type_oid), &bytes) {
                 let _ = serde_json::to_string(&value);
                 let _ = value.to_json_value();
+                let _ = (value.as_i64(), value.as_f64(), value.bytea_bytes());
+                if let Value::Timestamp(ts) | Value::TimestampTz(ts) = value {
+                    let _ = ts.unix_micros();
+                }
             }
         }
     }
