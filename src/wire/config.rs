@@ -191,8 +191,9 @@ impl ConnectConfig {
     /// spawning its connection task on the current tokio runtime.
     ///
     /// # Errors
-    /// [`Error::is_tls`] when the root certificates cannot be loaded; otherwise the
-    /// tokio-postgres error (connection refused, authentication, TLS handshake).
+    /// [`Error::is_tls`] when the root certificates cannot be loaded or the certificate
+    /// does not verify; otherwise the tokio-postgres error (connection refused,
+    /// authentication), available through [`Error::as_db_error`].
     pub async fn connect_sql(&self) -> Result<tokio_postgres::Client> {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
             super::tls::client_config(self.ssl_mode, self.ssl_root_cert.as_deref())?
@@ -201,8 +202,28 @@ impl ConnectConfig {
         );
         let mut pg = self.pg.clone();
         pg.ssl_mode(self.ssl_mode.for_tokio_postgres());
-        let (client, connection) = pg.connect(tls).await?;
         let target = self.describe_target();
+        let (client, connection) =
+            pg.connect(tls)
+                .await
+                .map_err(|e| match super::tls::find_rustls_error(&e) {
+                    Some(cause) => {
+                        let host = match self.pg.get_hosts().first() {
+                            Some(tokio_postgres::config::Host::Tcp(name)) => name.as_str(),
+                            _ => "",
+                        };
+                        let remedy = super::tls::remedy(cause, host);
+                        Error::with_source(
+                            Kind::Tls,
+                            format!(
+                                "sql connection {target} (sslmode={}): {remedy}",
+                                self.ssl_mode
+                            ),
+                            e,
+                        )
+                    }
+                    None => Error::with_source(Kind::Sql, format!("sql connection {target}"), e),
+                })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(target = %target, error = %e, "sql connection ended with an error");

@@ -335,7 +335,7 @@ impl ReplicationConnection {
     /// # Errors
     /// An unknown setting is a server error (SQLSTATE 42704).
     pub async fn show(&mut self, name: &str) -> Result<String> {
-        let sql = format!("SHOW {}", quote_ident(name)?);
+        let sql = format!("SHOW {}", replication_ident(name)?);
         let row = single_row(self.simple_query(&sql).await?, &sql)?;
         row.values
             .first()
@@ -381,7 +381,7 @@ impl ReplicationConnection {
     pub async fn drop_slot(&mut self, name: &str, wait: bool) -> Result<()> {
         let sql = format!(
             "DROP_REPLICATION_SLOT {}{}",
-            quote_ident(name)?,
+            replication_ident(name)?,
             if wait { " WAIT" } else { "" }
         );
         self.simple_query(&sql).await.map(drop)
@@ -516,8 +516,9 @@ impl Row {
     }
 }
 
-/// Quotes an identifier for a replication command or SQL: double quotes, embedded double
-/// quotes doubled.
+/// Quotes an identifier by SQL rules: double quotes, embedded double quotes doubled.
+/// (Replication commands cannot express a name containing a double quote; such names are
+/// refused there.)
 ///
 /// # Errors
 /// [`Error::is_config`] for an empty name or one containing a NUL byte.
@@ -528,6 +529,19 @@ pub fn quote_ident(name: &str) -> Result<String> {
         )));
     }
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+/// Quotes a name for a replication command (slot names, settings). The replication
+/// grammar's scanner ends a quoted identifier at the first `"` and has no doubling rule,
+/// so a name containing one cannot be written at all and is refused here.
+fn replication_ident(name: &str) -> Result<String> {
+    if name.contains('"') {
+        return Err(Error::config(format!(
+            "{name:?} contains a double quote, which replication commands cannot express; \
+             slot names may use lowercase letters, digits and underscores"
+        )));
+    }
+    quote_ident(name)
 }
 
 /// Quotes a string literal for a replication command: single quotes, embedded single
@@ -555,7 +569,7 @@ fn create_slot_command(name: &str, options: &SlotOptions) -> Result<String> {
     }
     Ok(format!(
         "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput ({})",
-        quote_ident(name)?,
+        replication_ident(name)?,
         if options.temporary { " TEMPORARY" } else { "" },
         opts.join(", ")
     ))
@@ -591,7 +605,7 @@ fn start_replication_command(
     }
     Ok(format!(
         "START_REPLICATION SLOT {} LOGICAL {start} ({})",
-        quote_ident(slot)?,
+        replication_ident(slot)?,
         opts.join(", ")
     ))
 }
@@ -886,41 +900,21 @@ async fn negotiate_tls(
 }
 
 fn tls_handshake_error(e: std::io::Error, host: &str, peer: &str, mode: SslMode) -> Error {
-    use rustls::CertificateError as C;
-    let cause = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    let remedy = match cause {
-        Some(rustls::Error::InvalidCertificate(C::NotValidForName))
-        | Some(rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. })) => {
+    match tls::find_rustls_error(&e) {
+        Some(cause) => Error::with_source(
+            Kind::Tls,
             format!(
-                "the server certificate does not name host {host:?}; connect by a name the \
-                 certificate lists, or use sslmode=verify-ca to check only the CA"
-            )
-        }
-        Some(rustls::Error::InvalidCertificate(C::UnknownIssuer)) => {
-            "the server certificate is not signed by a trusted root; set sslrootcert to the \
-             CA that signed it"
-                .to_owned()
-        }
-        Some(rustls::Error::InvalidCertificate(C::Expired))
-        | Some(rustls::Error::InvalidCertificate(C::ExpiredContext { .. })) => {
-            "the server certificate has expired".to_owned()
-        }
-        Some(_) => "tls handshake failed".to_owned(),
-        None => {
-            return Error::with_source(
-                Kind::Io,
-                format!("connection to {peer} failed during the tls handshake"),
-                e,
-            )
-        }
-    };
-    Error::with_source(
-        Kind::Tls,
-        format!("server {peer} (sslmode={mode}): {remedy}"),
-        e,
-    )
+                "server {peer} (sslmode={mode}): {}",
+                tls::remedy(cause, host)
+            ),
+            e,
+        ),
+        None => Error::with_source(
+            Kind::Io,
+            format!("connection to {peer} failed during the tls handshake"),
+            e,
+        ),
+    }
 }
 
 /// `server_version` as reported at startup (`15.4`, `16beta2`, `17.0 (Debian 17.0-1)`,
@@ -974,10 +968,12 @@ mod tests {
             .failover(true)
             .snapshot(SnapshotAction::Export);
         assert_eq!(
-            create_slot_command("my\"slot", &all).unwrap(),
-            "CREATE_REPLICATION_SLOT \"my\"\"slot\" TEMPORARY LOGICAL pgoutput \
+            create_slot_command("my slot", &all).unwrap(),
+            "CREATE_REPLICATION_SLOT \"my slot\" TEMPORARY LOGICAL pgoutput \
              (SNAPSHOT 'export', TWO_PHASE true, FAILOVER true)"
         );
+        let e = create_slot_command("my\"slot", &all).unwrap_err();
+        assert!(e.is_config(), "{e}");
     }
 
     #[test]

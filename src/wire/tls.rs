@@ -220,6 +220,51 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// The rustls error somewhere in an error's source chain (tokio-rustls and tokio-postgres
+/// wrap it in io errors).
+pub(crate) fn find_rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        // io::Error hides its payload from `source()` in some versions; look inside.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(inner);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// What to tell the user about a failed handshake with `host`.
+pub(crate) fn remedy(cause: &rustls::Error, host: &str) -> String {
+    use rustls::CertificateError as C;
+    match cause {
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => format!(
+            "the server certificate does not name host {host:?}; connect by a name the \
+             certificate lists, or use sslmode=verify-ca to check only the CA"
+        ),
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the server certificate is not signed by a trusted root; set sslrootcert to the \
+             CA that signed it"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            "the server certificate has expired".to_owned()
+        }
+        _ => "tls handshake failed".to_owned(),
+    }
+}
+
 /// The `tls-server-end-point` channel binding data for a server certificate (DER), or
 /// `None` when its signature algorithm names no usable hash (e.g. Ed25519, RSASSA-PSS),
 /// in which case SCRAM-SHA-256-PLUS cannot be used.
