@@ -470,6 +470,19 @@ impl ReplicationConnection {
     }
 }
 
+#[cfg(test)]
+impl ReplicationConnection {
+    /// A connection over an already set-up transport (tests with a scripted server).
+    pub(crate) fn for_test(transport: Transport, server_version_num: u32) -> ReplicationConnection {
+        ReplicationConnection {
+            transport,
+            parameters: HashMap::new(),
+            server_version_num,
+            backend_pid: 0,
+        }
+    }
+}
+
 impl std::fmt::Debug for ReplicationConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicationConnection")

@@ -433,6 +433,202 @@ impl std::fmt::Debug for ReplicationStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::protocol::DecodeError;
+    use crate::wire::transport::{Socket, Transport};
+    use bytes::{Buf, BufMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// The server side of a scripted connection.
+    struct FakeServer {
+        io: UnixStream,
+    }
+
+    impl FakeServer {
+        async fn send(&mut self, tag: u8, body: &[u8]) {
+            let mut frame = vec![tag];
+            frame.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+            frame.extend_from_slice(body);
+            self.io.write_all(&frame).await.unwrap();
+        }
+
+        async fn copy_data(&mut self, payload: &[u8]) {
+            self.send(b'd', payload).await;
+        }
+
+        async fn keepalive(&mut self, wal_end: u64, reply: bool) {
+            let mut p = vec![b'k'];
+            p.extend_from_slice(&wal_end.to_be_bytes());
+            p.extend_from_slice(&0i64.to_be_bytes());
+            p.push(u8::from(reply));
+            self.copy_data(&p).await;
+        }
+
+        async fn xlog_data(&mut self, start: u64, end: u64, data: &[u8]) {
+            let mut p = vec![b'w'];
+            p.extend_from_slice(&start.to_be_bytes());
+            p.extend_from_slice(&end.to_be_bytes());
+            p.extend_from_slice(&0i64.to_be_bytes());
+            p.extend_from_slice(data);
+            self.copy_data(&p).await;
+        }
+
+        /// Reads one frontend message: (tag, body).
+        async fn recv(&mut self) -> (u8, Vec<u8>) {
+            let tag = self.io.read_u8().await.unwrap();
+            let len = self.io.read_i32().await.unwrap();
+            let mut body = vec![0; usize::try_from(len - 4).unwrap()];
+            self.io.read_exact(&mut body).await.unwrap();
+            (tag, body)
+        }
+
+        /// Reads a status update: (write, flush, apply, reply_requested).
+        async fn status_update(&mut self) -> (u64, u64, u64, bool) {
+            let (tag, body) = self.recv().await;
+            assert_eq!(tag, b'd');
+            let mut b = &body[..];
+            assert_eq!(b.get_u8(), b'r');
+            let (w, f, a) = (b.get_u64(), b.get_u64(), b.get_u64());
+            b.get_i64();
+            (w, f, a, b.get_u8() != 0)
+        }
+    }
+
+    fn pair(interval: Duration) -> (ReplicationStream, FakeServer) {
+        let (client, server) = UnixStream::pair().unwrap();
+        let transport = Transport::new(Socket::Unix(client), "fake:5432".into());
+        let conn = ReplicationConnection::for_test(transport, 160_000);
+        let options = StartOptions::new()
+            .publication("p")
+            .status_interval(interval);
+        let stream = ReplicationStream::new(conn, 4, Lsn::new(0x10), &options);
+        (stream, FakeServer { io: server })
+    }
+
+    #[tokio::test]
+    async fn keepalive_asking_for_a_reply_is_answered_at_once() {
+        let (mut stream, mut server) = pair(Duration::from_secs(3600));
+        stream.set_flush_position(Lsn::new(0x30));
+        stream.set_flush_position(Lsn::new(0x20)); // ignored: lower
+        stream.set_write_position(Lsn::new(0x10)); // reported as at least flush
+        stream.set_apply_position(Lsn::new(0x05));
+        server.keepalive(0x100, false).await;
+        server.keepalive(0x200, true).await;
+        server.xlog_data(0x150, 0x200, b"B...").await;
+        let data = stream.next().await.unwrap().unwrap();
+        assert_eq!(&data.data[..], b"B...");
+        assert_eq!(data.wal_start, Lsn::new(0x150));
+        assert_eq!(stream.server_wal_end(), Lsn::new(0x200));
+        // Exactly one update, for the keepalive that asked (the interval is an hour).
+        assert_eq!(server.status_update().await, (0x30, 0x30, 0x05, false));
+        stream.send_status_update(true).await.unwrap();
+        assert_eq!(server.status_update().await, (0x30, 0x30, 0x05, true));
+    }
+
+    #[tokio::test]
+    async fn periodic_updates_are_sent_from_next_while_idle() {
+        tokio::time::pause();
+        let (mut stream, mut server) = pair(Duration::from_secs(10));
+        stream.set_flush_position(Lsn::new(0x42));
+        // Nothing to read: next() waits, and sends an update every interval meanwhile.
+        let waiting = tokio::time::timeout(Duration::from_secs(35), stream.next()).await;
+        assert!(waiting.is_err());
+        for _ in 0..3 {
+            assert_eq!(server.status_update().await.1, 0x42);
+        }
+        // The cancelled next() lost nothing: a message sent now is read.
+        server.xlog_data(1, 2, b"x").await;
+        assert_eq!(&stream.next().await.unwrap().unwrap().data[..], b"x");
+    }
+
+    #[tokio::test]
+    async fn server_copy_done_is_a_clean_end() {
+        let (mut stream, mut server) = pair(Duration::from_secs(3600));
+        server.send(b'c', b"").await;
+        server.send(b'C', b"COPY 0\0").await;
+        server.send(b'Z', b"I").await;
+        assert!(stream.next().await.unwrap().is_none());
+        assert_eq!(server.recv().await, (b'c', vec![]), "CopyDone acknowledged");
+        assert!(stream.next().await.unwrap().is_none(), "stays ended");
+        stream.stop().await.unwrap();
+        assert_eq!(server.recv().await.0, b'X', "Terminate");
+    }
+
+    #[tokio::test]
+    async fn stop_sends_copy_done_and_drains() {
+        let (stream, mut server) = pair(Duration::from_secs(3600));
+        let stopping = tokio::spawn(stream.stop());
+        assert_eq!(server.status_update().await.1, 0, "a last status update");
+        assert_eq!(server.recv().await, (b'c', vec![]));
+        // Data still in flight is skipped.
+        server.xlog_data(1, 2, b"late").await;
+        server.send(b'c', b"").await;
+        server.send(b'C', b"START_REPLICATION\0").await;
+        server.send(b'Z', b"I").await;
+        assert_eq!(server.recv().await.0, b'X');
+        stopping.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_cut_inside_a_frame_is_a_transient_torn_frame() {
+        let (mut stream, mut server) = pair(Duration::from_secs(3600));
+        server.xlog_data(1, 2, b"whole").await;
+        server
+            .io
+            .write_all(&[b'd', 0, 0, 0, 100, b'w'])
+            .await
+            .unwrap();
+        drop(server);
+        assert!(stream.next().await.unwrap().is_some());
+        let e = stream.next().await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let torn = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<DecodeError>())
+            .cloned();
+        assert_eq!(torn, Some(DecodeError::TornFrame { buffered: 6 }), "{e}");
+        let again: Error = stream.next().await.unwrap_err();
+        assert!(again.is_transient(), "{again}");
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_between_frames_is_transient_and_server_errors_keep_their_code() {
+        let (mut stream, server) = pair(Duration::from_secs(3600));
+        drop(server);
+        let e = stream.next().await.unwrap_err();
+        assert!(e.is_transient() && e.is_closed(), "{e}");
+
+        let (mut stream, mut server) = pair(Duration::from_secs(3600));
+        let mut body = Vec::new();
+        for (code, value) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "57P01"),
+            (b'M', "terminating connection due to administrator command"),
+        ] {
+            body.put_u8(code);
+            body.extend_from_slice(value.as_bytes());
+            body.put_u8(0);
+        }
+        body.put_u8(0);
+        server.send(b'E', &body).await;
+        let e = stream.next().await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)
+        );
+        assert!(e.to_string().contains("fake:5432"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn malformed_replication_messages_are_protocol_errors() {
+        let (mut stream, mut server) = pair(Duration::from_secs(3600));
+        server.copy_data(b"?").await;
+        let e = stream.next().await.unwrap_err();
+        assert!(e.is_protocol(), "{e}");
+        assert!(!e.is_transient(), "{e}");
+    }
 
     #[test]
     fn proto_version_follows_the_server() {
