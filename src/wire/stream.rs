@@ -386,7 +386,8 @@ impl ReplicationStream {
         }
         self.conn.close().await;
         match result {
-            Err(e) if e.is_transient() && !e.is_closed() => Ok(()),
+            // Only what the server reported matters; the connection is gone either way.
+            Err(e) if e.as_server_error().is_none() => Ok(()),
             other => other,
         }
     }
