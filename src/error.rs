@@ -40,8 +40,6 @@ pub(crate) enum Kind {
     SlotInvalidated,
     /// Another member took over this consumer's work.
     Fenced,
-    /// The consumer or stream was closed by the application.
-    ClosedByUser,
     /// A local file operation (spill files, test clusters) failed.
     Local,
 }
@@ -61,7 +59,6 @@ impl Kind {
             Kind::ServerSetup => "server not ready for logical replication",
             Kind::SlotInvalidated => "replication slot invalidated",
             Kind::Fenced => "fenced",
-            Kind::ClosedByUser => "closed",
             Kind::Local => "local error",
         }
     }
@@ -145,6 +142,7 @@ impl Error {
         Error::new(Kind::Protocol, message)
     }
 
+    #[cfg(test)]
     pub(crate) fn server(error: ServerError) -> Error {
         Error::with_source(Kind::Server, String::new(), error)
     }

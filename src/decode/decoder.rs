@@ -385,6 +385,5 @@ fn message_name(message: &PgOutputMessage) -> &'static str {
         PgOutputMessage::CommitPrepared(_) => "Commit Prepared",
         PgOutputMessage::RollbackPrepared(_) => "Rollback Prepared",
         PgOutputMessage::StreamPrepare(_) => "Stream Prepare",
-        _ => "an unknown pgoutput message",
     }
 }

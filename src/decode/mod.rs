@@ -1,5 +1,9 @@
 //! From pgoutput messages to records: relation cache, typed values, transaction assembly.
 
+pub mod decoder;
+pub mod record;
+pub mod relation;
+pub mod stream;
 pub mod txn;
 pub mod types;
 pub mod value;

@@ -303,11 +303,23 @@ impl Task {
         change: Change,
         shutdown: &mut oneshot::Receiver<()>,
     ) -> Result<Option<Exit>> {
-        let mut keepalive = tokio::time::interval(self.status_interval.max(Duration::from_millis(100)));
+        // Fast path: room in the queue.
+        let change = match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Ok(change));
+                return Ok(None);
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Ok(Some(Exit::ReaderGone)),
+            Err(mpsc::error::TrySendError::Full(())) => change,
+        };
+        // The queue is full: wait for room, keeping the walsender informed meanwhile.
+        let tx = self.tx.clone();
+        let mut keepalive =
+            tokio::time::interval(self.status_interval.max(Duration::from_millis(100)));
         keepalive.tick().await; // the first tick is immediate
         loop {
             tokio::select! {
-                permit = self.tx.reserve() => {
+                permit = tx.reserve() => {
                     return match permit {
                         Ok(permit) => {
                             permit.send(Ok(change));
