@@ -1,1 +1,7 @@
 //! Integration tests against a real PostgreSQL (see `pg_changestream::testing`).
+//!
+//! This is the crate's one integration test binary (`autotests = false`): every scenario file
+//! beside it is a module declared here, so all of them share one server, started once, and
+//! run in parallel, each test in a database of its own.
+
+mod foundation;
