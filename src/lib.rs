@@ -26,6 +26,7 @@
 
 pub mod decode;
 pub mod error;
+pub mod group;
 pub mod lsn;
 pub mod protocol;
 #[cfg(feature = "testing")]

@@ -1,7 +1,11 @@
 //! Integration tests against a real PostgreSQL (see `pg_changestream::testing`).
 //!
 //! This is the crate's one integration test binary (`autotests = false`): every scenario file
-//! beside it is a module declared here, so all of them share one server, started once, and
-//! run in parallel, each test in a database of its own.
+//! beside it is a module named after what it proves, declared here. All of them share one
+//! server, started once, and run in parallel, each test in a database of its own.
 
+mod admin;
+mod decode;
 mod foundation;
+mod values;
+mod wire;

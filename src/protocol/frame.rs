@@ -16,6 +16,9 @@ use super::{DecodeError, Reader};
 /// gigabytes on the say-so of four bytes.
 pub const MAX_FRAME_LEN: usize = (1 << 30) + (1 << 20);
 
+/// The most [`parse`] reserves at once for a frame still arriving.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// Backend message tags (PostgreSQL "Message Formats").
 pub mod tag {
     /// Authentication request (subtype in the body).
@@ -160,7 +163,9 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<BackendMessage>, DecodeError> 
         })?
         - 4;
     if buf.len() < 5 + body_len {
-        buf.reserve(5 + body_len - buf.len());
+        // Grow towards the frame, but never reserve more than a step on the word of a
+        // length header alone: a corrupt one must not cost a gigabyte up front.
+        buf.reserve((5 + body_len - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     buf.advance(5);

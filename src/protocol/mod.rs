@@ -18,7 +18,9 @@
 //! Replication Protocol" and "Logical Replication Message Formats".
 
 pub mod frame;
+pub mod pgoutput;
 mod reader;
+pub mod replication;
 
 pub(crate) use reader::Reader;
 

@@ -1,0 +1,390 @@
+//! From XLogData payloads to [`Change`]s: the synchronous heart of the read path.
+//!
+//! [`Decoder`] takes each pgoutput message of one connection in order and produces
+//! records, with no I/O of its own except spill files:
+//!
+//! ```text
+//! Begin ─ Origin? ─ (Relation | Type | Insert | Update | Delete | Truncate | Message)* ─ Commit
+//!   → Record per change (commit LSN and time known from Begin), then Change::Commit
+//!
+//! Stream Start ─ changes ─ Stream Stop   (repeated, interleaved with other transactions)
+//!   → buffered per xid in decode::txn (raw bytes, spilling past the memory bound)
+//! Stream Commit → the buffered changes replayed as records, then Change::Commit
+//! Stream Abort  → the sub-transaction's (or whole transaction's) changes dropped
+//!
+//! Message (non-transactional) → a Record of its own, then Change::Commit at its LSN
+//! ```
+//!
+//! Relation and Type messages inside a stream block are buffered with the transaction and
+//! applied when it is replayed: the server sends them per streamed transaction, and a
+//! transaction that aborts must not leave its schema behind in the cache.
+//!
+//! Replaying a committed streamed transaction can yield millions of records, so output is
+//! pulled: after [`Decoder::feed`], call [`Decoder::next_change`] until it returns `None`.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::record::{Op, Record, TxnInfo};
+use super::relation::RelationCache;
+use super::txn::{CommittedChanges, StreamedTxns};
+use super::types::TypeCatalog;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::protocol::pgoutput::{self, PgOutputDecoder, PgOutputMessage};
+
+/// One unit of output.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Change {
+    /// A row change, truncate or logical message.
+    Record(Record),
+    /// The end of a transaction (or of a non-transactional message): every record of it
+    /// has been produced; confirming `end_lsn` acknowledges it.
+    Commit {
+        /// The transaction.
+        txn: Arc<TxnInfo>,
+        /// Where the next transaction's data starts.
+        end_lsn: Lsn,
+        /// How many records it produced.
+        records: u64,
+    },
+}
+
+/// Limits and options for a [`Decoder`].
+#[derive(Debug, Clone)]
+pub struct DecoderOptions {
+    /// Bytes of streamed-transaction changes held in memory before spilling to disk.
+    pub memory_limit: usize,
+    /// Where spill files go (the system temp dir when `None`).
+    pub spill_dir: Option<PathBuf>,
+    /// Known user-defined types (domains, enums, their arrays).
+    pub types: TypeCatalog,
+}
+
+impl Default for DecoderOptions {
+    fn default() -> DecoderOptions {
+        DecoderOptions {
+            memory_limit: 64 * 1024 * 1024,
+            spill_dir: None,
+            types: TypeCatalog::new(),
+        }
+    }
+}
+
+/// The transaction whose records are being produced.
+#[derive(Debug)]
+struct Open {
+    txn: Arc<TxnInfo>,
+    next_index: u64,
+}
+
+/// A committed streamed transaction being replayed.
+#[derive(Debug)]
+struct Replay {
+    changes: CommittedChanges,
+    end_lsn: Lsn,
+}
+
+/// Turns one connection's pgoutput messages into [`Change`]s. Start a new one after a
+/// reconnect: the server resends relations and restarts stream state.
+#[derive(Debug)]
+pub struct Decoder {
+    messages: PgOutputDecoder,
+    relations: RelationCache,
+    streamed: StreamedTxns,
+    open: Option<Open>,
+    replay: Option<Replay>,
+    ready: VecDeque<Change>,
+}
+
+impl Decoder {
+    /// A decoder with these limits.
+    pub fn new(options: DecoderOptions) -> Decoder {
+        Decoder {
+            messages: PgOutputDecoder::new(),
+            relations: RelationCache::new(options.types),
+            streamed: StreamedTxns::new(options.memory_limit, options.spill_dir),
+            open: None,
+            replay: None,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Whether a (non-streamed) transaction is between its Begin and Commit, or a
+    /// committed streamed one is still being replayed.
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some() || self.replay.is_some()
+    }
+
+    /// Bytes of streamed changes held in memory.
+    pub fn buffered_bytes(&self) -> usize {
+        self.streamed.memory_used()
+    }
+
+    /// Takes the next XLogData payload. Call [`Decoder::next_change`] until `None` before
+    /// feeding the next one.
+    ///
+    /// # Errors
+    /// Malformed bytes, a change for an unknown relation, a protocol sequence violation
+    /// (Commit without Begin...), or a spill file failure.
+    pub fn feed(&mut self, data: Bytes) -> Result<()> {
+        if self.replay.is_some() || !self.ready.is_empty() {
+            return Err(Error::protocol(
+                "decoder fed before its previous output was drained (a bug in the caller)",
+            ));
+        }
+        // Inside a stream block, data messages are buffered raw, before full decoding, so
+        // that spilling needs no re-encoding.
+        if let Some(xid) = self.messages.open_stream() {
+            let message = self.messages.decode(data.clone())?;
+            return match message {
+                PgOutputMessage::StreamStop => Ok(()),
+                PgOutputMessage::Message(m) if !m.transactional() => self.non_transactional(m),
+                other => match stream_subxid(&other) {
+                    Some(subxid) => self.streamed.push(xid, subxid, data),
+                    None => Err(Error::protocol(format!(
+                        "unexpected {} inside a stream block",
+                        message_name(&other)
+                    ))),
+                },
+            };
+        }
+        let message = self.messages.decode(data)?;
+        self.handle(message)
+    }
+
+    /// The next change produced by what was fed, or `None` when all of it is out.
+    ///
+    /// # Errors
+    /// Reading back a spilled change failed, or a replayed change is malformed.
+    pub fn next_change(&mut self) -> Result<Option<Change>> {
+        loop {
+            if let Some(change) = self.ready.pop_front() {
+                return Ok(Some(change));
+            }
+            let Some(replay) = self.replay.as_mut() else {
+                return Ok(None);
+            };
+            match replay.changes.next_change()? {
+                Some(raw) => {
+                    let message = pgoutput::parse(raw, true)?;
+                    self.handle(message)?;
+                }
+                None => {
+                    let end_lsn = replay.end_lsn;
+                    self.replay = None;
+                    self.finish(end_lsn)?;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: PgOutputMessage) -> Result<()> {
+        match message {
+            PgOutputMessage::Begin(begin) => {
+                if self.open.is_some() {
+                    return Err(Error::protocol("Begin inside an open transaction"));
+                }
+                self.open = Some(Open {
+                    txn: Arc::new(TxnInfo {
+                        xid: begin.xid,
+                        commit_lsn: begin.final_lsn,
+                        commit_time_micros: begin.commit_time,
+                        origin: None,
+                    }),
+                    next_index: 0,
+                });
+            }
+            PgOutputMessage::Origin(origin) => {
+                let open = self.open_mut("Origin")?;
+                Arc::make_mut(&mut open.txn).origin = Some(origin.name);
+            }
+            PgOutputMessage::Commit(commit) => {
+                let commit_lsn = self.open_mut("Commit")?.txn.commit_lsn;
+                if commit_lsn != commit.commit_lsn {
+                    return Err(Error::protocol(format!(
+                        "Commit at {} does not match its Begin's final LSN {commit_lsn}",
+                        commit.commit_lsn
+                    )));
+                }
+                self.finish(commit.end_lsn)?;
+            }
+            PgOutputMessage::Relation(relation) => {
+                self.relations.apply_relation(&relation);
+            }
+            PgOutputMessage::Type(ty) => self.relations.apply_type(&ty),
+            PgOutputMessage::Insert(insert) => {
+                let relation = Arc::clone(self.relations.get(insert.relation_id)?);
+                let (txn, index) = self.next_index("Insert")?;
+                self.ready.push_back(Change::Record(Record::row(
+                    Op::Insert,
+                    relation,
+                    Some(insert.new),
+                    None,
+                    txn,
+                    index,
+                )));
+            }
+            PgOutputMessage::Update(update) => {
+                let relation = Arc::clone(self.relations.get(update.relation_id)?);
+                let (txn, index) = self.next_index("Update")?;
+                self.ready.push_back(Change::Record(Record::row(
+                    Op::Update,
+                    relation,
+                    Some(update.new),
+                    update.old,
+                    txn,
+                    index,
+                )));
+            }
+            PgOutputMessage::Delete(delete) => {
+                let relation = Arc::clone(self.relations.get(delete.relation_id)?);
+                let (txn, index) = self.next_index("Delete")?;
+                self.ready.push_back(Change::Record(Record::row(
+                    Op::Delete,
+                    relation,
+                    None,
+                    Some(delete.old),
+                    txn,
+                    index,
+                )));
+            }
+            PgOutputMessage::Truncate(truncate) => {
+                for id in &truncate.relation_ids {
+                    let relation = Arc::clone(self.relations.get(*id)?);
+                    let (txn, index) = self.next_index("Truncate")?;
+                    self.ready.push_back(Change::Record(Record::truncate(
+                        relation,
+                        truncate.cascade(),
+                        truncate.restart_identity(),
+                        txn,
+                        index,
+                    )));
+                }
+            }
+            PgOutputMessage::Message(m) if !m.transactional() => self.non_transactional(m)?,
+            PgOutputMessage::Message(m) => {
+                let (txn, index) = self.next_index("Message")?;
+                self.ready
+                    .push_back(Change::Record(Record::message(m.prefix, m.content, txn, index)));
+            }
+            PgOutputMessage::StreamStart(_) | PgOutputMessage::StreamStop => {}
+            PgOutputMessage::StreamCommit(commit) => {
+                if self.open.is_some() {
+                    return Err(Error::protocol("Stream Commit inside an open transaction"));
+                }
+                let changes = self.streamed.commit(commit.xid)?;
+                self.open = Some(Open {
+                    txn: Arc::new(TxnInfo {
+                        xid: commit.xid,
+                        commit_lsn: commit.commit_lsn,
+                        commit_time_micros: commit.commit_time,
+                        origin: None,
+                    }),
+                    next_index: 0,
+                });
+                self.replay = Some(Replay {
+                    changes,
+                    end_lsn: commit.end_lsn,
+                });
+            }
+            PgOutputMessage::StreamAbort(abort) => self.streamed.abort(abort.xid, abort.subxid),
+            other => {
+                return Err(Error::protocol(format!(
+                    "{} received, but this stream never asked for two-phase decoding",
+                    message_name(&other)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// A non-transactional logical message: delivered at once, as a one-record
+    /// transaction of its own at the message's LSN.
+    fn non_transactional(&mut self, m: pgoutput::LogicalMessage) -> Result<()> {
+        let txn = Arc::new(TxnInfo {
+            xid: 0,
+            commit_lsn: m.lsn,
+            commit_time_micros: 0,
+            origin: None,
+        });
+        self.ready.push_back(Change::Record(Record::message(
+            m.prefix,
+            m.content,
+            Arc::clone(&txn),
+            0,
+        )));
+        self.ready.push_back(Change::Commit {
+            txn,
+            end_lsn: m.lsn,
+            records: 1,
+        });
+        Ok(())
+    }
+
+    fn open_mut(&mut self, what: &str) -> Result<&mut Open> {
+        self.open
+            .as_mut()
+            .ok_or_else(|| Error::protocol(format!("{what} outside a transaction")))
+    }
+
+    fn next_index(&mut self, what: &str) -> Result<(Arc<TxnInfo>, u64)> {
+        let open = self.open_mut(what)?;
+        let index = open.next_index;
+        open.next_index += 1;
+        Ok((Arc::clone(&open.txn), index))
+    }
+
+    fn finish(&mut self, end_lsn: Lsn) -> Result<()> {
+        let open = self.open.take().ok_or_else(|| Error::protocol("Commit without Begin"))?;
+        self.ready.push_back(Change::Commit {
+            txn: open.txn,
+            end_lsn,
+            records: open.next_index,
+        });
+        Ok(())
+    }
+}
+
+/// The (sub-)transaction xid a data message carries inside a stream block.
+fn stream_subxid(message: &PgOutputMessage) -> Option<u32> {
+    match message {
+        PgOutputMessage::Relation(m) => m.xid,
+        PgOutputMessage::Type(m) => m.xid,
+        PgOutputMessage::Insert(m) => m.xid,
+        PgOutputMessage::Update(m) => m.xid,
+        PgOutputMessage::Delete(m) => m.xid,
+        PgOutputMessage::Truncate(m) => m.xid,
+        PgOutputMessage::Message(m) => m.xid,
+        _ => None,
+    }
+}
+
+fn message_name(message: &PgOutputMessage) -> &'static str {
+    match message {
+        PgOutputMessage::Begin(_) => "Begin",
+        PgOutputMessage::Commit(_) => "Commit",
+        PgOutputMessage::Origin(_) => "Origin",
+        PgOutputMessage::Relation(_) => "Relation",
+        PgOutputMessage::Type(_) => "Type",
+        PgOutputMessage::Insert(_) => "Insert",
+        PgOutputMessage::Update(_) => "Update",
+        PgOutputMessage::Delete(_) => "Delete",
+        PgOutputMessage::Truncate(_) => "Truncate",
+        PgOutputMessage::Message(_) => "Message",
+        PgOutputMessage::StreamStart(_) => "Stream Start",
+        PgOutputMessage::StreamStop => "Stream Stop",
+        PgOutputMessage::StreamCommit(_) => "Stream Commit",
+        PgOutputMessage::StreamAbort(_) => "Stream Abort",
+        PgOutputMessage::BeginPrepare(_) => "Begin Prepare",
+        PgOutputMessage::Prepare(_) => "Prepare",
+        PgOutputMessage::CommitPrepared(_) => "Commit Prepared",
+        PgOutputMessage::RollbackPrepared(_) => "Rollback Prepared",
+        PgOutputMessage::StreamPrepare(_) => "Stream Prepare",
+        _ => "an unknown pgoutput message",
+    }
+}

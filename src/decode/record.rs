@@ -1,0 +1,552 @@
+//! Records: one row change each, with images that materialise on demand.
+//!
+//! A [`Record`] keeps the raw tuple bytes of its change and an `Arc` of the [`Relation`]
+//! it was decoded with; nothing is converted until asked. [`Image`] is a view of one tuple
+//! that decodes values by column kind and serialises straight into a JSON object without
+//! building a map first.
+//!
+//! Before-images follow the table's replica identity (DESIGN §2):
+//! - `REPLICA IDENTITY FULL`: updates and deletes carry the whole old row → [`BeforeImage::Full`];
+//! - DEFAULT / USING INDEX: deletes, and updates that changed the key, carry the old key →
+//!   [`BeforeImage::Key`]; updates that kept the key carry nothing → [`BeforeImage::NotEnabled`];
+//! - inserts, reads, truncates and messages → [`BeforeImage::NotApplicable`].
+//!
+//! An UPDATE does not resend TOASTed values it did not change (column kind `u`). The
+//! current image fills them from a full before-image when there is one; otherwise they are
+//! reported as unchanged — left out of the JSON object and listed under `"unchanged"` —
+//! never as null.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+use super::relation::Relation;
+use super::value::Value;
+use crate::lsn::Lsn;
+use crate::protocol::pgoutput::{OldTuple, TupleColumn, TupleData};
+use crate::protocol::replication::pg_time_to_system;
+
+/// What a record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// A row was inserted.
+    Insert,
+    /// A row was updated.
+    Update,
+    /// A row was deleted.
+    Delete,
+    /// The table was truncated (one record per table).
+    Truncate,
+    /// An existing row delivered by a backfill.
+    Read,
+    /// A logical message (`pg_logical_emit_message`) with a subscribed prefix.
+    Message,
+}
+
+impl Op {
+    /// The lower-case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+            Op::Read => "read",
+            Op::Message => "message",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The transaction a record belongs to; shared by all its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnInfo {
+    /// Transaction id (top level).
+    pub xid: u32,
+    /// LSN of the commit record: orders transactions and names events.
+    pub commit_lsn: Lsn,
+    /// Commit time, microseconds since 2000-01-01 UTC (as PostgreSQL sends it).
+    pub commit_time_micros: i64,
+    /// The replication origin the transaction came through, if any.
+    pub origin: Option<String>,
+}
+
+impl TxnInfo {
+    /// The commit time.
+    pub fn commit_time(&self) -> SystemTime {
+        pg_time_to_system(self.commit_time_micros).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// Identifies a record across redeliveries: `<commit_lsn>:<index in transaction>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    /// The transaction's commit LSN.
+    pub commit_lsn: Lsn,
+    /// The record's index inside the transaction, from 0.
+    pub index: u64,
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.commit_lsn, self.index)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The body of a record, by kind.
+#[derive(Debug, Clone)]
+enum Body {
+    Row {
+        relation: Arc<Relation>,
+        new: Option<TupleData>,
+        old: Option<OldTuple>,
+    },
+    Truncate {
+        relation: Arc<Relation>,
+        cascade: bool,
+        restart_identity: bool,
+    },
+    Message {
+        prefix: String,
+        content: Bytes,
+    },
+}
+
+/// One row change (or truncate, or logical message).
+#[derive(Debug, Clone)]
+pub struct Record {
+    op: Op,
+    body: Body,
+    txn: Arc<TxnInfo>,
+    index: u64,
+}
+
+impl Record {
+    pub(crate) fn row(
+        op: Op,
+        relation: Arc<Relation>,
+        new: Option<TupleData>,
+        old: Option<OldTuple>,
+        txn: Arc<TxnInfo>,
+        index: u64,
+    ) -> Record {
+        Record {
+            op,
+            body: Body::Row { relation, new, old },
+            txn,
+            index,
+        }
+    }
+
+    pub(crate) fn truncate(
+        relation: Arc<Relation>,
+        cascade: bool,
+        restart_identity: bool,
+        txn: Arc<TxnInfo>,
+        index: u64,
+    ) -> Record {
+        Record {
+            op: Op::Truncate,
+            body: Body::Truncate {
+                relation,
+                cascade,
+                restart_identity,
+            },
+            txn,
+            index,
+        }
+    }
+
+    pub(crate) fn message(prefix: String, content: Bytes, txn: Arc<TxnInfo>, index: u64) -> Record {
+        Record {
+            op: Op::Message,
+            body: Body::Message { prefix, content },
+            txn,
+            index,
+        }
+    }
+
+    /// What happened.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The relation, as described when this change was decoded (`None` for messages).
+    pub fn relation(&self) -> Option<&Arc<Relation>> {
+        match &self.body {
+            Body::Row { relation, .. } | Body::Truncate { relation, .. } => Some(relation),
+            Body::Message { .. } => None,
+        }
+    }
+
+    /// The transaction.
+    pub fn txn(&self) -> &Arc<TxnInfo> {
+        &self.txn
+    }
+
+    /// The record's index inside its transaction.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The event id, stable across redeliveries.
+    pub fn event_id(&self) -> EventId {
+        EventId {
+            commit_lsn: self.txn.commit_lsn,
+            index: self.index,
+        }
+    }
+
+    /// The row after the change (insert, update, read), unchanged TOAST values filled from
+    /// a full before-image when there is one.
+    pub fn current(&self) -> Option<Image<'_>> {
+        let Body::Row { relation, new, old } = &self.body else {
+            return None;
+        };
+        let fill = match old {
+            Some(OldTuple::Full(t)) => Some(t),
+            _ => None,
+        };
+        new.as_ref().map(|tuple| Image {
+            relation,
+            tuple,
+            fill,
+            key_only: false,
+        })
+    }
+
+    /// The row before the change, as far as the replica identity tells it.
+    pub fn before(&self) -> BeforeImage<'_> {
+        let Body::Row { relation, old, .. } = &self.body else {
+            return BeforeImage::NotApplicable;
+        };
+        match (self.op, old) {
+            (_, Some(OldTuple::Full(tuple))) => BeforeImage::Full(Image {
+                relation,
+                tuple,
+                fill: None,
+                key_only: false,
+            }),
+            (_, Some(OldTuple::Key(tuple))) => BeforeImage::Key(Image {
+                relation,
+                tuple,
+                fill: None,
+                key_only: true,
+            }),
+            (Op::Update, None) => BeforeImage::NotEnabled,
+            _ => BeforeImage::NotApplicable,
+        }
+    }
+
+    /// The key of the row: its replica identity columns, from the current image, or from
+    /// the old row for a delete.
+    pub fn key(&self) -> Option<Image<'_>> {
+        let Body::Row { relation, new, old } = &self.body else {
+            return None;
+        };
+        let tuple = match (new, old) {
+            (Some(new), _) => new,
+            (None, Some(old)) => old.data(),
+            (None, None) => return None,
+        };
+        Some(Image {
+            relation,
+            tuple,
+            fill: None,
+            key_only: true,
+        })
+    }
+
+    /// For a truncate: whether it was `CASCADE` and `RESTART IDENTITY`.
+    pub fn truncate_options(&self) -> Option<(bool, bool)> {
+        match &self.body {
+            Body::Truncate {
+                cascade,
+                restart_identity,
+                ..
+            } => Some((*cascade, *restart_identity)),
+            _ => None,
+        }
+    }
+
+    /// For a logical message: its prefix and content.
+    pub fn message_content(&self) -> Option<(&str, &Bytes)> {
+        match &self.body {
+            Body::Message { prefix, content } => Some((prefix, content)),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON form of a record: `op`, `table` (`schema.name`), `event_id`, `commit_lsn`,
+/// `commit_time` (RFC 3339, UTC), `xid`, then `key`, `current`, `before` (objects or
+/// null), `before_kind` (`full`, `key`, `not_enabled`, `not_applicable`) and `unchanged`
+/// (columns whose TOASTed value was not sent) for row changes; `cascade` and
+/// `restart_identity` for truncates; `prefix` and `content` (UTF-8 text, else `\x` hex) for
+/// messages.
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("op", self.op.as_str())?;
+        if let Some(relation) = self.relation() {
+            map.serialize_entry("schema", relation.schema())?;
+            map.serialize_entry("table", relation.name())?;
+        }
+        map.serialize_entry("event_id", &self.event_id())?;
+        map.serialize_entry("commit_lsn", &self.txn.commit_lsn)?;
+        map.serialize_entry("commit_time", &Rfc3339(self.txn.commit_time_micros))?;
+        map.serialize_entry("xid", &self.txn.xid)?;
+        match &self.body {
+            Body::Row { .. } => {
+                map.serialize_entry("key", &self.key())?;
+                let current = self.current();
+                map.serialize_entry("current", &current)?;
+                let before = self.before();
+                map.serialize_entry("before", &before.image())?;
+                map.serialize_entry("before_kind", before.kind())?;
+                if let Some(current) = current {
+                    if current.has_unchanged() {
+                        map.serialize_entry("unchanged", &UnchangedColumns(current))?;
+                    }
+                }
+            }
+            Body::Truncate {
+                cascade,
+                restart_identity,
+                ..
+            } => {
+                map.serialize_entry("cascade", cascade)?;
+                map.serialize_entry("restart_identity", restart_identity)?;
+            }
+            Body::Message { prefix, content } => {
+                map.serialize_entry("prefix", prefix)?;
+                match std::str::from_utf8(content) {
+                    Ok(text) => map.serialize_entry("content", text)?,
+                    Err(_) => map.serialize_entry("content", &hex(content))?,
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+/// The row before a change.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum BeforeImage<'a> {
+    /// The whole old row (REPLICA IDENTITY FULL).
+    Full(Image<'a>),
+    /// Only the old key (DEFAULT / USING INDEX identity: a delete, or an update that changed
+    /// the key).
+    Key(Image<'a>),
+    /// An update under DEFAULT / USING INDEX identity that kept the key: the old row is not
+    /// logged. Enable before-images to get it.
+    NotEnabled,
+    /// Inserts, reads, truncates, messages.
+    NotApplicable,
+}
+
+impl<'a> BeforeImage<'a> {
+    /// The image, for `Full` and `Key`.
+    pub fn image(&self) -> Option<Image<'a>> {
+        match self {
+            BeforeImage::Full(image) | BeforeImage::Key(image) => Some(*image),
+            _ => None,
+        }
+    }
+
+    /// `full`, `key`, `not_enabled` or `not_applicable`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BeforeImage::Full(_) => "full",
+            BeforeImage::Key(_) => "key",
+            BeforeImage::NotEnabled => "not_enabled",
+            BeforeImage::NotApplicable => "not_applicable",
+        }
+    }
+}
+
+/// A view of one row image: column values decoded on demand.
+#[derive(Clone, Copy)]
+pub struct Image<'a> {
+    relation: &'a Relation,
+    tuple: &'a TupleData,
+    /// Where unchanged TOAST values are taken from (a full old row).
+    fill: Option<&'a TupleData>,
+    /// Only the key columns are meaningful (a 'K' tuple, or a key view).
+    key_only: bool,
+}
+
+impl<'a> Image<'a> {
+    /// The columns, in order: name and value. Key images yield only key columns.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + 'a {
+        let relation = self.relation;
+        let key_only = self.key_only;
+        let mut fill = self.fill.map(|t| t.iter());
+        self.tuple
+            .iter()
+            .zip(relation.columns())
+            .filter_map(move |(column, meta)| {
+                let filler = fill.as_mut().and_then(|f| f.next());
+                if key_only && !meta.is_key() {
+                    return None;
+                }
+                let column = match (column, filler) {
+                    (TupleColumn::UnchangedToast, Some(old)) => old,
+                    (column, _) => column,
+                };
+                Some((meta.name(), to_value(meta.kind(), column)))
+            })
+    }
+
+    /// The value of the column named `name`, if it is in this image.
+    pub fn get(&self, name: &str) -> Option<Value<'a>> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The relation the image belongs to.
+    pub fn relation(&self) -> &'a Relation {
+        self.relation
+    }
+
+    fn has_unchanged(&self) -> bool {
+        self.iter().any(|(_, v)| v.is_unchanged())
+    }
+}
+
+impl fmt::Debug for Image<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// A JSON object of the image's columns; unchanged TOAST values are left out (the record
+/// lists them under `unchanged`).
+impl Serialize for Image<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.iter() {
+            if !value.is_unchanged() {
+                map.serialize_entry(name, &value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct UnchangedColumns<'a>(Image<'a>);
+
+impl Serialize for UnchangedColumns<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        for (name, value) in self.0.iter() {
+            if value.is_unchanged() {
+                seq.serialize_element(name)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+fn to_value(kind: super::types::ValueKind, column: TupleColumn<'_>) -> Value<'_> {
+    match column {
+        TupleColumn::Null => Value::Null,
+        TupleColumn::UnchangedToast => Value::Unchanged,
+        // Never fails: text that is not UTF-8 (a non-UTF-8 database) is kept lossily.
+        TupleColumn::Text(text) => Value::decode(kind, text)
+            .unwrap_or_else(|_| Value::Text(String::from_utf8_lossy(text).into_owned().into())),
+        // We never ask for binary transfer; should a server send it, show the bytes.
+        TupleColumn::Binary(bytes) => Value::Bytea(hex(bytes).into()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + bytes.len() * 2);
+    out.push_str("\\x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A PostgreSQL timestamp (µs since 2000-01-01 UTC) as RFC 3339 UTC with microseconds.
+struct Rfc3339(i64);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_pg_timestamp(self.0))
+    }
+}
+
+/// Formats microseconds since 2000-01-01 UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn format_pg_timestamp(micros: i64) -> String {
+    // 2000-01-01 is day 10957 after the Unix epoch.
+    let unix_micros = micros + 10_957 * 86_400 * 1_000_000;
+    let secs = unix_micros.div_euclid(1_000_000);
+    let frac = unix_micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_timestamps_format_as_rfc3339_utc() {
+        assert_eq!(format_pg_timestamp(0), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(format_pg_timestamp(-1), "1999-12-31T23:59:59.999999Z");
+        // 2024-02-29 12:34:56.5 UTC
+        let days = 8825; // 2000-01-01 → 2024-02-29
+        let micros = (days * 86_400 + 12 * 3600 + 34 * 60 + 56) * 1_000_000 + 500_000;
+        assert_eq!(format_pg_timestamp(micros), "2024-02-29T12:34:56.500000Z");
+    }
+
+    #[test]
+    fn event_ids_print_lsn_and_index() {
+        let id = EventId {
+            commit_lsn: Lsn::new(0x1_0000_00AB),
+            index: 7,
+        };
+        assert_eq!(id.to_string(), "1/AB:7");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"1/AB:7\"");
+    }
+}

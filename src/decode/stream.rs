@@ -1,0 +1,361 @@
+//! The low-level change stream: one slot, one publication set, decoded records, explicit
+//! acknowledgements. Usable without consumer groups; the consumer runs one per partition.
+//!
+//! ```text
+//!            ┌──────────── background task (owns the connection) ─────────────┐
+//! walsender ─┤ ReplicationStream::next ─▶ Decoder::feed ─▶ next_change ─▶ queue ├─▶ ChangeStream::next
+//!            │      ▲ status updates: acks, keepalive replies, periodic          │
+//!            └──────┴──────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! The task answers keepalives at once and sends a status update at least every status
+//! interval even while the queue is full and it has stopped reading: the walsender's
+//! timeout counts from the last message it *received*, so this keeps a slow application
+//! from having its stream cut. Meanwhile the full queue stops the task reading, TCP fills,
+//! and the walsender waits: memory stays bounded by the queue length.
+//!
+//! **Acknowledging.** [`ChangeStream::ack`] raises the flush position sent to the server,
+//! which moves the slot's `confirmed_flush_lsn`. When everything delivered has been
+//! acknowledged and no transaction is half-delivered, the flush position follows the
+//! server's WAL end from keepalives, so an idle stream on a busy server never pins WAL
+//! (PITFALLS: etl #429, Electric #1083). This is safe: a transaction that is still running
+//! commits later than that position and is delivered in full.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+
+use super::decoder::{Change, Decoder, DecoderOptions};
+use crate::error::{Error, Kind, Result};
+use crate::lsn::Lsn;
+use crate::wire::{ConnectConfig, ReplicationConnection, ReplicationStream, StartOptions};
+
+/// How to open a [`ChangeStream`].
+#[derive(Debug, Clone)]
+pub struct ChangeStreamOptions {
+    /// The logical replication slot (pgoutput).
+    pub slot: String,
+    /// Publications whose tables to receive.
+    pub publications: Vec<String>,
+    /// Where to start. Below the slot's confirmed position the server starts there
+    /// instead; above it, transactions that committed before `start` are skipped.
+    pub start: Lsn,
+    /// Whether to receive `pg_logical_emit_message` messages.
+    pub messages: bool,
+    /// Whether the server may stream large in-progress transactions (buffered here until
+    /// they commit, spilling to disk past [`DecoderOptions::memory_limit`]).
+    pub streaming: bool,
+    /// Decoder limits and known types.
+    pub decoder: DecoderOptions,
+    /// Changes queued between the connection task and the reader.
+    pub queue_capacity: usize,
+    /// How often a status update is sent at least.
+    pub status_interval: Duration,
+    /// Follow the server's WAL end when nothing is unacknowledged (see the module docs).
+    pub follow_idle_wal: bool,
+}
+
+impl ChangeStreamOptions {
+    /// Options for `slot` and `publications`, starting at the slot's confirmed position.
+    pub fn new(slot: impl Into<String>, publications: Vec<String>) -> ChangeStreamOptions {
+        ChangeStreamOptions {
+            slot: slot.into(),
+            publications,
+            start: Lsn::ZERO,
+            messages: true,
+            streaming: true,
+            decoder: DecoderOptions::default(),
+            queue_capacity: 8192,
+            status_interval: Duration::from_secs(10),
+            follow_idle_wal: true,
+        }
+    }
+}
+
+/// Positions shared between the task and the handle.
+#[derive(Debug, Default)]
+struct Shared {
+    acked: AtomicU64,
+    ack_changed: Notify,
+    server_wal_end: AtomicU64,
+    confirmed: AtomicU64,
+}
+
+/// Decoded changes from one replication slot, as a `futures::Stream`.
+#[derive(Debug)]
+pub struct ChangeStream {
+    rx: mpsc::Receiver<Result<Change>>,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+    backend_pid: i32,
+    proto_version: u32,
+}
+
+impl ChangeStream {
+    /// Connects, starts replication on the slot, and begins decoding in a background task.
+    ///
+    /// # Errors
+    /// Connection or authentication failures; the slot does not exist, is active
+    /// elsewhere (transient) or was invalidated; a publication does not exist.
+    pub async fn start(config: &ConnectConfig, options: ChangeStreamOptions) -> Result<ChangeStream> {
+        let conn = ReplicationConnection::connect(config).await?;
+        let mut start = StartOptions::new()
+            .messages(options.messages)
+            .streaming(options.streaming)
+            .status_interval(options.status_interval);
+        for publication in &options.publications {
+            start = start.publication(publication.clone());
+        }
+        let stream = conn
+            .start_replication(&options.slot, options.start, &start)
+            .await?;
+        let backend_pid = stream.backend_pid();
+        let proto_version = stream.proto_version();
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let task = Task {
+            stream,
+            decoder: Decoder::new(options.decoder.clone()),
+            tx,
+            shared: Arc::clone(&shared),
+            delivered_end: Lsn::ZERO,
+            follow_idle_wal: options.follow_idle_wal,
+            status_interval: options.status_interval,
+        };
+        let handle = tokio::spawn(task.run(shutdown_rx));
+        Ok(ChangeStream {
+            rx,
+            shared,
+            shutdown: Some(shutdown_tx),
+            task: Some(handle),
+            backend_pid,
+            proto_version,
+        })
+    }
+
+    /// The next change; `None` once the stream has ended (after an error was returned, or
+    /// after [`ChangeStream::close`]).
+    pub async fn next_change(&mut self) -> Option<Result<Change>> {
+        self.rx.recv().await
+    }
+
+    /// A change if one is ready now, without waiting.
+    pub fn try_next_change(&mut self) -> Option<Result<Change>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Acknowledges everything up to `end_lsn` (a [`Change::Commit`]'s `end_lsn`): the
+    /// server may release the WAL before it, and will not send those transactions again.
+    /// Lower values than already acknowledged are ignored. Sent to the server at once.
+    pub fn ack(&self, end_lsn: Lsn) {
+        let previous = self.shared.acked.fetch_max(end_lsn.as_u64(), Ordering::AcqRel);
+        if previous < end_lsn.as_u64() {
+            self.shared.ack_changed.notify_one();
+        }
+    }
+
+    /// The highest position acknowledged through [`ChangeStream::ack`].
+    pub fn acked(&self) -> Lsn {
+        Lsn::new(self.shared.acked.load(Ordering::Acquire))
+    }
+
+    /// The flush position last sent to the server (acknowledgements, or the server's WAL
+    /// end while idle).
+    pub fn confirmed(&self) -> Lsn {
+        Lsn::new(self.shared.confirmed.load(Ordering::Acquire))
+    }
+
+    /// The server's WAL end as last reported (keepalives and data).
+    pub fn server_wal_end(&self) -> Lsn {
+        Lsn::new(self.shared.server_wal_end.load(Ordering::Acquire))
+    }
+
+    /// The walsender's process id (to find it in `pg_stat_replication`).
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
+    /// The pgoutput protocol version in use.
+    pub fn proto_version(&self) -> u32 {
+        self.proto_version
+    }
+
+    /// Sends the acknowledged position, ends replication and closes the connection.
+    ///
+    /// # Errors
+    /// The final status update or the clean stop failed (the connection is closed anyway).
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.rx.close();
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|e| {
+                Err(Error::new(Kind::Closed, format!("change stream task failed: {e}")))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ChangeStream {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Stream for ChangeStream {
+    type Item = Result<Change>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The background task owning the replication connection.
+struct Task {
+    stream: ReplicationStream,
+    decoder: Decoder,
+    tx: mpsc::Sender<Result<Change>>,
+    shared: Arc<Shared>,
+    /// End LSN of the last transaction handed to the queue.
+    delivered_end: Lsn,
+    follow_idle_wal: bool,
+    status_interval: Duration,
+}
+
+/// Why the task's loop ended.
+enum Exit {
+    Shutdown,
+    ReaderGone,
+}
+
+impl Task {
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<()> {
+        match self.pump(&mut shutdown).await {
+            Ok(Exit::Shutdown) => {
+                self.apply_ack();
+                let flushed = self.stream.send_status_update(false).await;
+                let stopped = self.stream.stop().await;
+                flushed.and(stopped)
+            }
+            Ok(Exit::ReaderGone) => Ok(()),
+            Err(e) => {
+                // Hand the error to the reader; the connection is dropped.
+                let _ = self.tx.send(Err(e)).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn pump(&mut self, shutdown: &mut oneshot::Receiver<()>) -> Result<Exit> {
+        let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while let Some(change) = self.decoder.next_change()? {
+                let end = match &change {
+                    Change::Commit { end_lsn, .. } => Some(*end_lsn),
+                    _ => None,
+                };
+                if let Some(exit) = self.deliver(change, shutdown).await? {
+                    return Ok(exit);
+                }
+                if let Some(end) = end {
+                    self.delivered_end = self.delivered_end.max(end);
+                }
+            }
+            tokio::select! {
+                _ = &mut *shutdown => return Ok(Exit::Shutdown),
+                _ = self.shared.ack_changed.notified() => {
+                    self.apply_ack();
+                    self.stream.send_status_update(false).await?;
+                }
+                _ = idle_check.tick() => self.follow_idle_wal(),
+                message = self.stream.next() => {
+                    self.publish_wal_end();
+                    match message? {
+                        Some(data) => self.decoder.feed(data.data)?,
+                        None => {
+                            return Err(Error::new(
+                                Kind::Closed,
+                                "the server ended the replication stream",
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one change, keeping the stream alive while the queue is full.
+    async fn deliver(
+        &mut self,
+        change: Change,
+        shutdown: &mut oneshot::Receiver<()>,
+    ) -> Result<Option<Exit>> {
+        let mut keepalive = tokio::time::interval(self.status_interval.max(Duration::from_millis(100)));
+        keepalive.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                permit = self.tx.reserve() => {
+                    return match permit {
+                        Ok(permit) => {
+                            permit.send(Ok(change));
+                            Ok(None)
+                        }
+                        Err(_) => Ok(Some(Exit::ReaderGone)),
+                    };
+                }
+                _ = &mut *shutdown => return Ok(Some(Exit::Shutdown)),
+                _ = self.shared.ack_changed.notified() => {
+                    self.apply_ack();
+                    self.stream.send_status_update(false).await?;
+                }
+                _ = keepalive.tick() => self.stream.send_status_update(false).await?,
+            }
+        }
+    }
+
+    fn apply_ack(&mut self) {
+        let acked = Lsn::new(self.shared.acked.load(Ordering::Acquire));
+        self.stream.set_flush_position(acked);
+        self.publish_confirmed();
+    }
+
+    /// While nothing delivered is unacknowledged and no transaction is half-delivered,
+    /// let the flush position follow the server's WAL end.
+    fn follow_idle_wal(&mut self) {
+        self.publish_wal_end();
+        if !self.follow_idle_wal || self.decoder.in_transaction() {
+            return;
+        }
+        let acked = Lsn::new(self.shared.acked.load(Ordering::Acquire));
+        let queue_empty = self.tx.capacity() == self.tx.max_capacity();
+        if queue_empty && acked >= self.delivered_end {
+            self.stream.set_flush_position(self.stream.server_wal_end());
+            self.publish_confirmed();
+        }
+    }
+
+    fn publish_wal_end(&self) {
+        self.shared
+            .server_wal_end
+            .store(self.stream.server_wal_end().as_u64(), Ordering::Release);
+    }
+
+    fn publish_confirmed(&self) {
+        self.shared
+            .confirmed
+            .store(self.stream.flush_position().as_u64(), Ordering::Release);
+    }
+}

@@ -1,0 +1,1021 @@
+//! Column values: pgoutput's text format decoded into a typed, borrowed [`Value`] view with
+//! a documented JSON form.
+//!
+//! pgoutput sends each column as the bytes the type's output function printed inside the
+//! walsender — exactly what `SELECT col::text` prints in a session with the same settings.
+//! Our replication connection pins the settings that change that text:
+//! `DateStyle=ISO, MDY`, `TimeZone=UTC`, `IntervalStyle=postgres`, `extra_float_digits=3`
+//! and `bytea_output=hex`; the parsers here assume them.
+//!
+//! The column's [`ValueKind`] is resolved once per relation column (see
+//! [`super::types`]); [`Value::decode`] then borrows the text, so decoding a row allocates
+//! nothing except for arrays and escaped array elements.
+//!
+//! ```
+//! use pg_changestream::decode::types::{oid, ValueKind};
+//! use pg_changestream::decode::value::Value;
+//!
+//! let kind = ValueKind::for_type(oid::TIMESTAMPTZ); // once per relation column
+//! let value = Value::decode(kind, b"2024-01-01 03:00:00.5+05:30")?; // per value
+//! assert_eq!(serde_json::to_string(&value)?, r#""2023-12-31T21:30:00.5Z""#);
+//!
+//! let tags = Value::decode(ValueKind::for_type(1009), br#"{a,"b \"c\"",NULL}"#)?;
+//! assert_eq!(tags.to_json_value(), serde_json::json!(["a", "b \"c\"", null]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # JSON form
+//!
+//! | PostgreSQL | [`Value`] | JSON |
+//! |---|---|---|
+//! | NULL | `Null` | `null` |
+//! | unchanged TOASTed value (not sent) | `Unchanged` | `"__unchanged_toast__"` ([`UNCHANGED_TOAST`]); images should rather list such columns |
+//! | `bool` | `Bool` | `true` / `false` |
+//! | `int2`, `int4`, `int8` | `Int` | number |
+//! | `float4`, `float8` | `Float` | number with the server's shortest exact digits (`1e-300`, `-0`); `"NaN"`, `"Infinity"`, `"-Infinity"` |
+//! | `numeric` | `Numeric` | number with the exact digits (`1.50` stays `1.50`); `"NaN"`, `"Infinity"`, `"-Infinity"` |
+//! | `json`, `jsonb` | `Json` | the document itself, embedded as sent (not a string) |
+//! | `bytea` | `Bytea` | `"\\x0aff"` — the hex text |
+//! | `date` | `Date` | `"2024-02-29"`, `"0044-03-15 BC"`, `"infinity"`, `"-infinity"` |
+//! | `time`, `timetz` | `Time`, `TimeTz` | `"12:00:00.5"`, `"12:00:00.5+05:30"` — the text as printed |
+//! | `timestamp` | `Timestamp` | `"2024-01-01T12:00:00.5"`, `"0001-01-01T00:00:00 BC"`, `"infinity"` |
+//! | `timestamptz` | `TimestampTz` | converted to UTC: `"2024-01-01T12:00:00.5Z"`, `"0001-01-01T00:00:00Z BC"`, `"-infinity"` |
+//! | arrays of any of these | `Array` | JSON arrays, nested per dimension, elements in their own form, `null` for NULL; a non-default lower bound (`[0:1]={1,2}`) is dropped |
+//! | everything else: `text`, `varchar`, `char(n)`, `"char"`, `name`, `oid`, `uuid`, enums, `xml`, `interval`, `money`, `bit`, `varbit`, `inet`, `cidr`, `macaddr`, `pg_lsn`, ranges, composites, unknown types | `Text` | the PostgreSQL text as a string |
+//!
+//! BC dates keep PostgreSQL's ` BC` suffix (as `to_jsonb` does) rather than an astronomical
+//! year, so a value reads the same in `psql`, in `to_jsonb` and here.
+//!
+//! Differences from `to_jsonb`: timestamptz is rendered in UTC with `Z` instead of
+//! `+00:00`; float and numeric digits are the server's text (`1e-300`, not `0.000…1`;
+//! numerically equal); `json` is embedded as sent, not normalised like `jsonb` (key order,
+//! duplicate keys and spacing kept); composites are their text, not an object.
+//!
+//! # Malformed text
+//!
+//! The server only sends what its output functions print, so text that does not parse as its
+//! kind means the kind is wrong (a user type registered badly, a future server format), not
+//! that the data is bad. Such text is kept, never dropped and never a panic: it becomes
+//! [`Value::Text`] with the text as sent (a broken array literal becomes one string, a broken
+//! array element one string inside the array). Only bytes that are not UTF-8 — which the
+//! server never sends on a UTF-8 connection — are an error.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
+
+use super::types::{ScalarKind, ValueKind};
+use crate::protocol::DecodeError;
+
+/// What an unchanged TOASTed value serialises as when it is serialised on its own.
+///
+/// pgoutput does not send a TOASTed value the update did not change; it is unknown, not
+/// null. Images fill it from a full before-image when there is one.
+pub const UNCHANGED_TOAST: &str = "__unchanged_toast__";
+
+/// Arrays nest at most 6 deep in PostgreSQL (`MAXDIM`); the parser stops well before the
+/// stack could suffer from hostile input.
+const MAX_ARRAY_DEPTH: usize = 64;
+
+/// One column value, borrowing the text it was decoded from.
+///
+/// Build it with [`Value::decode`] (or [`Value::from_text`]); serialise it with serde
+/// (`serde_json::to_writer(out, &value)`) or [`Value::to_json_value`]. Strings are
+/// [`Cow`]s because array elements with escapes must be unescaped into new strings;
+/// everything else borrows.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Value<'a> {
+    /// SQL NULL.
+    Null,
+    /// A TOASTed value the change did not touch, which pgoutput does not send. Not null.
+    Unchanged,
+    /// `bool`.
+    Bool(bool),
+    /// `int2`, `int4`, `int8`.
+    Int(i64),
+    /// `float4`/`float8` as printed: a JSON-number-shaped text, or `NaN`, `Infinity`,
+    /// `-Infinity`.
+    Float(Cow<'a, str>),
+    /// `numeric` as printed: exact digits, or `NaN`, `Infinity`, `-Infinity`.
+    Numeric(Cow<'a, str>),
+    /// Any value kept as its PostgreSQL text.
+    Text(Cow<'a, str>),
+    /// `json` / `jsonb`: a syntactically valid JSON document.
+    Json(Cow<'a, RawValue>),
+    /// `bytea` as hex text, `\x…`.
+    Bytea(Cow<'a, str>),
+    /// `date`.
+    Date(Date),
+    /// `time`, as printed (`HH:MM:SS[.ffffff]`).
+    Time(Cow<'a, str>),
+    /// `timetz`, as printed (`HH:MM:SS[.ffffff]±HH[:MM[:SS]]`).
+    TimeTz(Cow<'a, str>),
+    /// `timestamp` (without time zone).
+    Timestamp(Timestamp),
+    /// `timestamptz`, converted to UTC.
+    TimestampTz(Timestamp),
+    /// An array: elements of one dimension; a multi-dimensional array nests `Array`s.
+    Array(Vec<Value<'a>>),
+}
+
+impl<'a> Value<'a> {
+    /// Decodes one column's text-format bytes as `kind`.
+    ///
+    /// Text that does not parse as `kind` is kept as [`Value::Text`] (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::InvalidUtf8`] when the bytes are not UTF-8.
+    pub fn decode(kind: ValueKind, text: &'a [u8]) -> Result<Value<'a>, DecodeError> {
+        let text = std::str::from_utf8(text).map_err(|_| DecodeError::InvalidUtf8 {
+            what: "column value",
+        })?;
+        Ok(Value::from_text(kind, text))
+    }
+
+    /// Decodes one column's text as `kind`; never fails (malformed text becomes
+    /// [`Value::Text`]).
+    pub fn from_text(kind: ValueKind, text: &'a str) -> Value<'a> {
+        match kind {
+            ValueKind::Scalar(kind) => scalar(kind, Cow::Borrowed(text)),
+            ValueKind::Array { element, delimiter } => {
+                match parse_array(text, element, delimiter) {
+                    Some(items) => Value::Array(items),
+                    None => Value::Text(Cow::Borrowed(text)),
+                }
+            }
+        }
+    }
+
+    /// Whether this is SQL NULL (an unchanged TOASTed value is not null).
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Whether this is a TOASTed value the change did not send.
+    pub fn is_unchanged(&self) -> bool {
+        matches!(self, Value::Unchanged)
+    }
+
+    /// The boolean, for `bool`.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The integer, for integer types and for a `numeric` that is a whole number in range
+    /// and printed without a fraction.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Numeric(text) => text.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as `f64`, for integers, floats (NaN and infinities included) and
+    /// numerics (rounded to the nearest `f64`).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            // Rounds above 2^53, as any conversion to f64 must.
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(text) | Value::Numeric(text) => text.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The text of a value kept as text: [`Value::Text`], [`Value::Bytea`] (hex),
+    /// [`Value::Time`], [`Value::TimeTz`], and the exact digits of [`Value::Float`] and
+    /// [`Value::Numeric`].
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(text)
+            | Value::Bytea(text)
+            | Value::Time(text)
+            | Value::TimeTz(text)
+            | Value::Float(text)
+            | Value::Numeric(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The JSON document of a `json`/`jsonb` value, unparsed.
+    pub fn as_json(&self) -> Option<&RawValue> {
+        match self {
+            Value::Json(raw) => Some(raw),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array (of its first dimension).
+    pub fn as_array(&self) -> Option<&[Value<'a>]> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a `bytea` value (decoded from its hex text).
+    pub fn bytea_bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Value::Bytea(text) => decode_hex(text),
+            _ => None,
+        }
+    }
+
+    /// The value's JSON form as a [`serde_json::Value`] (numbers keep their exact digits).
+    /// Serialising the `Value` itself with serde is cheaper when writing output.
+    pub fn to_json_value(&self) -> serde_json::Value {
+        use serde_json::Value as Json;
+        match self {
+            Value::Null => Json::Null,
+            Value::Unchanged => Json::String(UNCHANGED_TOAST.to_owned()),
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => Json::Number((*i).into()),
+            Value::Float(text) | Value::Numeric(text) => match text.parse() {
+                Ok(number) if !is_special_number(text) => Json::Number(number),
+                _ => Json::String(text.to_string()),
+            },
+            Value::Text(text) | Value::Bytea(text) | Value::Time(text) | Value::TimeTz(text) => {
+                Json::String(text.to_string())
+            }
+            Value::Json(raw) => serde_json::from_str(raw.get())
+                .unwrap_or_else(|_| Json::String(raw.get().to_owned())),
+            Value::Date(date) => Json::String(date.to_string()),
+            Value::Timestamp(ts) | Value::TimestampTz(ts) => Json::String(ts.to_string()),
+            Value::Array(items) => Json::Array(items.iter().map(Value::to_json_value).collect()),
+        }
+    }
+
+    /// A copy that owns its text, to keep past the buffer it was decoded from.
+    pub fn into_owned(self) -> Value<'static> {
+        fn own(text: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(text.into_owned())
+        }
+        match self {
+            Value::Null => Value::Null,
+            Value::Unchanged => Value::Unchanged,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::Float(t) => Value::Float(own(t)),
+            Value::Numeric(t) => Value::Numeric(own(t)),
+            Value::Text(t) => Value::Text(own(t)),
+            Value::Json(raw) => Value::Json(Cow::Owned(raw.into_owned())),
+            Value::Bytea(t) => Value::Bytea(own(t)),
+            Value::Date(d) => Value::Date(d),
+            Value::Time(t) => Value::Time(own(t)),
+            Value::TimeTz(t) => Value::TimeTz(own(t)),
+            Value::Timestamp(ts) => Value::Timestamp(ts),
+            Value::TimestampTz(ts) => Value::TimestampTz(ts),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+        }
+    }
+}
+
+impl Serialize for Value<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => serializer.serialize_unit(),
+            Value::Unchanged => serializer.serialize_str(UNCHANGED_TOAST),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::Float(text) | Value::Numeric(text) => serialize_number(text, serializer),
+            Value::Text(text) | Value::Bytea(text) | Value::Time(text) | Value::TimeTz(text) => {
+                serializer.serialize_str(text)
+            }
+            Value::Json(raw) => raw.serialize(serializer),
+            Value::Date(date) => serializer.collect_str(date),
+            Value::Timestamp(ts) | Value::TimestampTz(ts) => serializer.collect_str(ts),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// Writes a float/numeric text as a JSON number with exactly its digits. serde has no
+/// "number from text" call; a borrowed [`RawValue`] is serde_json's way to emit verbatim
+/// JSON, and with `arbitrary_precision` other serde_json serializers keep the digits too.
+fn serialize_number<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    if is_special_number(text) {
+        return serializer.serialize_str(text);
+    }
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => raw.serialize(serializer),
+        // Unreachable: decoding only builds Float/Numeric from JSON-number-shaped text.
+        Err(_) => serializer.serialize_str(text),
+    }
+}
+
+fn is_special_number(text: &str) -> bool {
+    matches!(text, "NaN" | "Infinity" | "-Infinity")
+}
+
+/// Decodes scalar text of `kind`, keeping text that does not parse as [`Value::Text`].
+fn scalar(kind: ScalarKind, text: Cow<'_, str>) -> Value<'_> {
+    match kind {
+        ScalarKind::Bool => match &*text {
+            "t" => Value::Bool(true),
+            "f" => Value::Bool(false),
+            _ => Value::Text(text),
+        },
+        ScalarKind::Int => match text.parse() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Text(text),
+        },
+        ScalarKind::Float | ScalarKind::Numeric
+            if !(is_special_number(&text) || is_json_number(text.as_bytes())) =>
+        {
+            Value::Text(text)
+        }
+        ScalarKind::Float => Value::Float(text),
+        ScalarKind::Numeric => Value::Numeric(text),
+        ScalarKind::Text => Value::Text(text),
+        ScalarKind::Json => json(text),
+        ScalarKind::Bytea => Value::Bytea(text),
+        ScalarKind::Date => match Date::parse(&text) {
+            Some(date) => Value::Date(date),
+            None => Value::Text(text),
+        },
+        ScalarKind::Time if is_time(text.as_bytes(), false) => Value::Time(text),
+        ScalarKind::TimeTz if is_time(text.as_bytes(), true) => Value::TimeTz(text),
+        ScalarKind::Time | ScalarKind::TimeTz => Value::Text(text),
+        ScalarKind::Timestamp => match Timestamp::parse(&text, false) {
+            Some(ts) => Value::Timestamp(ts),
+            None => Value::Text(text),
+        },
+        ScalarKind::TimestampTz => match Timestamp::parse(&text, true) {
+            Some(ts) => Value::TimestampTz(ts),
+            None => Value::Text(text),
+        },
+    }
+}
+
+fn json(text: Cow<'_, str>) -> Value<'_> {
+    match text {
+        Cow::Borrowed(s) => match serde_json::from_str::<&RawValue>(s) {
+            Ok(raw) => Value::Json(Cow::Borrowed(raw)),
+            Err(_) => Value::Text(Cow::Borrowed(s)),
+        },
+        // An unescaped array element: validate before giving the String away.
+        Cow::Owned(s) => {
+            if serde_json::from_str::<&RawValue>(&s).is_err() {
+                return Value::Text(Cow::Owned(s));
+            }
+            match RawValue::from_string(s) {
+                Ok(raw) => Value::Json(Cow::Owned(raw)),
+                // Unreachable after the check above; keep something rather than panic.
+                Err(_) => Value::Null,
+            }
+        }
+    }
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` — JSON's number grammar, which every
+/// finite float8/numeric output matches.
+fn is_json_number(b: &[u8]) -> bool {
+    let mut i = 0;
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix("\\x")?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks_exact(2)
+        .map(|pair| {
+            let high = char::from(*pair.first()?).to_digit(16)?;
+            let low = char::from(*pair.get(1)?).to_digit(16)?;
+            u8::try_from(high * 16 + low).ok()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Dates and times
+
+/// A proleptic Gregorian calendar day with an astronomical year (1 BC is year 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ymd {
+    year: i64,
+    month: u8,
+    day: u8,
+}
+
+impl Ymd {
+    /// Days since 1970-01-01 (H. Hinnant's `days_from_civil`).
+    fn to_days(self) -> i64 {
+        let month = i64::from(self.month);
+        let year = if month <= 2 { self.year - 1 } else { self.year };
+        let era = year.div_euclid(400);
+        let year_of_era = year - era * 400;
+        let month_from_march = (month + 9) % 12;
+        let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(self.day) - 1;
+        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+        era * 146_097 + day_of_era - 719_468
+    }
+
+    /// The inverse of [`Ymd::to_days`].
+    fn from_days(days: i64) -> Ymd {
+        let days = days + 719_468;
+        let era = days.div_euclid(146_097);
+        let day_of_era = days - era * 146_097;
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_from_march = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+        let month = if month_from_march < 10 {
+            month_from_march + 3
+        } else {
+            month_from_march - 9
+        };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        // Both are in range by construction (1..=12, 1..=31).
+        Ymd {
+            year,
+            month: u8::try_from(month).unwrap_or(1),
+            day: u8::try_from(day).unwrap_or(1),
+        }
+    }
+
+    fn is_valid(self) -> bool {
+        let leap = self.year.rem_euclid(4) == 0
+            && (self.year.rem_euclid(100) != 0 || self.year.rem_euclid(400) == 0);
+        let days_in_month = match self.month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            2 => 28,
+            _ => return false,
+        };
+        (1..=days_in_month).contains(&self.day)
+    }
+
+    /// Writes `YYYY-MM-DD` (year as PostgreSQL prints it: at least 4 digits, BC years
+    /// counted back from 1) and returns whether the ` BC` suffix is due.
+    fn write_date(self, f: &mut fmt::Formatter<'_>) -> Result<bool, fmt::Error> {
+        let (year, bc) = if self.year <= 0 {
+            (1 - self.year, true)
+        } else {
+            (self.year, false)
+        };
+        write!(f, "{year:04}-{:02}-{:02}", self.month, self.day)?;
+        Ok(bc)
+    }
+}
+
+/// A byte cursor for the fixed-shape date/time texts.
+struct Cursor<'t> {
+    bytes: &'t [u8],
+    pos: usize,
+}
+
+impl<'t> Cursor<'t> {
+    fn new(text: &'t str) -> Cursor<'t> {
+        Cursor {
+            bytes: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        if self.bytes.get(self.pos) == Some(&byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn eat_str(&mut self, s: &[u8]) -> bool {
+        if self
+            .bytes
+            .get(self.pos..)
+            .is_some_and(|rest| rest.starts_with(s))
+        {
+            self.pos += s.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Between `min` and `max` (≤ 9) ASCII digits as a number, with how many there were.
+    fn digits(&mut self, min: usize, max: usize) -> Option<(u32, usize)> {
+        let mut value: u32 = 0;
+        let mut count = 0;
+        while count < max {
+            match self.bytes.get(self.pos) {
+                Some(d @ b'0'..=b'9') => {
+                    value = value * 10 + u32::from(d - b'0');
+                    self.pos += 1;
+                    count += 1;
+                }
+                _ => break,
+            }
+        }
+        (count >= min).then_some((value, count))
+    }
+
+    fn two(&mut self) -> Option<u8> {
+        self.digits(2, 2).and_then(|(v, _)| u8::try_from(v).ok())
+    }
+
+    /// `YYYY-MM-DD` with a year of 4 or more digits (PostgreSQL prints up to 7).
+    fn ymd(&mut self) -> Option<(u32, u8, u8)> {
+        let (year, _) = self.digits(4, 9)?;
+        let month = self.eat(b'-').then(|| self.two())??;
+        let day = self.eat(b'-').then(|| self.two())??;
+        Some((year, month, day))
+    }
+
+    /// `HH:MM:SS[.f{1,6}]` → (seconds of the day, microseconds).
+    fn clock(&mut self, max_hour: u8) -> Option<(u32, u32)> {
+        let hour = self.two()?;
+        let minute = self.eat(b':').then(|| self.two())??;
+        let second = self.eat(b':').then(|| self.two())??;
+        if hour > max_hour || minute > 59 || second > 59 {
+            return None;
+        }
+        let micros = if self.eat(b'.') {
+            let (fraction, count) = self.digits(1, 6)?;
+            fraction * 10u32.pow(u32::try_from(6 - count).ok()?)
+        } else {
+            0
+        };
+        let seconds = u32::from(hour) * 3600 + u32::from(minute) * 60 + u32::from(second);
+        Some((seconds, micros))
+    }
+
+    /// `±HH[:MM[:SS]]` → seconds east of UTC.
+    fn offset(&mut self) -> Option<i64> {
+        let sign = if self.eat(b'+') {
+            1
+        } else if self.eat(b'-') {
+            -1
+        } else {
+            return None;
+        };
+        let hours = i64::from(self.two()?);
+        let (mut minutes, mut seconds) = (0, 0);
+        if self.eat(b':') {
+            minutes = self.two()?;
+            if self.eat(b':') {
+                seconds = self.two()?;
+            }
+        }
+        if minutes > 59 || seconds > 59 {
+            return None;
+        }
+        Some(sign * (hours * 3600 + i64::from(minutes) * 60 + i64::from(seconds)))
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+}
+
+/// Whether `text` is a `time` (`HH:MM:SS[.ffffff]`, hour up to 24) or, with `tz`, a
+/// `timetz` (plus `±HH[:MM[:SS]]`).
+fn is_time(text: &[u8], tz: bool) -> bool {
+    let Ok(text) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let mut cursor = Cursor::new(text);
+    cursor.clock(24).is_some() && (!tz || cursor.offset().is_some()) && cursor.at_end()
+}
+
+/// A `date` value. `Display` gives its JSON form: `2024-02-29`, `0044-03-15 BC`,
+/// `infinity`, `-infinity` (what PostgreSQL prints with `DateStyle=ISO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(DateRepr);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateRepr {
+    Infinity,
+    NegInfinity,
+    Day(Ymd),
+}
+
+impl Date {
+    fn parse(text: &str) -> Option<Date> {
+        match text {
+            "infinity" => return Some(Date(DateRepr::Infinity)),
+            "-infinity" => return Some(Date(DateRepr::NegInfinity)),
+            _ => {}
+        }
+        let mut cursor = Cursor::new(text);
+        let (year, month, day) = cursor.ymd()?;
+        let bc = cursor.eat_str(b" BC");
+        if !cursor.at_end() {
+            return None;
+        }
+        let ymd = astronomical(year, month, day, bc)?;
+        Some(Date(DateRepr::Day(ymd)))
+    }
+
+    /// `(year, month, day)` with an astronomical year (1 BC is 0, 2 BC is -1), or `None`
+    /// for ±infinity.
+    pub fn ymd(&self) -> Option<(i64, u8, u8)> {
+        match self.0 {
+            DateRepr::Day(d) => Some((d.year, d.month, d.day)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            DateRepr::Infinity => f.write_str("infinity"),
+            DateRepr::NegInfinity => f.write_str("-infinity"),
+            DateRepr::Day(ymd) => {
+                if ymd.write_date(f)? {
+                    f.write_str(" BC")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A year as printed (with a ` BC` flag) to a validated astronomical [`Ymd`].
+fn astronomical(year: u32, month: u8, day: u8, bc: bool) -> Option<Ymd> {
+    if year == 0 {
+        return None;
+    }
+    let year = i64::from(year);
+    let ymd = Ymd {
+        year: if bc { 1 - year } else { year },
+        month,
+        day,
+    };
+    ymd.is_valid().then_some(ymd)
+}
+
+/// A `timestamp` or `timestamptz` value (the latter already converted to UTC).
+///
+/// `Display` gives its JSON form: `2024-01-01T12:00:00.5`, with `Z` appended for
+/// timestamptz, ` BC` after that for BC years, and `infinity` / `-infinity`. Fractional
+/// seconds are printed as PostgreSQL does: up to 6 digits, trailing zeros dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    repr: TimestampRepr,
+    utc: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimestampRepr {
+    Infinity,
+    NegInfinity,
+    At {
+        date: Ymd,
+        seconds: u32,
+        micros: u32,
+    },
+}
+
+impl Timestamp {
+    /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff][±HH[:MM[:SS]]][ BC]`; with `tz` the offset is
+    /// required and the result is shifted to UTC, rolling the date over as needed.
+    fn parse(text: &str, tz: bool) -> Option<Timestamp> {
+        let repr = match text {
+            "infinity" => TimestampRepr::Infinity,
+            "-infinity" => TimestampRepr::NegInfinity,
+            _ => {
+                let mut cursor = Cursor::new(text);
+                let (year, month, day) = cursor.ymd()?;
+                if !cursor.eat(b' ') {
+                    return None;
+                }
+                let (seconds, micros) = cursor.clock(23)?;
+                let offset = if tz { cursor.offset()? } else { 0 };
+                let bc = cursor.eat_str(b" BC");
+                if !cursor.at_end() {
+                    return None;
+                }
+                let date = astronomical(year, month, day, bc)?;
+                if offset == 0 {
+                    TimestampRepr::At {
+                        date,
+                        seconds,
+                        micros,
+                    }
+                } else {
+                    let utc = date.to_days() * 86_400 + i64::from(seconds) - offset;
+                    TimestampRepr::At {
+                        date: Ymd::from_days(utc.div_euclid(86_400)),
+                        seconds: u32::try_from(utc.rem_euclid(86_400)).ok()?,
+                        micros,
+                    }
+                }
+            }
+        };
+        Some(Timestamp { repr, utc: tz })
+    }
+
+    /// Whether this is `infinity` or `-infinity`.
+    pub fn is_infinite(&self) -> bool {
+        !matches!(self.repr, TimestampRepr::At { .. })
+    }
+
+    /// Microseconds since 1970-01-01 00:00:00 (UTC for timestamptz), or `None` for
+    /// ±infinity and for instants outside `i64` microseconds (PostgreSQL's latest
+    /// timestamps, near year 294276, are beyond it when counted from 1970).
+    pub fn unix_micros(&self) -> Option<i64> {
+        match self.repr {
+            TimestampRepr::At {
+                date,
+                seconds,
+                micros,
+            } => date
+                .to_days()
+                .checked_mul(86_400)?
+                .checked_add(i64::from(seconds))?
+                .checked_mul(1_000_000)?
+                .checked_add(i64::from(micros)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (date, seconds, micros) = match self.repr {
+            TimestampRepr::Infinity => return f.write_str("infinity"),
+            TimestampRepr::NegInfinity => return f.write_str("-infinity"),
+            TimestampRepr::At {
+                date,
+                seconds,
+                micros,
+            } => (date, seconds, micros),
+        };
+        let bc = date.write_date(f)?;
+        write!(
+            f,
+            "T{:02}:{:02}:{:02}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        )?;
+        if micros != 0 {
+            let (mut fraction, mut width) = (micros, 6);
+            while fraction % 10 == 0 {
+                fraction /= 10;
+                width -= 1;
+            }
+            write!(f, ".{fraction:0width$}")?;
+        }
+        if self.utc {
+            f.write_str("Z")?;
+        }
+        if bc {
+            f.write_str(" BC")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Arrays
+
+/// `array_isspace` in PostgreSQL's `arrayfuncs.c`.
+fn is_array_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Parses an array literal as `array_out` prints it (and the whitespace `array_in`
+/// tolerates). Returns `None` when the literal is malformed.
+fn parse_array(text: &str, element: ScalarKind, delimiter: u8) -> Option<Vec<Value<'_>>> {
+    let mut parser = ArrayParser {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        element,
+        delimiter,
+    };
+    parser.skip_space();
+    if parser.peek() == Some(b'[') {
+        parser.skip_bounds()?;
+    }
+    let items = parser.level(0)?;
+    parser.skip_space();
+    parser.at_end().then_some(items)
+}
+
+struct ArrayParser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    element: ScalarKind,
+    delimiter: u8,
+}
+
+impl<'a> ArrayParser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.bytes.len()
+    }
+
+    fn skip_space(&mut self) {
+        while self.peek().is_some_and(is_array_space) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.peek() == Some(byte)).then(|| self.pos += 1)
+    }
+
+    fn integer(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        let start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        (self.pos > start).then_some(())
+    }
+
+    /// Skips the `[lower:upper]...=` decoration printed when a lower bound is not 1. JSON
+    /// arrays have no lower bound, so it is dropped.
+    fn skip_bounds(&mut self) -> Option<()> {
+        while self.peek() == Some(b'[') {
+            self.pos += 1;
+            self.integer()?;
+            self.expect(b':')?;
+            self.integer()?;
+            self.expect(b']')?;
+        }
+        self.skip_space();
+        self.expect(b'=')?;
+        self.skip_space();
+        Some(())
+    }
+
+    /// One `{…}` level, the cursor on its `{`.
+    fn level(&mut self, depth: usize) -> Option<Vec<Value<'a>>> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return None;
+        }
+        self.expect(b'{')?;
+        let mut items = Vec::new();
+        self.skip_space();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Some(items);
+        }
+        loop {
+            self.skip_space();
+            let item = match self.peek()? {
+                b'{' => Value::Array(self.level(depth + 1)?),
+                b'"' => {
+                    let text = self.quoted()?;
+                    scalar(self.element, text)
+                }
+                b'}' => return None,
+                byte if byte == self.delimiter => return None,
+                _ => match self.unquoted()? {
+                    None => Value::Null,
+                    Some(text) => scalar(self.element, text),
+                },
+            };
+            items.push(item);
+            self.skip_space();
+            match self.peek()? {
+                b'}' => {
+                    self.pos += 1;
+                    return Some(items);
+                }
+                byte if byte == self.delimiter => self.pos += 1,
+                _ => return None,
+            }
+        }
+    }
+
+    /// A `"…"` element, the cursor on the opening quote; backslash escapes the next char.
+    fn quoted(&mut self) -> Option<Cow<'a, str>> {
+        self.pos += 1;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                _ => self.pos += 1,
+            }
+        }
+        let raw = self.text.get(start..self.pos)?;
+        self.pos += 1;
+        Some(if escaped {
+            Cow::Owned(unescape(raw))
+        } else {
+            Cow::Borrowed(raw)
+        })
+    }
+
+    /// An unquoted element up to the delimiter or `}`, trailing whitespace trimmed.
+    /// `Some(None)` is the unquoted word `NULL` (any case), i.e. SQL NULL.
+    fn unquoted(&mut self) -> Option<Option<Cow<'a, str>>> {
+        let start = self.pos;
+        let mut end = start;
+        let mut escaped = false;
+        loop {
+            match self.peek() {
+                None => return None,
+                Some(b'}') => break,
+                Some(byte) if byte == self.delimiter => break,
+                Some(b'{' | b'"') => return None,
+                Some(b'\\') => {
+                    escaped = true;
+                    self.pos += 2;
+                    end = self.pos;
+                }
+                Some(byte) => {
+                    self.pos += 1;
+                    if !is_array_space(byte) {
+                        end = self.pos;
+                    }
+                }
+            }
+        }
+        let raw = self.text.get(start..end)?;
+        if !escaped && raw.eq_ignore_ascii_case("NULL") {
+            return Some(None);
+        }
+        Some(Some(if escaped {
+            Cow::Owned(unescape(raw))
+        } else {
+            Cow::Borrowed(raw)
+        }))
+    }
+}
+
+/// Drops each escaping backslash, keeping the character after it.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

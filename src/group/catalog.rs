@@ -1,0 +1,65 @@
+//! The `changestream` schema: versioned migrations embedded from `sql/`.
+//!
+//! Migrations run in one transaction under a transaction-scoped advisory lock, so two
+//! processes starting at once serialise: the second waits, then finds everything applied.
+//! Each applied version is recorded in `changestream.migrations`; re-running is a no-op.
+
+use tokio_postgres::Client;
+
+use crate::error::Result;
+
+/// Advisory lock key serialising migrations ("pgcs" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7067_6373;
+
+/// Every migration, in order: (version, name, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "changestream",
+    include_str!("../../sql/0001_changestream.sql"),
+)];
+
+/// The newest schema version this library knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
+/// processes at once.
+///
+/// # Errors
+/// The role may not create schemas in this database, or the database holds a newer schema
+/// version than this library knows (an older library must not run against it).
+pub async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS changestream;
+         CREATE TABLE IF NOT EXISTS changestream.migrations (
+             version    integer     PRIMARY KEY,
+             name       text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+    )
+    .await?;
+    let newest: Option<i32> = tx
+        .query_one("SELECT max(version) FROM changestream.migrations", &[])
+        .await?
+        .get(0);
+    let newest = newest.unwrap_or(0);
+    if newest > SCHEMA_VERSION {
+        return Err(crate::Error::config(format!(
+            "schema changestream is at version {newest}, newer than this library's \
+             {SCHEMA_VERSION}; upgrade pg-changestream"
+        )));
+    }
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > newest) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO changestream.migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await?;
+        tracing::info!(version, name, "applied changestream migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}

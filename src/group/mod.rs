@@ -1,0 +1,12 @@
+//! Consumer-group state kept in PostgreSQL itself (schema `changestream`), so it commits,
+//! backs up and fails over with the data it describes.
+//!
+//! - [`catalog`]: the schema and its versioned migrations from `sql/`;
+//! - [`table`]: qualified table names, parsed and quoted by PostgreSQL's rules;
+//! - [`partition`]: slots, publications and cursors per partition of a group;
+//! - [`admin`]: enabling and disabling change streaming per table (replica identity).
+
+pub mod admin;
+pub mod catalog;
+pub mod partition;
+pub mod table;

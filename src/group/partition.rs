@@ -1,0 +1,498 @@
+//! The PostgreSQL objects behind a consumer group: one logical slot and one publication per
+//! partition, plus the rows in `changestream` that describe them.
+//!
+//! A slot streams to one walsender at a time, which makes it the natural lock on a
+//! partition. Slot names may only contain `[a-z0-9_]` (at most 63 bytes) while a group id
+//! may contain anything, so names are derived: a sanitised prefix of the group id and a hash
+//! of all of it (`pcs_orders_9f3c2a1b_p0`). The derived names are stored in
+//! `changestream.partitions` and read back from there, never recomputed for existing groups.
+//!
+//! Slots are created through SQL (`pg_create_logical_replication_slot`), which needs no
+//! replication connection; it must run outside a transaction that has written, so the slot
+//! comes first and the catalog rows follow, with the slot dropped again if they fail.
+
+use tokio_postgres::{Client, GenericClient};
+
+use super::catalog;
+use super::table::{quote_ident, TableName};
+use crate::error::{Error, Kind, Result};
+use crate::lsn::Lsn;
+
+/// The longest group id accepted (it is stored, not used as an identifier).
+pub const MAX_GROUP_ID_LEN: usize = 63;
+
+/// The state of a group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group id.
+    pub group_id: String,
+    /// Partitions, fixed at creation.
+    pub partitions: Vec<PartitionInfo>,
+    /// Logical-message prefixes the group receives.
+    pub message_prefixes: Vec<String>,
+}
+
+/// One partition of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition number, from 0.
+    pub partition: i32,
+    /// Its logical replication slot.
+    pub slot_name: String,
+    /// Its publication.
+    pub publication_name: String,
+}
+
+/// What the server reports about a partition's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotStatus {
+    /// The slot's committed position (`confirmed_flush_lsn`).
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// Where the slot must start decoding (`restart_lsn`); WAL from here on is retained.
+    pub restart_lsn: Option<Lsn>,
+    /// The walsender holding the slot, if any.
+    pub active_pid: Option<i32>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// Bytes of WAL between the slot's restart point and the server's current position.
+    pub retained_bytes: Option<i64>,
+    /// The server's current WAL position.
+    pub server_lsn: Lsn,
+}
+
+/// Checks a group id: 1 to 63 characters, no control characters.
+///
+/// # Errors
+/// The id is empty, too long, or holds control characters.
+pub fn check_group_id(group_id: &str) -> Result<()> {
+    if group_id.is_empty() {
+        return Err(Error::config("group id is empty; name the consumer group"));
+    }
+    if group_id.chars().count() > MAX_GROUP_ID_LEN {
+        return Err(Error::config(format!(
+            "group id {group_id:?} is {} characters long; at most {MAX_GROUP_ID_LEN}",
+            group_id.chars().count()
+        )));
+    }
+    if group_id.chars().any(char::is_control) {
+        return Err(Error::config(format!(
+            "group id {group_id:?} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The slot (and publication) name of a partition: `pcs_<prefix>_<hash>_p<n>`.
+pub fn derived_name(group_id: &str, partition: i32) -> String {
+    let prefix: String = group_id
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(32)
+        .collect();
+    format!(
+        "pcs_{prefix}_{:08x}_p{partition}",
+        fnv1a(group_id.as_bytes()) as u32
+    )
+}
+
+/// FNV-1a: tiny, stable across versions and platforms (unlike `DefaultHasher`).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Loads a group, or `None` if it does not exist.
+///
+/// # Errors
+/// The query failed.
+pub async fn load_group(client: &impl GenericClient, group_id: &str) -> Result<Option<GroupInfo>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT message_prefixes FROM changestream.groups WHERE group_id = $1",
+            &[&group_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let partitions = client
+        .query(
+            "SELECT partition, slot_name::text, publication_name::text FROM changestream.partitions
+              WHERE group_id = $1 ORDER BY partition",
+            &[&group_id],
+        )
+        .await?
+        .iter()
+        .map(|r| PartitionInfo {
+            partition: r.get(0),
+            slot_name: r.get(1),
+            publication_name: r.get(2),
+        })
+        .collect();
+    Ok(Some(GroupInfo {
+        group_id: group_id.to_owned(),
+        partitions,
+        message_prefixes: row.get(0),
+    }))
+}
+
+/// Creates a group with `partitions` partitions (slot + empty publication + cursor each),
+/// or returns the existing one. Safe against a concurrent creation of the same group.
+///
+/// # Errors
+/// Invalid group id or partition count, a changed partition count for an existing group,
+/// no free replication slots (`max_replication_slots`), or missing privileges.
+pub async fn create_or_load_group(
+    client: &mut Client,
+    group_id: &str,
+    partitions: i32,
+    failover: bool,
+) -> Result<GroupInfo> {
+    check_group_id(group_id)?;
+    if !(1..=64).contains(&partitions) {
+        return Err(Error::config(format!(
+            "partitions must be between 1 and 64, not {partitions}"
+        )));
+    }
+    catalog::migrate(client).await?;
+    // Serialise creators of this group; session-level so it spans slot creation, which
+    // cannot run inside a writing transaction.
+    let key = fnv1a(group_id.as_bytes()) as i64;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await?;
+    let result = create_locked(client, group_id, partitions, failover).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await?;
+    result
+}
+
+async fn create_locked(
+    client: &mut Client,
+    group_id: &str,
+    partitions: i32,
+    failover: bool,
+) -> Result<GroupInfo> {
+    if let Some(existing) = load_group(&*client, group_id).await? {
+        let have = existing.partitions.len() as i32;
+        if have != partitions {
+            return Err(Error::config(format!(
+                "consumer group {group_id:?} has {have} partition(s), fixed at creation; \
+                 asked for {partitions}: delete the group to change it"
+            )));
+        }
+        return Ok(existing);
+    }
+    let mut created = Vec::new();
+    let result = async {
+        for p in 0..partitions {
+            let name = derived_name(group_id, p);
+            let lsn = create_slot(client, &name, failover).await?;
+            created.push((p, name, lsn));
+        }
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO changestream.groups (group_id, partitions) VALUES ($1, $2)",
+            &[&group_id, &partitions],
+        )
+        .await?;
+        for (p, name, lsn) in &created {
+            tx.batch_execute(&format!("CREATE PUBLICATION {}", quote_ident(name)))
+                .await?;
+            tx.execute(
+                "INSERT INTO changestream.partitions (group_id, partition, slot_name, publication_name)
+                 VALUES ($1, $2, $3, $3)",
+                &[&group_id, p, name],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO changestream.cursors (group_id, partition, commit_lsn)
+                 VALUES ($1, $2, $3::text::pg_lsn)",
+                &[&group_id, p, &lsn.to_string()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        for (_, name, _) in &created {
+            let _ = client
+                .execute("SELECT pg_drop_replication_slot($1)", &[name])
+                .await;
+        }
+        return Err(e);
+    }
+    tracing::info!(group_id, partitions, "consumer group created");
+    load_group(&*client, group_id).await?.ok_or_else(|| {
+        Error::new(
+            Kind::NotFound,
+            format!("consumer group {group_id:?} vanished"),
+        )
+    })
+}
+
+async fn create_slot(client: &Client, name: &str, failover: bool) -> Result<Lsn> {
+    let row = if failover {
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await?
+            .get(0);
+        if version < 170000 {
+            return Err(Error::new(
+                Kind::ServerSetup,
+                "failover slots need PostgreSQL 17 or newer; create the group without failover",
+            ));
+        }
+        client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)",
+                &[&name],
+            )
+            .await
+    } else {
+        client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&name],
+            )
+            .await
+    }
+    .map_err(|e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::CONFIGURATION_LIMIT_EXCEEDED) {
+            Error::with_source(
+                Kind::ServerSetup,
+                format!(
+                    "no free replication slot for {name}; raise max_replication_slots (and \
+                     restart) or drop unused slots"
+                ),
+                e,
+            )
+        } else {
+            e.into()
+        }
+    })?;
+    let lsn: String = row.get(0);
+    lsn.parse()
+}
+
+/// Adds `table` to every partition's publication (no row filter: one partition for now).
+/// Returns the WAL position after which the table's changes are published.
+///
+/// # Errors
+/// The table is already in the publication under another group state, or DDL failed.
+pub async fn publish_table(
+    client: &impl GenericClient,
+    group: &GroupInfo,
+    table: &TableName,
+) -> Result<Lsn> {
+    for p in &group.partitions {
+        let present: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+                  WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
+                &[&p.publication_name, &table.schema(), &table.name()],
+            )
+            .await?
+            .get(0);
+        if !present {
+            client
+                .batch_execute(&format!(
+                    "ALTER PUBLICATION {} ADD TABLE {}",
+                    quote_ident(&p.publication_name),
+                    table.quoted()
+                ))
+                .await?;
+        }
+    }
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    lsn.parse()
+}
+
+/// Removes `table` from every partition's publication.
+///
+/// # Errors
+/// DDL failed.
+pub async fn unpublish_table(
+    client: &impl GenericClient,
+    group: &GroupInfo,
+    table: &TableName,
+) -> Result<()> {
+    for p in &group.partitions {
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                   IF EXISTS (SELECT 1 FROM pg_publication_tables
+                               WHERE pubname = {pub_lit} AND schemaname = {schema_lit} AND tablename = {table_lit})
+                   THEN ALTER PUBLICATION {pub_ident} DROP TABLE {table_ident};
+                   END IF;
+                 END $$",
+                pub_lit = super::table::quote_literal(&p.publication_name),
+                schema_lit = super::table::quote_literal(table.schema()),
+                table_lit = super::table::quote_literal(table.name()),
+                pub_ident = quote_ident(&p.publication_name),
+                table_ident = table.quoted(),
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The server's view of a slot, or `None` when the slot does not exist.
+///
+/// # Errors
+/// The query failed.
+pub async fn slot_status(
+    client: &impl GenericClient,
+    slot_name: &str,
+) -> Result<Option<SlotStatus>> {
+    let server_lsn: String = client
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text",
+            &[],
+        )
+        .await?
+        .get(0);
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, restart_lsn::text, active_pid, wal_status,
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END
+                      - restart_lsn)::bigint
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot_name],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let lsn = |i: usize| -> Result<Option<Lsn>> {
+        row.get::<_, Option<String>>(i)
+            .map(|s| s.parse())
+            .transpose()
+    };
+    Ok(Some(SlotStatus {
+        confirmed_flush_lsn: lsn(0)?,
+        restart_lsn: lsn(1)?,
+        active_pid: row.get(2),
+        wal_status: row.get(3),
+        retained_bytes: row.get(4),
+        server_lsn: server_lsn.parse()?,
+    }))
+}
+
+/// Deletes a group: its slots, publications and state. Without `force` it refuses while a
+/// consumer streams from one of its slots; with `force` it terminates those walsenders
+/// first (their consumers get an error saying the group was deleted).
+///
+/// # Errors
+/// The group does not exist, a consumer is attached and `force` is false, or a slot stays
+/// busy after its walsender was terminated.
+pub async fn delete_group(client: &mut Client, group_id: &str, force: bool) -> Result<()> {
+    catalog::migrate(client).await?;
+    let group = load_group(&*client, group_id).await?.ok_or_else(|| {
+        Error::new(
+            Kind::NotFound,
+            format!("consumer group {group_id:?} does not exist"),
+        )
+    })?;
+    for p in &group.partitions {
+        let Some(status) = slot_status(&*client, &p.slot_name).await? else {
+            continue;
+        };
+        if let Some(pid) = status.active_pid {
+            if !force {
+                return Err(Error::config(format!(
+                    "consumer group {group_id:?} has a consumer attached (slot {} is active \
+                     for pid {pid}); close it first or delete with force",
+                    p.slot_name
+                )));
+            }
+            client
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await?;
+        }
+    }
+    for p in &group.partitions {
+        drop_slot_when_free(client, &p.slot_name).await?;
+        client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                quote_ident(&p.publication_name)
+            ))
+            .await?;
+    }
+    client
+        .execute(
+            "DELETE FROM changestream.groups WHERE group_id = $1",
+            &[&group_id],
+        )
+        .await?;
+    tracing::info!(group_id, "consumer group deleted");
+    Ok(())
+}
+
+/// Drops a slot, waiting (up to ~10 s) for a terminated walsender to let go of it.
+async fn drop_slot_when_free(client: &Client, slot_name: &str) -> Result<()> {
+    for _ in 0..100 {
+        match client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                  WHERE slot_name = $1 AND active_pid IS NULL",
+                &[&slot_name],
+            )
+            .await
+        {
+            Ok(_) => {
+                if slot_status(client, slot_name).await?.is_none() {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(Error::new(
+        Kind::Server,
+        format!("replication slot {slot_name} stayed active after its walsender was terminated"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_are_valid_slot_names_and_distinct() {
+        let ids = ["orders", "Orders", "x\"; DROP --", "表", &"long".repeat(15)];
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let name = derived_name(id, 3);
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+            assert!(name.ends_with("_p3"));
+            assert!(seen.insert(name), "{id}");
+        }
+        assert_eq!(derived_name("orders", 0), derived_name("orders", 0));
+    }
+
+    #[test]
+    fn group_ids_are_checked() {
+        assert!(check_group_id("").unwrap_err().is_config());
+        assert!(check_group_id(&"g".repeat(64))
+            .unwrap_err()
+            .to_string()
+            .contains("at most 63"));
+        assert!(check_group_id("tab\there").is_err());
+        check_group_id("quotes\"and;semicolons'").unwrap();
+    }
+}

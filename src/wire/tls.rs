@@ -1,0 +1,332 @@
+//! The rustls side of the TLS policy, shared by both connection kinds.
+//!
+//! rustls always verifies certificates unless told otherwise, while libpq's `prefer` and
+//! `require` deliberately do not (they only encrypt), and `verify-ca` checks the chain
+//! but not the host name. Those two relaxed policies are the custom verifiers below; the
+//! handshake signatures are still checked in every mode, so a relaxed mode never accepts a
+//! peer that cannot prove it holds the certificate's key.
+//!
+//! This module also computes the `tls-server-end-point` channel binding (RFC 5929) used by
+//! SCRAM-SHA-256-PLUS: a hash of the server's certificate, with the certificate's own
+//! signature hash (MD5 and SHA-1 upgraded to SHA-256).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::config::SslMode;
+use crate::error::{Error, Kind, Result};
+
+/// Builds the rustls client configuration for a TLS policy.
+///
+/// Roots are loaded only when something is verified: from `root_cert` (PEM) if given,
+/// else from the system store. `require` with an explicit root file verifies the chain, as
+/// libpq does.
+pub(crate) fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::with_source(Kind::Tls, "cannot set up TLS", e))?;
+    let verifier: Arc<dyn ServerCertVerifier> = match (mode, root_cert) {
+        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
+            Arc::new(NoCertificateCheck { provider })
+        }
+        (SslMode::Require | SslMode::VerifyCa, _) => Arc::new(ChainOnly {
+            roots: Arc::new(load_roots(root_cert)?),
+            provider,
+        }),
+        (SslMode::VerifyFull, _) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(load_roots(root_cert)?), provider)
+                .build()
+                .map_err(|e| Error::with_source(Kind::Tls, "cannot set up TLS verification", e))?
+        }
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The server name rustls sends (SNI) and, under verify-full, checks the certificate for.
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        Error::with_source(
+            Kind::Config,
+            format!("host {host:?} is neither a DNS name nor an IP address usable for TLS"),
+            e,
+        )
+    })
+}
+
+fn load_roots(root_cert: Option<&Path>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    Error::with_source(
+                        Kind::Config,
+                        format!(
+                            "cannot read root certificates (sslrootcert) from {}",
+                            path.display()
+                        ),
+                        e,
+                    )
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::config(format!(
+                    "sslrootcert {} holds no usable PEM certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(Error::new(
+                    Kind::Tls,
+                    "no system root certificates found to verify the server; set sslrootcert \
+                     to the CA that signed the server certificate",
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// Checks handshake signatures but not the certificate (libpq `prefer` / `require`).
+#[derive(Debug)]
+struct NoCertificateCheck {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for NoCertificateCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Checks that the certificate chains to a trusted root, whatever name it carries
+/// (libpq `verify-ca`).
+#[derive(Debug)]
+struct ChainOnly {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The rustls error somewhere in an error's source chain (tokio-rustls and tokio-postgres
+/// wrap it in io errors).
+pub(crate) fn find_rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        // io::Error hides its payload from `source()` in some versions; look inside.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(inner);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// What to tell the user about a failed handshake with `host`.
+pub(crate) fn remedy(cause: &rustls::Error, host: &str) -> String {
+    use rustls::CertificateError as C;
+    match cause {
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => format!(
+            "the server certificate does not name host {host:?}; connect by a name the \
+             certificate lists, or use sslmode=verify-ca to check only the CA"
+        ),
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "the server certificate is not signed by a trusted root; set sslrootcert to the \
+             CA that signed it"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+            "the server certificate has expired".to_owned()
+        }
+        _ => "tls handshake failed".to_owned(),
+    }
+}
+
+/// The `tls-server-end-point` channel binding data for a server certificate (DER), or
+/// `None` when its signature algorithm names no usable hash (e.g. Ed25519, RSASSA-PSS),
+/// in which case SCRAM-SHA-256-PLUS cannot be used.
+pub(crate) fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
+    use x509_cert::der::oid::ObjectIdentifier as Oid;
+    use x509_cert::der::Decode;
+
+    const MD5_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.4");
+    const SHA1_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.5");
+    const SHA256_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
+    const SHA384_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
+    const SHA512_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
+    const SHA1_ECDSA: Oid = Oid::new_unwrap("1.2.840.10045.4.1");
+    const SHA256_ECDSA: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
+    const SHA384_ECDSA: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
+    const SHA512_ECDSA: Oid = Oid::new_unwrap("1.2.840.10045.4.3.4");
+
+    let cert = x509_cert::Certificate::from_der(cert_der).ok()?;
+    let algorithm = match cert.signature_algorithm.oid {
+        // RFC 5929 §4.1: MD5 and SHA-1 are replaced by SHA-256.
+        MD5_RSA | SHA1_RSA | SHA256_RSA | SHA1_ECDSA | SHA256_ECDSA => &ring::digest::SHA256,
+        SHA384_RSA | SHA384_ECDSA => &ring::digest::SHA384,
+        SHA512_RSA | SHA512_ECDSA => &ring::digest::SHA512,
+        _ => return None,
+    };
+    Some(ring::digest::digest(algorithm, cert_der).as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_build_for_every_mode_without_roots_when_nothing_is_verified() {
+        for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+            assert!(client_config(mode, None).is_ok(), "{mode}");
+        }
+    }
+
+    #[test]
+    fn missing_or_empty_root_files_are_config_errors() {
+        let e =
+            client_config(SslMode::VerifyFull, Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = client_config(SslMode::VerifyCa, Some(file.path())).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        assert!(e.to_string().contains("no usable PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn garbage_certificates_have_no_channel_binding() {
+        assert_eq!(tls_server_end_point(b""), None);
+        assert_eq!(tls_server_end_point(b"\x30\x03\x02\x01\x00"), None);
+    }
+
+    #[test]
+    fn server_names_accept_dns_names_and_ips() {
+        assert!(server_name("localhost").is_ok());
+        assert!(server_name("127.0.0.1").is_ok());
+        assert!(server_name("::1").is_ok());
+        assert!(server_name("bad name").unwrap_err().is_config());
+    }
+}
