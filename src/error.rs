@@ -41,6 +41,7 @@ pub(crate) enum Kind {
     /// Another member took over this consumer's work.
     Fenced,
     /// The consumer or stream was closed by the application.
+    #[allow(dead_code)] // constructed by the consumer module, not merged yet
     ClosedByUser,
     /// A local file operation (spill files, test clusters) failed.
     Local,
@@ -145,6 +146,7 @@ impl Error {
         Error::new(Kind::Protocol, message)
     }
 
+    #[allow(dead_code)] // used by the replication stream, not merged yet
     pub(crate) fn server(error: ServerError) -> Error {
         Error::with_source(Kind::Server, String::new(), error)
     }
