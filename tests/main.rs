@@ -1,9 +1,11 @@
 //! Integration tests against a real PostgreSQL (see `pg_changestream::testing`).
 //!
-//! One binary; each scenario file is a module named after what it proves, and each test
-//! gets its own database on the shared server, so tests run in parallel.
+//! This is the crate's one integration test binary (`autotests = false`): every scenario file
+//! beside it is a module named after what it proves, declared here. All of them share one
+//! server, started once, and run in parallel, each test in a database of its own.
 
 mod admin;
 mod decode;
+mod foundation;
 mod values;
 mod wire;

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The test command of pg-changestream:
+#
+#   scripts/test.sh            fmt check, clippy -D warnings, cargo test --all-features
+#   scripts/test.sh --matrix   the same, then the integration tests again on PostgreSQL 18, 16, 17
+#
+# On a fresh Debian machine it first installs what is missing (the `postgresql` package when
+# no PostgreSQL binaries are found, `openssl` for the test cluster's certificates). The default
+# run uses the server the test harness finds (see README.md, "Testing"); on Debian that is the
+# packaged PostgreSQL 15. The matrix runs take their binaries from scripts/postgres.sh and
+# always use a local cluster. Stops at the first failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+matrix=false
+case "${1:-}" in
+  "") ;;
+  --matrix) matrix=true ;;
+  *) echo "usage: scripts/test.sh [--matrix]" >&2; exit 2 ;;
+esac
+
+started=$(date +%s)
+results=()
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf '\ntest.sh: FAILED: %s\n' "$*" >&2; exit 1; }
+elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
+
+# Runs a step; on failure says which one and stops.
+run() {
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  step "$name: $*"
+  "$@" || die "$name (after $(elapsed "$t0"); command: $*)"
+  results+=("$name: ok ($(elapsed "$t0"))")
+}
+
+have_pg_binaries() {
+  [[ -n ${PG_CHANGESTREAM_TEST_URL:-} ]] && return 0
+  [[ -n ${PG_BIN:-} && -x ${PG_BIN}/initdb ]] && return 0
+  if command -v pg_config >/dev/null; then
+    [[ -x "$(pg_config --bindir)/initdb" ]] && return 0
+  fi
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+install_missing() {
+  local packages=()
+  have_pg_binaries || packages+=(postgresql)
+  command -v openssl >/dev/null || packages+=(openssl)
+  $matrix && ! command -v npm >/dev/null && packages+=(npm)
+  ((${#packages[@]})) || return 0
+  step "installing ${packages[*]}"
+  local sudo=()
+  if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || die "missing ${packages[*]}; install them (apt-get install -y ${packages[*]}) or run as root"
+    sudo=(sudo)
+  fi
+  command -v apt-get >/dev/null || die "missing ${packages[*]} and no apt-get; install them with your package manager"
+  "${sudo[@]}" apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}" >&2 \
+    || die "apt-get install ${packages[*]} failed"
+}
+
+command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs)"
+install_missing
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || die "cargo $component is missing and there is no rustup to add it"
+    rustup component add "$component" >&2
+  fi
+done
+
+run "fmt" cargo fmt --all -- --check
+run "clippy" cargo clippy --all-targets --all-features -- -D warnings
+run "test (default server)" cargo test --all-features
+
+if $matrix; then
+  for major in 18 16 17; do
+    step "PostgreSQL $major binaries"
+    bin=$(scripts/postgres.sh "$major") || die "fetching PostgreSQL $major (scripts/postgres.sh $major)"
+    # A local cluster from these binaries, even when a URL or a Docker engine is around.
+    run "integration tests on PostgreSQL $major" \
+      env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" \
+      cargo test --all-features --test main
+  done
+fi
+
+printf '\n==> all passed in %s\n' "$(elapsed "$started")" >&2
+printf '    %s\n' "${results[@]}" >&2
