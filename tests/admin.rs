@@ -21,7 +21,11 @@ async fn identity(client: &tokio_postgres::Client, table: &TableName) -> String 
 
 #[tokio::test]
 async fn before_images_switch_replica_identity_and_disable_restores_it() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let mut client = db.connect().await.unwrap();
     client
         .batch_execute(
@@ -33,56 +37,108 @@ async fn before_images_switch_replica_identity_and_disable_restores_it() {
         .await
         .unwrap();
     let keyed: TableName = "keyed".parse().unwrap();
-    enable_change_streaming(&mut client, &keyed, true).await.unwrap();
+    enable_change_streaming(&mut client, &keyed, true)
+        .await
+        .unwrap();
     assert_eq!(identity(&client, &keyed).await, "f");
-    assert_eq!(enabled_with_before_images(&client, &keyed).await.unwrap(), Some(true));
-    enable_change_streaming(&mut client, &keyed, false).await.unwrap();
+    assert_eq!(
+        enabled_with_before_images(&client, &keyed).await.unwrap(),
+        Some(true)
+    );
+    enable_change_streaming(&mut client, &keyed, false)
+        .await
+        .unwrap();
     assert_eq!(identity(&client, &keyed).await, "d");
-    enable_change_streaming(&mut client, &keyed, true).await.unwrap();
+    enable_change_streaming(&mut client, &keyed, true)
+        .await
+        .unwrap();
     disable_change_streaming(&mut client, &keyed).await.unwrap();
     assert_eq!(identity(&client, &keyed).await, "d");
-    assert_eq!(enabled_with_before_images(&client, &keyed).await.unwrap(), None);
+    assert_eq!(
+        enabled_with_before_images(&client, &keyed).await.unwrap(),
+        None
+    );
 
     let by_index: TableName = "by_index".parse().unwrap();
-    enable_change_streaming(&mut client, &by_index, true).await.unwrap();
+    enable_change_streaming(&mut client, &by_index, true)
+        .await
+        .unwrap();
     assert_eq!(identity(&client, &by_index).await, "f");
-    disable_change_streaming(&mut client, &by_index).await.unwrap();
-    assert_eq!(identity(&client, &by_index).await, "i", "USING INDEX restored");
+    disable_change_streaming(&mut client, &by_index)
+        .await
+        .unwrap();
+    assert_eq!(
+        identity(&client, &by_index).await,
+        "i",
+        "USING INDEX restored"
+    );
 }
 
 #[tokio::test]
 async fn a_table_without_key_needs_before_images() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let mut client = db.connect().await.unwrap();
-    client.batch_execute("CREATE TABLE heap (v text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE heap (v text)")
+        .await
+        .unwrap();
     let heap: TableName = "heap".parse().unwrap();
-    let err = enable_change_streaming(&mut client, &heap, false).await.unwrap_err();
+    let err = enable_change_streaming(&mut client, &heap, false)
+        .await
+        .unwrap_err();
     assert!(err.is_config(), "{err}");
-    assert!(err.to_string().contains("table public.heap has no primary key"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("table public.heap has no primary key"),
+        "{err}"
+    );
     assert!(err.to_string().contains("REPLICA IDENTITY FULL"), "{err}");
     assert_eq!(identity(&client, &heap).await, "d", "nothing changed");
-    enable_change_streaming(&mut client, &heap, true).await.unwrap();
+    enable_change_streaming(&mut client, &heap, true)
+        .await
+        .unwrap();
     assert_eq!(identity(&client, &heap).await, "f");
     // Switching before-images off would make its updates fail: refused, FULL kept.
-    assert!(enable_change_streaming(&mut client, &heap, false).await.is_err());
+    assert!(enable_change_streaming(&mut client, &heap, false)
+        .await
+        .is_err());
     assert_eq!(identity(&client, &heap).await, "f");
 }
 
 #[tokio::test]
 async fn missing_tables_and_disabled_tables_are_clear_errors() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let mut client = db.connect().await.unwrap();
     let ghost: TableName = "nope.ghost".parse().unwrap();
-    let err = enable_change_streaming(&mut client, &ghost, true).await.unwrap_err();
+    let err = enable_change_streaming(&mut client, &ghost, true)
+        .await
+        .unwrap_err();
     assert!(err.is_not_found(), "{err}");
-    assert!(err.to_string().contains("table nope.ghost does not exist"), "{err}");
-    let err = disable_change_streaming(&mut client, &ghost).await.unwrap_err();
+    assert!(
+        err.to_string().contains("table nope.ghost does not exist"),
+        "{err}"
+    );
+    let err = disable_change_streaming(&mut client, &ghost)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("is not enabled"), "{err}");
 }
 
 #[tokio::test]
 async fn hostile_table_names_are_quoted_not_injected() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let mut client = db.connect().await.unwrap();
     let names = [
         "x\"; DROP TABLE victim; --",
@@ -90,19 +146,30 @@ async fn hostile_table_names_are_quoted_not_injected() {
         "Ünïcødé 表",
         "semi;colon'quote",
     ];
-    client.batch_execute("CREATE TABLE victim (id int PRIMARY KEY)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE victim (id int PRIMARY KEY)")
+        .await
+        .unwrap();
     for name in names {
         let table = TableName::new("public", name).unwrap();
         client
-            .batch_execute(&format!("CREATE TABLE {} (id int PRIMARY KEY)", table.quoted()))
+            .batch_execute(&format!(
+                "CREATE TABLE {} (id int PRIMARY KEY)",
+                table.quoted()
+            ))
             .await
             .unwrap();
-        enable_change_streaming(&mut client, &table, true).await.unwrap();
+        enable_change_streaming(&mut client, &table, true)
+            .await
+            .unwrap();
         assert_eq!(identity(&client, &table).await, "f", "{name}");
         disable_change_streaming(&mut client, &table).await.unwrap();
     }
     let victim: i64 = client
-        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'victim'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname = 'victim'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -111,7 +178,11 @@ async fn hostile_table_names_are_quoted_not_injected() {
 
 #[tokio::test]
 async fn concurrent_migrations_serialise() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(db.connect().await.unwrap());
@@ -128,5 +199,8 @@ async fn concurrent_migrations_serialise() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, pg_changestream::group::catalog::SCHEMA_VERSION as i64);
+    assert_eq!(
+        versions,
+        pg_changestream::group::catalog::SCHEMA_VERSION as i64
+    );
 }

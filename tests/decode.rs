@@ -20,11 +20,16 @@ async fn stream_on(
     let slot = db.unique_name("slot");
     let publication = db.unique_name("pub");
     client
-        .batch_execute(&format!("CREATE PUBLICATION {publication} FOR TABLE {tables}"))
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {publication} FOR TABLE {tables}"
+        ))
         .await
         .unwrap();
     client
-        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
         .await
         .unwrap();
     let mut options = ChangeStreamOptions::new(slot, vec![publication]);
@@ -34,14 +39,16 @@ async fn stream_on(
         // A small logical_decoding_work_mem makes the walsender stream large transactions.
         config.options(&format!("-c logical_decoding_work_mem={work_mem}"));
     }
-    ChangeStream::start(&ConnectConfig::new(config), options).await.unwrap()
+    ChangeStream::start(&ConnectConfig::new(config), options)
+        .await
+        .unwrap()
 }
 
-/// Reads changes until `transactions` commits have been seen; returns their records.
-async fn records(stream: &mut ChangeStream, transactions: usize) -> Vec<Record> {
+/// Reads changes until `count` records and the commit of the transaction holding the
+/// last of them have arrived. (A multi-statement `batch_execute` is one transaction.)
+async fn records(stream: &mut ChangeStream, count: usize) -> Vec<Record> {
     let mut out = Vec::new();
-    let mut seen = 0;
-    while seen < transactions {
+    loop {
         let change = tokio::time::timeout(Duration::from_secs(60), stream.next_change())
             .await
             .expect("changes arrive within 60 s")
@@ -50,13 +57,14 @@ async fn records(stream: &mut ChangeStream, transactions: usize) -> Vec<Record> 
         match change {
             Change::Record(r) => out.push(r),
             Change::Commit { end_lsn, .. } => {
-                seen += 1;
                 stream.ack(end_lsn);
+                if out.len() >= count {
+                    return out;
+                }
             }
             _ => {}
         }
     }
-    out
 }
 
 fn int(record: &Record, image: &str, column: &str) -> Option<i64> {
@@ -70,7 +78,11 @@ fn int(record: &Record, image: &str, column: &str) -> Option<i64> {
 
 #[tokio::test]
 async fn before_images_follow_replica_identity() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let client = db.connect().await.unwrap();
     client
         .batch_execute(
@@ -98,29 +110,59 @@ async fn before_images_follow_replica_identity() {
             .unwrap();
     }
     // NOTHING: only inserts can be published (the server refuses the update/delete).
-    client.batch_execute("INSERT INTO nothing_t VALUES (1, 1)").await.unwrap();
+    client
+        .batch_execute("INSERT INTO nothing_t VALUES (1, 1)")
+        .await
+        .unwrap();
     let got = records(&mut stream, 13).await;
     assert_eq!(got.len(), 13);
 
     let by_table = |name: &str| -> Vec<&Record> {
-        got.iter().filter(|r| r.relation().unwrap().name() == name).collect()
+        got.iter()
+            .filter(|r| r.relation().unwrap().name() == name)
+            .collect()
     };
     let full = by_table("full_t");
-    assert_eq!(full.iter().map(|r| r.op()).collect::<Vec<_>>(), [Op::Insert, Op::Update, Op::Update, Op::Delete]);
+    assert_eq!(
+        full.iter().map(|r| r.op()).collect::<Vec<_>>(),
+        [Op::Insert, Op::Update, Op::Update, Op::Delete]
+    );
     assert!(matches!(full[0].before(), BeforeImage::NotApplicable));
     assert!(matches!(full[1].before(), BeforeImage::Full(_)));
     assert_eq!(int(full[1], "before", "v"), Some(10));
     assert_eq!(int(full[1], "current", "v"), Some(11));
     assert_eq!(int(full[2], "before", "id"), Some(1));
-    assert_eq!(int(full[3], "before", "v"), Some(11), "full old row on delete");
+    assert_eq!(
+        int(full[3], "before", "v"),
+        Some(11),
+        "full old row on delete"
+    );
 
     for name in ["default_t", "index_t"] {
         let rows = by_table(name);
-        assert!(matches!(rows[1].before(), BeforeImage::NotEnabled), "{name}: key unchanged");
-        assert!(matches!(rows[2].before(), BeforeImage::Key(_)), "{name}: key changed");
+        assert!(
+            matches!(rows[1].before(), BeforeImage::NotEnabled),
+            "{name}: key unchanged"
+        );
+        assert!(
+            matches!(rows[2].before(), BeforeImage::Key(_)),
+            "{name}: key changed"
+        );
         assert_eq!(int(rows[2], "before", "id"), Some(1));
-        assert_eq!(rows[2].before().image().unwrap().get("v").map(|v| v.is_null()), None, "key image has only key columns");
-        assert!(matches!(rows[3].before(), BeforeImage::Key(_)), "{name}: delete");
+        assert_eq!(
+            rows[2]
+                .before()
+                .image()
+                .unwrap()
+                .get("v")
+                .map(|v| v.is_null()),
+            None,
+            "key image has only key columns"
+        );
+        assert!(
+            matches!(rows[3].before(), BeforeImage::Key(_)),
+            "{name}: delete"
+        );
         assert_eq!(int(rows[3], "key", "id"), Some(2));
     }
     let nothing = by_table("nothing_t");
@@ -130,7 +172,11 @@ async fn before_images_follow_replica_identity() {
 
 #[tokio::test]
 async fn unchanged_toast_is_filled_under_full_and_marked_otherwise() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let client = db.connect().await.unwrap();
     client
         .batch_execute(
@@ -143,7 +189,9 @@ async fn unchanged_toast_is_filled_under_full_and_marked_otherwise() {
         .await
         .unwrap();
     let mut stream = stream_on(&db, "doc_full, doc_key", None, |_| {}).await;
-    let body: String = (0..20_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let body: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     for table in ["doc_full", "doc_key"] {
         client
             .execute(&format!("INSERT INTO {table} VALUES (1, $1, 0)"), &[&body])
@@ -164,7 +212,10 @@ async fn unchanged_toast_is_filled_under_full_and_marked_otherwise() {
     );
     let key_update = &got[3];
     let value = key_update.current().unwrap().get("body").unwrap();
-    assert!(value.is_unchanged() && !value.is_null(), "reported unchanged, never null");
+    assert!(
+        value.is_unchanged() && !value.is_null(),
+        "reported unchanged, never null"
+    );
     let json = serde_json::to_value(key_update).unwrap();
     assert_eq!(json["unchanged"], serde_json::json!(["body"]));
     assert!(json["current"].get("body").is_none());
@@ -173,10 +224,20 @@ async fn unchanged_toast_is_filled_under_full_and_marked_otherwise() {
 
 #[tokio::test]
 async fn rolled_back_savepoints_and_aborted_streamed_transactions() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let client = db.connect().await.unwrap();
-    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, pad text)").await.unwrap();
-    let mut stream = stream_on(&db, "t", Some("64kB"), |o| o.decoder.memory_limit = 256 * 1024).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    let mut stream = stream_on(&db, "t", Some("64kB"), |o| {
+        o.decoder.memory_limit = 256 * 1024
+    })
+    .await;
     let pad = "x".repeat(200);
     // 1. streamed, with a rolled-back savepoint in the middle
     client
@@ -201,20 +262,40 @@ async fn rolled_back_savepoints_and_aborted_streamed_transactions() {
         .await
         .unwrap();
     // 3. a marker transaction after it
-    client.batch_execute("INSERT INTO t VALUES (0, 'marker')").await.unwrap();
-    let got = records(&mut stream, 2).await;
-    let ids: Vec<i64> = got.iter().map(|r| int(r, "current", "id").unwrap()).collect();
+    client
+        .batch_execute("INSERT INTO t VALUES (0, 'marker')")
+        .await
+        .unwrap();
+    let got = records(&mut stream, 6001).await;
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|r| int(r, "current", "id").unwrap())
+        .collect();
     let expected: Vec<i64> = (1..=3000).chain(6001..=9000).chain([0]).collect();
-    assert_eq!(ids, expected, "exactly the surviving rows, in order, then the marker");
+    assert_eq!(
+        ids, expected,
+        "exactly the surviving rows, in order, then the marker"
+    );
     let indexes: Vec<u64> = got[..6000].iter().map(|r| r.index()).collect();
-    assert_eq!(indexes, (0..6000).collect::<Vec<u64>>(), "indexes count surviving records");
+    assert_eq!(
+        indexes,
+        (0..6000).collect::<Vec<u64>>(),
+        "indexes count surviving records"
+    );
 }
 
 #[tokio::test]
 async fn a_column_change_mid_stream_decodes_with_the_right_schema() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let client = db.connect().await.unwrap();
-    client.batch_execute("CREATE TABLE s (id int PRIMARY KEY, a text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE s (id int PRIMARY KEY, a text)")
+        .await
+        .unwrap();
     let mut stream = stream_on(&db, "s", None, |_| {}).await;
     client
         .batch_execute(
@@ -237,10 +318,19 @@ async fn a_column_change_mid_stream_decodes_with_the_right_schema() {
         .collect();
     assert_eq!(json[0], serde_json::json!({"id": 1, "a": "one"}));
     assert_eq!(json[1], serde_json::json!({"id": 2, "a": "two", "b": 22}));
-    assert_eq!(json[2], serde_json::json!({"id": 3, "a2": "three", "b": 33}));
-    assert_eq!(json[3], serde_json::json!({"id": 4, "a2": "four", "b": "forty-four"}));
+    assert_eq!(
+        json[2],
+        serde_json::json!({"id": 3, "a2": "three", "b": 33})
+    );
+    assert_eq!(
+        json[3],
+        serde_json::json!({"id": 4, "a2": "four", "b": "forty-four"})
+    );
     assert_eq!(json[4], serde_json::json!({"id": 5, "b": "fifty-five"}));
-    let versions: Vec<u64> = got.iter().map(|r| r.relation().unwrap().version()).collect();
+    let versions: Vec<u64> = got
+        .iter()
+        .map(|r| r.relation().unwrap().version())
+        .collect();
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     // The first record still holds the schema it was decoded with.
     assert_eq!(got[0].relation().unwrap().columns().len(), 2);
@@ -256,12 +346,14 @@ fn peak_rss_bytes() -> u64 {
 
 #[tokio::test]
 async fn a_two_million_row_transaction_arrives_complete_in_bounded_memory() {
-    let db = TestServer::shared().unwrap().create_database().await.unwrap();
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
     let client = db.connect().await.unwrap();
     client
-        .batch_execute(
-            "CREATE TABLE big (id bigint PRIMARY KEY, pad text)",
-        )
+        .batch_execute("CREATE TABLE big (id bigint PRIMARY KEY, pad text)")
         .await
         .unwrap();
     let mut stream = stream_on(&db, "big", Some("1MB"), |o| {
@@ -292,7 +384,9 @@ async fn a_two_million_row_transaction_arrives_complete_in_bounded_memory() {
                 data_bytes += 8 + 100;
                 next_id += 1;
             }
-            Change::Commit { end_lsn, records, .. } => {
+            Change::Commit {
+                end_lsn, records, ..
+            } => {
                 assert_eq!(records, rows as u64);
                 stream.ack(end_lsn);
                 break;

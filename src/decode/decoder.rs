@@ -269,8 +269,9 @@ impl Decoder {
             PgOutputMessage::Message(m) if !m.transactional() => self.non_transactional(m)?,
             PgOutputMessage::Message(m) => {
                 let (txn, index) = self.next_index("Message")?;
-                self.ready
-                    .push_back(Change::Record(Record::message(m.prefix, m.content, txn, index)));
+                self.ready.push_back(Change::Record(Record::message(
+                    m.prefix, m.content, txn, index,
+                )));
             }
             PgOutputMessage::StreamStart(_) | PgOutputMessage::StreamStop => {}
             PgOutputMessage::StreamCommit(commit) => {
@@ -340,7 +341,10 @@ impl Decoder {
     }
 
     fn finish(&mut self, end_lsn: Lsn) -> Result<()> {
-        let open = self.open.take().ok_or_else(|| Error::protocol("Commit without Begin"))?;
+        let open = self
+            .open
+            .take()
+            .ok_or_else(|| Error::protocol("Commit without Begin"))?;
         self.ready.push_back(Change::Commit {
             txn: open.txn,
             end_lsn,

@@ -104,7 +104,10 @@ impl ChangeStream {
     /// # Errors
     /// Connection or authentication failures; the slot does not exist, is active
     /// elsewhere (transient) or was invalidated; a publication does not exist.
-    pub async fn start(config: &ConnectConfig, options: ChangeStreamOptions) -> Result<ChangeStream> {
+    pub async fn start(
+        config: &ConnectConfig,
+        options: ChangeStreamOptions,
+    ) -> Result<ChangeStream> {
         let conn = ReplicationConnection::connect(config).await?;
         let mut start = StartOptions::new()
             .messages(options.messages)
@@ -156,7 +159,10 @@ impl ChangeStream {
     /// server may release the WAL before it, and will not send those transactions again.
     /// Lower values than already acknowledged are ignored. Sent to the server at once.
     pub fn ack(&self, end_lsn: Lsn) {
-        let previous = self.shared.acked.fetch_max(end_lsn.as_u64(), Ordering::AcqRel);
+        let previous = self
+            .shared
+            .acked
+            .fetch_max(end_lsn.as_u64(), Ordering::AcqRel);
         if previous < end_lsn.as_u64() {
             self.shared.ack_changed.notify_one();
         }
@@ -199,7 +205,10 @@ impl ChangeStream {
         self.rx.close();
         match self.task.take() {
             Some(task) => task.await.unwrap_or_else(|e| {
-                Err(Error::new(Kind::Closed, format!("change stream task failed: {e}")))
+                Err(Error::new(
+                    Kind::Closed,
+                    format!("change stream task failed: {e}"),
+                ))
             }),
             None => Ok(()),
         }
