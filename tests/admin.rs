@@ -189,7 +189,7 @@ async fn concurrent_migrations_serialise() {
     }
     let runs = clients
         .iter_mut()
-        .map(|c| pg_changestream::group::catalog::migrate(c));
+        .map(pg_changestream::group::catalog::migrate);
     for result in futures_util::future::join_all(runs).await {
         result.unwrap();
     }

@@ -37,7 +37,7 @@ async fn stream_on(
     let mut config = db.config();
     if let Some(work_mem) = work_mem {
         // A small logical_decoding_work_mem makes the walsender stream large transactions.
-        config.options(&format!("-c logical_decoding_work_mem={work_mem}"));
+        config.options(format!("-c logical_decoding_work_mem={work_mem}"));
     }
     ChangeStream::start(&ConnectConfig::new(config), options)
         .await
