@@ -87,32 +87,13 @@ impl fmt::Debug for TableName {
 
 /// Quotes an identifier for SQL: always double-quoted, embedded quotes doubled.
 pub fn quote_ident(ident: &str) -> String {
-    let mut out = String::with_capacity(ident.len() + 2);
-    out.push('"');
-    for c in ident.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
+    crate::wire::quote::ident(ident)
 }
 
-/// Quotes a string literal for SQL (standard_conforming_strings on, the default since 9.1):
-/// single-quoted, embedded quotes doubled. Used only where a statement cannot take
-/// parameters (replication commands, DDL options).
+/// Quotes a string literal for SQL: single-quoted, embedded quotes doubled. Used only where
+/// a statement cannot take parameters (DDL).
 pub fn quote_literal(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        if c == '\'' {
-            out.push('\'');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
+    crate::wire::quote::literal(value)
 }
 
 fn display_ident(ident: &str) -> String {

@@ -541,7 +541,7 @@ pub fn quote_ident(name: &str) -> Result<String> {
             "{name:?} is not a valid identifier (empty or containing a NUL byte)"
         )));
     }
-    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+    Ok(super::quote::ident(name))
 }
 
 /// Quotes a name for a replication command (slot names, settings). The replication
@@ -569,7 +569,7 @@ pub fn quote_literal(value: &str) -> Result<String> {
             "{value:?} contains a NUL byte, which the protocol cannot carry"
         )));
     }
-    Ok(format!("'{}'", value.replace('\'', "''")))
+    Ok(super::quote::literal(value))
 }
 
 fn create_slot_command(name: &str, options: &SlotOptions) -> Result<String> {

@@ -30,6 +30,7 @@
 mod auth;
 mod config;
 mod connection;
+pub(crate) mod quote;
 mod stream;
 mod tls;
 mod transport;
