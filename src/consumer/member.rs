@@ -206,7 +206,10 @@ impl Consumer {
     /// The walsender process ids serving this consumer (to find them in
     /// `pg_stat_replication`), one per connected partition.
     pub fn backend_pids(&self) -> Vec<i32> {
-        self.readers.iter().filter_map(PartitionReader::backend_pid).collect()
+        self.readers
+            .iter()
+            .filter_map(PartitionReader::backend_pid)
+            .collect()
     }
 
     /// Returns as soon as records are available — at most `limit` of them — or an empty
@@ -223,7 +226,7 @@ impl Consumer {
         if self.commit_mode == CommitMode::Automatic {
             self.committer.commit(&self.last_poll).await?;
         }
-        self.heartbeat().await?;
+        self.heartbeat().await;
         let mut gather = Gather::new(limit);
         let mut ctx = reader_context!(self);
         for reader in &mut self.readers {
@@ -246,7 +249,11 @@ impl Consumer {
         for record in &gather.records {
             self.stats.count(record);
         }
-        let behind = self.readers.iter().map(PartitionReader::wal_bytes_behind).sum();
+        let behind = self
+            .readers
+            .iter()
+            .map(PartitionReader::wal_bytes_behind)
+            .sum();
         self.stats.polls += 1;
         self.stats.wal_bytes_behind = behind;
         self.stats.committed_lsn = self
@@ -259,7 +266,9 @@ impl Consumer {
             .unwrap_or_default();
         if let Some(last) = gather.records.last() {
             if last.txn().commit_time_micros != 0 {
-                self.stats.commit_lag = SystemTime::now().duration_since(last.txn().commit_time()).ok();
+                self.stats.commit_lag = SystemTime::now()
+                    .duration_since(last.txn().commit_time())
+                    .ok();
             }
         }
         self.last_poll = ends.clone();
@@ -292,7 +301,16 @@ impl Consumer {
             let existing = load_group_tables(&*client, &self.group.group_id).await?;
             let current = existing.iter().find(|t| t.table == table);
             let cursor = load_cursor(&*client, &self.group.group_id, 0).await?;
-            join_table(&client, &self.group, &table, location, current, true, &cursor).await?
+            join_table(
+                &client,
+                &self.group,
+                &table,
+                location,
+                current,
+                true,
+                &cursor,
+            )
+            .await?
         };
         self.warnings.extend(joined.warning);
         self.filter.set_table(TableStart::from(&joined.table));
@@ -354,30 +372,35 @@ impl Consumer {
         &mut self,
         limit: usize,
     ) -> Pin<Box<dyn Stream<Item = Result<MessageBundle>> + Send + '_>> {
-        Box::pin(futures_util::stream::unfold(self, move |consumer| async move {
-            loop {
-                match consumer.poll(limit, Duration::from_secs(1)).await {
-                    Ok(bundle) if bundle.is_empty() => continue,
-                    result => return Some((result, consumer)),
+        Box::pin(futures_util::stream::unfold(
+            self,
+            move |consumer| async move {
+                loop {
+                    match consumer.poll(limit, Duration::from_secs(1)).await {
+                        Ok(bundle) if bundle.is_empty() => continue,
+                        result => return Some((result, consumer)),
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 
-    async fn heartbeat(&mut self) -> Result<()> {
+    /// Refreshes the membership heartbeat now and then. Failing to is not fatal: the
+    /// stream reports a lost server or a deleted group on its own.
+    async fn heartbeat(&mut self) {
         if self.last_heartbeat.elapsed() < self.max_poll_interval / 4 {
-            return Ok(());
+            return;
         }
-        let client = self.committer.client().await?;
-        membership::heartbeat(
-            &*client,
-            &self.group.group_id,
-            &self.member_id,
-            self.max_poll_interval,
-        )
-        .await?;
         self.last_heartbeat = Instant::now();
-        Ok(())
+        let result = match self.committer.client().await {
+            Ok(client) => {
+                membership::heartbeat(&*client, &self.group.group_id, &self.member_id).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(group_id = %self.group.group_id, error = %e, "heartbeat failed");
+        }
     }
 
     async fn save_resolved_starts(&mut self) -> Result<()> {
@@ -391,5 +414,4 @@ impl Consumer {
         }
         Ok(())
     }
-
 }

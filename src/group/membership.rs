@@ -41,22 +41,16 @@ pub async fn join(
     Ok(())
 }
 
-/// Refreshes the heartbeat of `member_id`, re-registering it if it was removed.
+/// Refreshes the heartbeat of `member_id`.
 ///
 /// # Errors
 /// The statement failed.
-pub async fn heartbeat(
-    client: &impl GenericClient,
-    group_id: &str,
-    member_id: &str,
-    max_poll_interval: Duration,
-) -> Result<()> {
+pub async fn heartbeat(client: &impl GenericClient, group_id: &str, member_id: &str) -> Result<()> {
     client
         .execute(
-            "INSERT INTO changestream.members (group_id, member_id, max_poll_interval)
-             VALUES ($1, $2, make_interval(secs => $3))
-             ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now()",
-            &[&group_id, &member_id, &max_poll_interval.as_secs_f64()],
+            "UPDATE changestream.members SET heartbeat_at = now()
+              WHERE group_id = $1 AND member_id = $2",
+            &[&group_id, &member_id],
         )
         .await?;
     Ok(())
