@@ -8,5 +8,6 @@ mod admin;
 mod consumer;
 mod decode;
 mod foundation;
+mod recovery;
 mod values;
 mod wire;
