@@ -20,8 +20,10 @@ use super::filter::RecordFilter;
 use super::position::Position;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::Record;
+use crate::decode::relation::PrimaryKeys;
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
+use crate::group::admin::full_identity_primary_keys;
 use crate::group::cursor::load_cursor;
 use crate::group::membership::live_members;
 use crate::group::partition::{slot_status, PartitionInfo};
@@ -315,7 +317,7 @@ impl PartitionReader {
     }
 
     async fn start(&mut self, ctx: &mut ReaderContext<'_>) -> Result<()> {
-        let durable = self.check_group(ctx).await?;
+        let (durable, primary_keys) = self.check_group(ctx).await?;
         let committed = ctx
             .committer
             .committed()
@@ -331,6 +333,7 @@ impl PartitionReader {
         options.start = start.lsn;
         options.messages = ctx.filter.wants_messages();
         options.decoder = ctx.decoder.clone();
+        options.decoder.primary_keys = primary_keys;
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,
@@ -379,8 +382,9 @@ impl PartitionReader {
         Ok(())
     }
 
-    /// Checks the group, slot and publication before starting; returns the durable cursor.
-    async fn check_group(&self, ctx: &ReaderContext<'_>) -> Result<Position> {
+    /// Checks the group, slot and publication before starting; returns the durable cursor
+    /// and the primary keys of tables with full replica identity.
+    async fn check_group(&self, ctx: &ReaderContext<'_>) -> Result<(Position, PrimaryKeys)> {
         let client = ctx.committer.client().await?;
         let cursor = load_cursor(&*client, ctx.group_id, self.info.partition).await?;
         let status = slot_status(&*client, &self.info.slot_name).await?;
@@ -419,10 +423,12 @@ impl PartitionReader {
                 ),
             ));
         }
-        Ok(Position {
+        let keys = full_identity_primary_keys(&*client).await?;
+        let position = Position {
             lsn: cursor.commit_lsn,
             records: cursor.records_done,
-        })
+        };
+        Ok((position, keys))
     }
 
     /// Turns a definite failure into an error that names the group and the remedy.

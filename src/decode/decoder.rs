@@ -29,7 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::record::{Op, Record, TxnInfo};
-use super::relation::RelationCache;
+use super::relation::{PrimaryKeys, RelationCache};
 use super::txn::{CommittedChanges, StreamedTxns};
 use super::types::TypeCatalog;
 use crate::error::{Error, Result};
@@ -63,6 +63,8 @@ pub struct DecoderOptions {
     pub spill_dir: Option<PathBuf>,
     /// Known user-defined types (domains, enums, their arrays).
     pub types: TypeCatalog,
+    /// Primary keys to report as the key of `REPLICA IDENTITY FULL` tables.
+    pub primary_keys: PrimaryKeys,
 }
 
 impl Default for DecoderOptions {
@@ -71,6 +73,7 @@ impl Default for DecoderOptions {
             memory_limit: 64 * 1024 * 1024,
             spill_dir: None,
             types: TypeCatalog::new(),
+            primary_keys: PrimaryKeys::new(),
         }
     }
 }
@@ -106,7 +109,7 @@ impl Decoder {
     pub fn new(options: DecoderOptions) -> Decoder {
         Decoder {
             messages: PgOutputDecoder::new(),
-            relations: RelationCache::new(options.types),
+            relations: RelationCache::new(options.types).with_primary_keys(options.primary_keys),
             streamed: StreamedTxns::new(options.memory_limit, options.spill_dir),
             open: None,
             replay: None,

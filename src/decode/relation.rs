@@ -116,11 +116,41 @@ impl Column {
     }
 }
 
+/// Primary keys read from the catalog, by table.
+///
+/// Under `REPLICA IDENTITY FULL` the Relation message flags *every* column as part of the
+/// key (the identity is the whole row), but a consumer means the primary key when it asks
+/// for a record's key. Relations of tables listed here report their primary key columns
+/// instead; tables not listed (or without a primary key) keep what the server flagged.
+#[derive(Debug, Clone, Default)]
+pub struct PrimaryKeys(HashMap<(String, String), Vec<String>>);
+
+impl PrimaryKeys {
+    /// None known.
+    pub fn new() -> PrimaryKeys {
+        PrimaryKeys::default()
+    }
+
+    /// Records the primary key columns of `schema.table`.
+    pub fn insert(&mut self, schema: &str, table: &str, columns: Vec<String>) {
+        self.0
+            .insert((schema.to_owned(), table.to_owned()), columns);
+    }
+
+    /// The primary key columns of `schema.table`, if known.
+    pub fn get(&self, schema: &str, table: &str) -> Option<&[String]> {
+        self.0
+            .get(&(schema.to_owned(), table.to_owned()))
+            .map(Vec::as_slice)
+    }
+}
+
 /// Relations and types seen on one connection.
 #[derive(Debug, Default)]
 pub struct RelationCache {
     relations: HashMap<u32, Arc<Relation>>,
     types: TypeCatalog,
+    primary_keys: PrimaryKeys,
 }
 
 impl RelationCache {
@@ -130,7 +160,14 @@ impl RelationCache {
         RelationCache {
             relations: HashMap::new(),
             types,
+            primary_keys: PrimaryKeys::new(),
         }
+    }
+
+    /// Reports these primary keys as the key of `REPLICA IDENTITY FULL` relations.
+    pub fn with_primary_keys(mut self, keys: PrimaryKeys) -> RelationCache {
+        self.primary_keys = keys;
+        self
     }
 
     /// Takes a Relation message; returns the relation now in force.
@@ -154,6 +191,18 @@ impl RelationCache {
                 .collect(),
             version: 1,
         };
+        if relation.replica_identity == ReplicaIdentity::Full {
+            if let Some(key) = self.primary_keys.get(&relation.schema, &relation.name) {
+                let all_published = key
+                    .iter()
+                    .all(|k| relation.columns.iter().any(|c| &c.name == k));
+                if all_published {
+                    for column in &mut relation.columns {
+                        column.is_key = key.contains(&column.name);
+                    }
+                }
+            }
+        }
         if let Some(previous) = previous {
             if previous.same_shape(&relation) {
                 return Arc::clone(previous);

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
 use super::table::{quote_ident, TableName};
+use crate::decode::relation::PrimaryKeys;
 use crate::error::{Error, Kind, Result};
 
 /// Checks that the server can do logical decoding.
@@ -217,6 +218,33 @@ pub async fn enabled_with_before_images(
         )
         .await?
         .map(|r| r.get(0)))
+}
+
+/// The primary keys of the tables with `REPLICA IDENTITY FULL`, for the decoder to report
+/// as their records' key (the server flags every column of such a table as key).
+///
+/// # Errors
+/// The query failed.
+pub async fn full_identity_primary_keys(client: &impl GenericClient) -> Result<PrimaryKeys> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text,
+                    array_agg(a.attname::text ORDER BY k.ord)
+               FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+              WHERE i.indisprimary AND c.relreplident = 'f'
+              GROUP BY 1, 2",
+            &[],
+        )
+        .await?;
+    let mut keys = PrimaryKeys::new();
+    for row in rows {
+        keys.insert(row.get(0), row.get(1), row.get(2));
+    }
+    Ok(keys)
 }
 
 pub(crate) fn not_enabled(table: &TableName) -> Error {
