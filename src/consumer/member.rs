@@ -14,16 +14,23 @@ use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::stats::Stats;
-use super::tables::{join_table, leave_table};
+use super::tables::{check_enabled, join_table, leave_table};
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Result};
 use crate::group::admin::check_wal_level;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
-use crate::group::partition::{check_group_id, create_or_load_group, GroupInfo};
+use crate::group::partition::{check_group_id, create_or_load_group, load_group, GroupInfo};
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
 use crate::wire::ConnectConfig;
+
+fn no_tables(group_id: &str) -> Error {
+    Error::config(format!(
+        "consumer group {group_id:?} reads no tables; add one with add_table (after enabling \
+         it with enable_change_streaming)"
+    ))
+}
 
 /// The readers' shared context, borrowed field by field so that `self.readers` stays free.
 macro_rules! reader_context {
@@ -83,6 +90,24 @@ impl Consumer {
         let mut client = builder.config.connect_sql().await?;
         check_wal_level(&client).await?;
         catalog::migrate(&mut client).await?;
+        // Check everything that can be wrong before creating anything: a failed build must
+        // not leave a group (and a slot holding WAL) behind.
+        for (table, _) in &add {
+            check_enabled(&client, table).await?;
+        }
+        if add.is_empty() {
+            let remaining = match load_group(&client, &group_id).await? {
+                Some(_) => load_group_tables(&client, &group_id)
+                    .await?
+                    .into_iter()
+                    .filter(|t| !remove.contains(&t.table))
+                    .count(),
+                None => 0,
+            };
+            if remaining == 0 {
+                return Err(no_tables(&group_id));
+            }
+        }
         let group = create_or_load_group(&mut client, &group_id, 1, false).await?;
         let existing = load_group_tables(&client, &group_id).await?;
         let cursor = load_cursor(&client, &group_id, 0).await?;
@@ -106,10 +131,7 @@ impl Consumer {
         }
         let tables = load_group_tables(&client, &group_id).await?;
         if tables.is_empty() {
-            return Err(Error::config(format!(
-                "consumer group {group_id:?} reads no tables; add one with add_table (after \
-                 enabling it with enable_change_streaming)"
-            )));
+            return Err(no_tables(&group_id));
         }
         client
             .execute(

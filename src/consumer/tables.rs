@@ -13,13 +13,35 @@ use tokio_postgres::Client;
 
 use super::filter::TableStart;
 use super::location::StartLocation;
-use crate::error::Result;
+use crate::error::{Error, Kind, Result};
 use crate::group::admin::{enabled_with_before_images, not_enabled};
 use crate::group::cursor::Cursor;
 use crate::group::group_tables::{delete_group_table, save_group_table, GroupTable};
 use crate::group::partition::{publish_table, unpublish_table, GroupInfo};
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
+
+/// Checks that `table` exists and is enabled for change streaming.
+///
+/// # Errors
+/// [`Error::is_not_found`](crate::Error::is_not_found) for a missing table,
+/// [`Error::is_config`](crate::Error::is_config) for one not enabled.
+pub(crate) async fn check_enabled(client: &Client, table: &TableName) -> Result<()> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted()])
+        .await?
+        .get(0);
+    if !exists {
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("table {table} does not exist; check the schema and the name's case"),
+        ));
+    }
+    if enabled_with_before_images(client, table).await?.is_none() {
+        return Err(not_enabled(table));
+    }
+    Ok(())
+}
 
 /// A table joined (or kept) and any warning about where it starts.
 pub(crate) struct Joined {
@@ -41,9 +63,7 @@ pub(crate) async fn join_table(
     force: bool,
     cursor: &Cursor,
 ) -> Result<Joined> {
-    if enabled_with_before_images(client, table).await?.is_none() {
-        return Err(not_enabled(table));
-    }
+    check_enabled(client, table).await?;
     if let (Some(existing), false) = (existing, force) {
         return Ok(Joined {
             table: existing.clone(),
