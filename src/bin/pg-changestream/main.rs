@@ -7,8 +7,12 @@
 mod args;
 mod connect;
 mod failure;
+mod metrics;
+mod output;
+mod source;
 mod status;
 mod tables;
+mod tail;
 
 use std::process::ExitCode;
 
@@ -47,11 +51,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             no_before_images,
         } => tables::enable(&connect::resolve(url)?, &table, !no_before_images).await,
         Command::Disable { table } => tables::disable(&connect::resolve(url)?, &table).await,
-        Command::Tail(tail) => Err(Failure::other(format!(
-            "tail: not built yet ({} table(s), ops {:?})",
-            tail.tables.len(),
-            tail.ops.iter().map(|o| o.op()).collect::<Vec<_>>()
-        ))),
+        Command::Tail(args) => tail::tail(&connect::resolve(url)?, args).await,
         Command::Groups { json } => status::groups(&connect::resolve(url)?, json).await,
         Command::Status { group, json } => {
             status::status(&connect::resolve(url)?, group.as_deref(), json).await
