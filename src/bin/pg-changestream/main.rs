@@ -6,6 +6,7 @@
 
 mod args;
 mod connect;
+mod demo;
 mod failure;
 mod metrics;
 mod output;
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let url = cli.url.as_deref();
     match cli.command {
-        Command::Demo(_) => Err(Failure::other("demo: not built yet")),
+        Command::Demo(args) => demo::demo(args).await,
         Command::Enable {
             table,
             no_before_images,

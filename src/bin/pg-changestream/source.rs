@@ -65,25 +65,27 @@ impl FromStr for Location {
     }
 }
 
-/// Splits `TABLE[@LOCATION]`. The split is at the last `@` followed by a location keyword,
-/// so a quoted table name may itself contain `@`.
+/// Splits `TABLE[@LOCATION]` at the last `@` outside double quotes, so a quoted table
+/// name may itself contain `@`.
 ///
 /// # Errors
 /// Exit status 2 for a bad table name or location.
 pub fn parse_table_arg(arg: &str) -> Result<(TableName, Location), Failure> {
-    const KEYWORDS: [&str; 5] = ["first-uncommitted", "earliest", "latest", "time=", "lsn="];
-    let split = arg
-        .rfind('@')
-        .filter(|&at| {
-            let rest = arg.get(at + 1..).unwrap_or_default();
-            KEYWORDS.iter().any(|k| rest.starts_with(k))
-        })
-        .map(|at| {
-            (
-                arg.get(..at).unwrap_or_default(),
-                arg.get(at + 1..).unwrap_or_default(),
-            )
-        });
+    let mut quoted = false;
+    let mut last_at = None;
+    for (i, c) in arg.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '@' if !quoted => last_at = Some(i),
+            _ => {}
+        }
+    }
+    let split = last_at.map(|at| {
+        (
+            arg.get(..at).unwrap_or_default(),
+            arg.get(at + 1..).unwrap_or_default(),
+        )
+    });
     let (table, location) = match split {
         Some((table, location)) => (table, location.parse()?),
         None => (arg, Location::FirstUncommitted),
@@ -355,5 +357,6 @@ mod tests {
         assert_eq!(t.name(), "mail@host");
         assert_eq!(parse_table_arg("o@lsn=zz").unwrap_err().code(), 2);
         assert_eq!(parse_table_arg("a.b.c.d").unwrap_err().code(), 2);
+        assert_eq!(parse_table_arg("t@soon").unwrap_err().code(), 2);
     }
 }
