@@ -212,6 +212,20 @@ async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
         .all(|l| l["group"] == group.as_str() && l["table"] == "public.items"));
     let out = run(&[&args[..], &["--idle-exit", "0.3"]].concat()).await;
     assert!(stdout_lines(&out).is_empty(), "everything was committed");
+    // A commit inside a transaction: the next run starts at the record after it.
+    client
+        .batch_execute("INSERT INTO items VALUES (6, 'y'), (7, 'y'), (8, 'y')")
+        .await
+        .unwrap();
+    let out = run(&[&args[..], &["--max-records", "1"]].concat()).await;
+    assert_eq!(ids(&stdout_lines(&out)), [6]);
+    let out = run(&[&args[..], &["--idle-exit", "1"]].concat()).await;
+    let lines = stdout_lines(&out);
+    assert_eq!(ids(&lines), [7, 8]);
+    assert!(
+        lines[0]["event_id"].as_str().unwrap().ends_with(":1"),
+        "{lines:?}"
+    );
 
     let out = run(&["--url", &url, "status", &group, "--json"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -423,12 +437,12 @@ async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
         ])
         .await,
         2,
-        "table public.nope does not exist",
+        "table public.nope is not enabled for change streaming",
     );
     assert_fails(
         &run(&["--url", &url, "tail", "-g", &group, "-t", "items@sometime"]).await,
         2,
-        "start location \"sometime\" is unknown",
+        "start location \"sometime\" is not one of",
     );
     assert_fails(
         &run(&[
@@ -451,8 +465,9 @@ async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
         2,
         "does not exist",
     );
+    let never = db.unique_name("never");
     assert_fails(
-        &run(&["--url", &url, "delete-group", &group]).await,
+        &run(&["--url", &url, "delete-group", &never]).await,
         2,
         "does not exist",
     );

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pg_changestream::decode::record::Op;
+use pg_changestream::consumer::{Op, StartLocation};
 use pg_changestream::group::admin;
 use pg_changestream::testing::{ClusterOptions, LocalCluster, ShutdownMode};
 use pg_changestream::wire::ConnectConfig;
@@ -17,7 +17,7 @@ use crate::args::DemoArgs;
 use crate::connect;
 use crate::failure::Failure;
 use crate::output;
-use crate::source::{self, Location, Spec};
+use crate::source::{self, Spec};
 use crate::status;
 
 /// The demo schema.
@@ -118,12 +118,13 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
         group: GROUP.into(),
         tables: tables
             .iter()
-            .map(|t| Ok((t.parse()?, Location::FirstUncommitted)))
+            .map(|t| Ok((t.parse()?, StartLocation::Latest)))
             .collect::<Result<_, pg_changestream::Error>>()?,
         ops: Vec::new(),
         message_prefixes: vec![PREFIX.into()],
         partitions: 1,
     };
+    // The tables are empty: `latest` starts them at once, with nothing to backfill.
     let mut source = source::open(config, spec).await?;
     eprintln!("demo: tailing consumer group {GROUP:?}; running the workload");
 

@@ -39,6 +39,8 @@ pub struct Metrics {
     committed: AtomicU64,
     committed_lsn: AtomicU64,
     lag_bytes: AtomicU64,
+    reconnects: AtomicU64,
+    commit_lag_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -50,6 +52,8 @@ impl Metrics {
             committed: AtomicU64::new(0),
             committed_lsn: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            commit_lag_micros: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +78,16 @@ impl Metrics {
         self.lag_bytes.store(lag_bytes, Ordering::Relaxed);
     }
 
+    /// Takes the consumer's own figures: reconnects and the delay between a record's commit
+    /// and its delivery.
+    pub fn observe(&self, stats: &pg_changestream::consumer::Stats) {
+        self.reconnects.store(stats.reconnects, Ordering::Relaxed);
+        if let Some(lag) = stats.commit_lag {
+            let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+            self.commit_lag_micros.store(micros, Ordering::Relaxed);
+        }
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let group = escape_label(&self.group);
@@ -90,7 +104,7 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
-        let gauges: [(&str, &str, &str, &AtomicU64); 3] = [
+        let gauges: [(&str, &str, &str, &AtomicU64); 4] = [
             (
                 "pg_changestream_committed_records_total",
                 "counter",
@@ -109,6 +123,12 @@ impl Metrics {
                 "WAL bytes between the server's position and the committed position.",
                 &self.lag_bytes,
             ),
+            (
+                "pg_changestream_reconnects_total",
+                "counter",
+                "Times the replication stream was started again after a transient failure.",
+                &self.reconnects,
+            ),
         ];
         for (name, kind, help, value) in gauges {
             let _ = writeln!(
@@ -117,6 +137,13 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP pg_changestream_commit_lag_seconds Time between the commit of the last \
+             delivered record and its delivery.\n# TYPE pg_changestream_commit_lag_seconds \
+             gauge\npg_changestream_commit_lag_seconds{{group=\"{group}\"}} {}",
+            self.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         out
     }
 }

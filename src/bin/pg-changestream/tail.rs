@@ -132,6 +132,7 @@ pub async fn run(
         written += records.len() as u64;
         let lsn = source.commit().await?;
         metrics.committed(records.len() as u64, lsn.as_u64(), source.lag_bytes());
+        metrics.observe(&source.stats());
     }
     Ok(written)
 }
