@@ -508,3 +508,65 @@ async fn a_server_without_logical_wal_is_a_configuration_error() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_least_privilege_role_of_sql_role_sql_can_enable_and_tail() {
+    let server = TestServer::shared().unwrap();
+    let db = server.create_database().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let role = db.unique_name("cs_role");
+    let owner = db.unique_name("cs_owner");
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} NOLOGIN;
+             CREATE TABLE items (id int PRIMARY KEY, v text);
+             ALTER TABLE items OWNER TO {owner};"
+        ))
+        .await
+        .unwrap();
+    let psql = server
+        .bin_dir()
+        .map(|dir| dir.join("psql"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "psql".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/role.sql");
+    let out = Command::new(&psql)
+        .args(["-X", "-q", &db.url(), "-f", script])
+        .args(["-v", &format!("role={role}"), "-v", "password=s3cret'x"])
+        .args(["-v", &format!("owner={owner}")])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", psql.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let is_superuser: bool = client
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_superuser);
+
+    let config = db.config();
+    let url = format!(
+        "postgres://{role}:s3cret%27x@{}/{}",
+        match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => format!("{host}:{}", config.get_ports()[0]),
+            other => panic!("{other:?}"),
+        },
+        db.name()
+    );
+    let out = run(&["--url", &url, "enable", "items"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let group = db.unique_name("g");
+    let tail = ["--url", &url, "tail", "-g", &group, "-t", "items"];
+    let out = run(&[&tail[..], &["--idle-exit", "0"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+        .execute("INSERT INTO items VALUES (1, 'a')", &[])
+        .await
+        .unwrap();
+    let out = run(&[&tail[..], &["--max-records", "1"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ids(&stdout_lines(&out)), [1]);
+    let out = run(&["--url", &url, "delete-group", &group]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
