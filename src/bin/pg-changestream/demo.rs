@@ -1,0 +1,175 @@
+//! `demo`: the first thing a newcomer runs. It starts a throwaway PostgreSQL from local
+//! binaries (`pg_changestream::testing::LocalCluster`, no Docker), creates the schema of
+//! `sql/demo.sql`, enables its tables with before-images, and runs a short scripted workload
+//! while tailing a consumer group: every operation appears on stdout as a JSON line. Then
+//! it prints the group's status and stops the server.
+//!
+//! Narration goes to stderr so that stdout stays the records and the status table.
+
+use std::time::Duration;
+
+use pg_changestream::consumer::{Op, StartLocation};
+use pg_changestream::group::admin;
+use pg_changestream::testing::{ClusterOptions, LocalCluster, ShutdownMode};
+use pg_changestream::wire::ConnectConfig;
+
+use crate::args::DemoArgs;
+use crate::connect;
+use crate::failure::Failure;
+use crate::output;
+use crate::source::{self, Spec};
+use crate::status;
+
+/// The demo schema.
+const DEMO_SQL: &str = include_str!("../../../sql/demo.sql");
+
+/// The consumer group the demo reads with.
+const GROUP: &str = "demo";
+
+/// The logical-message prefix of the demo's own messages.
+const PREFIX: &str = "demo";
+
+/// The scripted workload: what each step shows, and its SQL (one transaction each).
+const WORKLOAD: &[(&str, &str)] = &[
+    (
+        "two customers",
+        "INSERT INTO shop.customers VALUES (1, 'Ada', 'ada@example.com'), (2, 'Grace', 'grace@example.com')",
+    ),
+    (
+        "an order with a TOASTed note (stored out of line)",
+        "INSERT INTO shop.orders (customer_id, total, items, note)
+         VALUES (1, 42.50, '[{\"sku\": \"tea\", \"qty\": 2}]', repeat('a long note ', 180))",
+    ),
+    (
+        "an update that leaves the TOASTed note alone (filled from the before-image)",
+        "UPDATE shop.orders SET status = 'paid' WHERE id = 1",
+    ),
+    (
+        "an update of a customer (before-image: the whole old row)",
+        "UPDATE shop.customers SET email = 'grace@example.org' WHERE id = 2",
+    ),
+    ("a delete", "DELETE FROM shop.customers WHERE id = 2"),
+    ("a truncate", "TRUNCATE shop.orders"),
+    (
+        "a logical message marking the end",
+        "SELECT pg_logical_emit_message(true, 'demo', 'workload done')",
+    ),
+];
+
+/// `demo`.
+pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
+    eprintln!("demo: starting a throwaway PostgreSQL from local binaries ...");
+    let options = ClusterOptions {
+        bin_dir: args.pg_bin,
+        // The demo needs no TLS, and so no `openssl` command.
+        ssl: false,
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(options))
+        .await
+        .map_err(|e| Failure::other(format!("starting the demo server: {e}")))?
+        .map_err(no_binaries)?;
+    eprintln!(
+        "demo: PostgreSQL from {} on 127.0.0.1:{}",
+        cluster.bin_dir().display(),
+        cluster.port()
+    );
+    let result = run(&ConnectConfig::new(cluster.admin_config())).await;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        cluster.stop(ShutdownMode::Fast)
+    })
+    .await;
+    eprintln!("demo: server stopped and removed");
+    result?;
+    match stopped {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::from(e).context("stopping the demo server")),
+        Err(e) => Err(Failure::other(format!("stopping the demo server: {e}"))),
+    }
+}
+
+/// Says how to get PostgreSQL binaries when there are none.
+fn no_binaries(e: pg_changestream::Error) -> Failure {
+    if !e.is_config() {
+        return Failure::from(e).context("starting the demo server");
+    }
+    Failure::usage(format!(
+        "{e}. The demo needs PostgreSQL 15-18 server binaries: `apt-get install postgresql` \
+         (Debian/Ubuntu), or `PG_BIN=$(scripts/postgres.sh 18) cargo run --release -- demo`, \
+         or use your own server: `docker compose up -d`, then `pg-changestream tail --url \
+         postgres://postgres:postgres@localhost:5432/postgres ...`"
+    ))
+}
+
+async fn run(config: &ConnectConfig) -> Result<(), Failure> {
+    let mut client = connect::sql(config).await?;
+    client
+        .batch_execute(DEMO_SQL)
+        .await
+        .map_err(|e| Failure::from(pg_changestream::Error::from(e)).context("sql/demo.sql"))?;
+    let tables = ["shop.customers", "shop.orders"];
+    for table in tables {
+        let table = table.parse()?;
+        admin::enable_change_streaming(&mut client, &table, true).await?;
+    }
+    eprintln!("demo: created shop.customers and shop.orders, enabled with before-images");
+    let spec = Spec {
+        group: GROUP.into(),
+        tables: tables
+            .iter()
+            .map(|t| Ok((t.parse()?, StartLocation::Latest)))
+            .collect::<Result<_, pg_changestream::Error>>()?,
+        ops: Vec::new(),
+        message_prefixes: vec![PREFIX.into()],
+        partitions: 1,
+    };
+    // The tables are empty: `latest` starts them at once, with nothing to backfill.
+    let mut source = source::open(config, spec).await?;
+    eprintln!("demo: tailing consumer group {GROUP:?}; running the workload");
+
+    // The workload runs on its own connection while this task tails the group.
+    let workload_client = connect::sql(config).await?;
+    let workload = tokio::spawn(async move {
+        for (what, sql) in WORKLOAD {
+            eprintln!("demo: -- {what}");
+            workload_client.batch_execute(sql).await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    });
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut done = false;
+    while !done {
+        if tokio::time::Instant::now() > deadline {
+            return Err(Failure::other(
+                "the demo's records did not all arrive within 60 s; run with -v to see why",
+            ));
+        }
+        let records = source.poll(100, Duration::from_millis(500)).await?;
+        for record in &records {
+            output::write_record(&mut out, record, GROUP, 0)?;
+            done |= record.op() == Op::Message;
+        }
+        std::io::Write::flush(&mut out)?;
+        source.commit().await?;
+    }
+    drop(out);
+    workload
+        .await
+        .map_err(|e| Failure::other(format!("demo workload: {e}")))?
+        .map_err(|e| Failure::from(pg_changestream::Error::from(e)).context("demo workload"))?;
+    source.close().await?;
+
+    println!();
+    println!("consumer group {GROUP:?}:");
+    let rows = status::partition_status(&client, Some(GROUP)).await?;
+    print!("{}", status::status_table(&rows));
+    eprintln!(
+        "demo: done. Next: attach to your own PostgreSQL (README: \"Attach to your own \
+         PostgreSQL\"), e.g. pg-changestream --url postgres://... enable shop.orders"
+    );
+    Ok(())
+}

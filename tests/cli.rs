@@ -1,0 +1,572 @@
+//! The `pg-changestream` binary, driven as a user would: the demo, `tail` with its limits,
+//! resuming a group where the last run committed, signals, the metrics endpoint, and the
+//! exit status and one-line message of each kind of mistake.
+
+use std::collections::BTreeSet;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use pg_changestream::testing::{ClusterOptions, LocalCluster, TestDatabase, TestServer};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pg-changestream");
+
+/// The binary with a clean environment for connections (no DATABASE_URL or PG* leaking in).
+fn cli() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key == "DATABASE_URL" || key.starts_with("PG") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+async fn run(args: &[&str]) -> Output {
+    tokio::time::timeout(Duration::from_secs(120), cli().args(args).output())
+        .await
+        .expect("the command finishes within 120 s")
+        .expect("the binary runs")
+}
+
+fn stdout_lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the exit status and that stderr is exactly one line starting with `prefix`.
+fn assert_fails(output: &Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("pg-changestream: "), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+}
+
+/// A database with `items (id int PRIMARY KEY, v text)` enabled through the binary.
+async fn enabled_table(db: &TestDatabase) -> tokio_postgres::Client {
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let out = run(&["--url", &db.url(), "enable", "items"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+}
+
+/// The top-level fields appear in the order of issue 8 (serde_json's map would sort them,
+/// so the raw text is checked).
+fn assert_in_field_order(raw: &str) {
+    let fields = [
+        "event_id",
+        "group",
+        "partition",
+        "table",
+        "op",
+        "commit_lsn",
+        "commit_time",
+        "xid",
+        "key",
+        "before",
+        "after",
+        "before_image",
+    ];
+    assert!(raw.starts_with("{\"event_id\":"), "{raw}");
+    let mut at = 0;
+    for field in &fields[1..] {
+        let needle = format!(",\"{field}\":");
+        let found = raw.get(at..).and_then(|rest| rest.find(&needle));
+        let found = found.unwrap_or_else(|| panic!("{field} out of order in {raw}"));
+        at += found + needle.len();
+    }
+}
+
+fn ids(lines: &[Value]) -> Vec<i64> {
+    lines
+        .iter()
+        .map(|l| l["after"]["id"].as_i64().expect("an insert's id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn demo_prints_every_operation_with_before_images() {
+    let server = TestServer::shared().unwrap();
+    let mut args = vec!["demo".to_owned()];
+    if let Some(bin) = server.bin_dir() {
+        args.extend(["--pg-bin".to_owned(), bin.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stdout_lines(&out);
+    let ops: BTreeSet<&str> = lines.iter().filter_map(|l| l["op"].as_str()).collect();
+    assert_eq!(
+        ops,
+        BTreeSet::from(["insert", "update", "delete", "truncate", "message"]),
+        "{lines:?}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for raw in text.lines().filter(|l| l.starts_with('{')) {
+        assert_in_field_order(raw);
+    }
+    for line in &lines {
+        match line["op"].as_str().unwrap() {
+            "update" | "delete" => {
+                assert_eq!(line["before_image"], "full", "{line}");
+                assert!(line["before"].is_object(), "{line}");
+            }
+            _ => assert_eq!(line["before_image"], "not_applicable", "{line}"),
+        }
+    }
+    let toast_update = lines
+        .iter()
+        .find(|l| l["op"] == "update" && l["table"] == "shop.orders")
+        .expect("the order update");
+    let note = toast_update["after"]["note"].as_str().expect("note filled");
+    assert!(
+        note.len() > 2000,
+        "the TOASTed note is filled from the before-image"
+    );
+    assert_eq!(
+        toast_update["before"]["note"],
+        toast_update["after"]["note"]
+    );
+    assert_eq!(toast_update["before"]["status"], "new");
+    assert_eq!(toast_update["after"]["status"], "paid");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("WAL STATUS"),
+        "the group status is shown: {text}"
+    );
+    assert!(stderr(&out).contains("server stopped"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = enabled_table(&db).await;
+    let url = db.url();
+    let group = db.unique_name("g");
+    // The first run creates the group and, with nothing new, leaves on --idle-exit.
+    let out = run(&[
+        "--url",
+        &url,
+        "tail",
+        "-g",
+        &group,
+        "-t",
+        "items",
+        "--idle-exit",
+        "0.3",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout_lines(&out).is_empty());
+    for id in 1..=5 {
+        client
+            .execute("INSERT INTO items VALUES ($1, 'x')", &[&id])
+            .await
+            .unwrap();
+    }
+    let args = [
+        "--url",
+        &url,
+        "tail",
+        "-g",
+        &group,
+        "-t",
+        "items@first-uncommitted",
+    ];
+    let out = run(&[&args[..], &["--max-records", "2"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ids(&stdout_lines(&out)), [1, 2]);
+    let out = run(&[&args[..], &["--idle-exit", "1"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stdout_lines(&out);
+    assert_eq!(
+        ids(&lines),
+        [3, 4, 5],
+        "starts after what the first run committed"
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["group"] == group.as_str() && l["table"] == "public.items"));
+    let out = run(&[&args[..], &["--idle-exit", "0.3"]].concat()).await;
+    assert!(stdout_lines(&out).is_empty(), "everything was committed");
+    // A commit inside a transaction: the next run starts at the record after it.
+    client
+        .batch_execute("INSERT INTO items VALUES (6, 'y'), (7, 'y'), (8, 'y')")
+        .await
+        .unwrap();
+    let out = run(&[&args[..], &["--max-records", "1"]].concat()).await;
+    assert_eq!(ids(&stdout_lines(&out)), [6]);
+    let out = run(&[&args[..], &["--idle-exit", "1"]].concat()).await;
+    let lines = stdout_lines(&out);
+    assert_eq!(ids(&lines), [7, 8]);
+    assert!(
+        lines[0]["event_id"].as_str().unwrap().ends_with(":1"),
+        "{lines:?}"
+    );
+
+    let out = run(&["--url", &url, "status", &group, "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["group"], group.as_str());
+    assert_eq!(status[0]["partition"], 0);
+    assert!(status[0]["active_pid"].is_null(), "{status}");
+    let out = run(&["--url", &url, "delete-group", &group]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--url", &url, "status", &group]).await;
+    assert_fails(&out, 2, "does not exist");
+}
+
+#[tokio::test]
+async fn sigterm_commits_what_was_written_and_exits_0() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = enabled_table(&db).await;
+    let url = db.url();
+    let group = db.unique_name("g");
+    let out = run(&[
+        "--url",
+        &url,
+        "tail",
+        "-g",
+        &group,
+        "-t",
+        "items",
+        "--idle-exit",
+        "0",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+        .execute("INSERT INTO items VALUES (1, 'a')", &[])
+        .await
+        .unwrap();
+    let mut child = cli()
+        .args(["--url", &url, "tail", "-g", &group, "-t", "items"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .expect("a record within 60 s")
+        .unwrap()
+        .expect("a line");
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["after"]["id"], 1);
+    let pid = child.id().unwrap() as i32;
+    assert_eq!(send_sigterm(pid), 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let out = run(&[
+        "--url",
+        &url,
+        "tail",
+        "-g",
+        &group,
+        "-t",
+        "items",
+        "--idle-exit",
+        "0.5",
+    ])
+    .await;
+    assert!(
+        stdout_lines(&out).is_empty(),
+        "the record was committed before exiting"
+    );
+}
+
+/// SIGTERM through the `kill` command (the tests use no unsafe code).
+fn send_sigterm(pid: i32) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|s| s.code().unwrap_or(-1))
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_answers_a_real_http_request() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = enabled_table(&db).await;
+    let url = db.url();
+    let group = db.unique_name("g");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = cli()
+        .args([
+            "--url",
+            &url,
+            "tail",
+            "-g",
+            &group,
+            "-t",
+            "items",
+            "--metrics-addr",
+            &addr,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Insert until the tail (which creates the group when it starts) prints a record.
+    let mut id = 0;
+    let line = loop {
+        id += 1;
+        client
+            .execute("INSERT INTO items VALUES ($1, 'm')", &[&id])
+            .await
+            .unwrap();
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(500), stdout.next_line()).await
+        {
+            break line.unwrap().expect("a line");
+        }
+        assert!(id < 120, "no record printed within a minute");
+    };
+    assert!(line.contains("\"op\":\"insert\""), "{line}");
+    let mut body = String::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        body.clear();
+        stream.read_to_string(&mut body).await.unwrap();
+        if body.contains(&format!("op=\"insert\"}} {id}")) || body.contains("op=\"insert\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains("Content-Type: text/plain; version=0.0.4"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "pg_changestream_records_total{{group=\"{group}\",op=\"insert\"}}"
+        )),
+        "{body}"
+    );
+    assert!(!body.contains("op=\"insert\"} 0"), "{body}");
+    assert!(
+        body.contains("# TYPE pg_changestream_lag_bytes gauge"),
+        "{body}"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let _client = enabled_table(&db).await;
+    let url = db.url();
+    let group = db.unique_name("g");
+
+    assert_fails(
+        &run(&["tail", "--bogus"]).await,
+        2,
+        "unexpected argument '--bogus'",
+    );
+    assert_fails(&run(&["enable", "items"]).await, 2, "--url");
+    assert_fails(
+        &run(&["--url", "postgres://u@host:notaport/db", "groups"]).await,
+        2,
+        "check --url",
+    );
+    assert_fails(
+        &run(&["--url", "postgres://u@127.0.0.1:1/db", "groups"]).await,
+        1,
+        "cannot reach the server",
+    );
+    assert_fails(
+        &run(&[
+            "--url",
+            &url,
+            "tail",
+            "-g",
+            &group,
+            "-t",
+            "nope",
+            "--idle-exit",
+            "0",
+        ])
+        .await,
+        2,
+        "table public.nope is not enabled for change streaming",
+    );
+    assert_fails(
+        &run(&["--url", &url, "tail", "-g", &group, "-t", "items@sometime"]).await,
+        2,
+        "start location \"sometime\" is not one of",
+    );
+    assert_fails(
+        &run(&[
+            "--url",
+            &url,
+            "tail",
+            "-g",
+            &group,
+            "-t",
+            "items",
+            "--partitions",
+            "3",
+        ])
+        .await,
+        2,
+        "--partitions 3",
+    );
+    assert_fails(
+        &run(&["--url", &url, "enable", "missing"]).await,
+        2,
+        "does not exist",
+    );
+    let never = db.unique_name("never");
+    assert_fails(
+        &run(&["--url", &url, "delete-group", &never]).await,
+        2,
+        "does not exist",
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_logical_wal_is_a_configuration_error() {
+    let server = TestServer::shared().unwrap();
+    let options = ClusterOptions {
+        bin_dir: server.bin_dir().map(|p| p.to_path_buf()),
+        settings: vec![
+            ("wal_level".into(), "replica".into()),
+            ("max_wal_senders".into(), "10".into()),
+        ],
+        ssl: false,
+    };
+    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(options))
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = cluster.admin_config();
+    let client = pg_changestream::wire::ConnectConfig::new(admin.clone())
+        .connect_sql()
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port());
+    for args in [
+        &["--url", &url, "enable", "t"][..],
+        &["--url", &url, "tail", "-g", "g", "-t", "t"],
+    ] {
+        assert_fails(&run(args).await, 2, "wal_level=logical");
+    }
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_least_privilege_role_of_sql_role_sql_can_enable_and_tail() {
+    let server = TestServer::shared().unwrap();
+    let db = server.create_database().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let role = db.unique_name("cs_role");
+    let owner = db.unique_name("cs_owner");
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} NOLOGIN;
+             CREATE TABLE items (id int PRIMARY KEY, v text);
+             ALTER TABLE items OWNER TO {owner};"
+        ))
+        .await
+        .unwrap();
+    let psql = server
+        .bin_dir()
+        .map(|dir| dir.join("psql"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "psql".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/role.sql");
+    let out = Command::new(&psql)
+        .args(["-X", "-q", &db.url(), "-f", script])
+        .args(["-v", &format!("role={role}"), "-v", "password=s3cret'x"])
+        .args(["-v", &format!("owner={owner}")])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", psql.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let is_superuser: bool = client
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_superuser);
+
+    let config = db.config();
+    let url = format!(
+        "postgres://{role}:s3cret%27x@{}/{}",
+        match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => format!("{host}:{}", config.get_ports()[0]),
+            other => panic!("{other:?}"),
+        },
+        db.name()
+    );
+    let out = run(&["--url", &url, "enable", "items"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let group = db.unique_name("g");
+    let tail = ["--url", &url, "tail", "-g", &group, "-t", "items"];
+    let out = run(&[&tail[..], &["--idle-exit", "0"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+        .execute("INSERT INTO items VALUES (1, 'a')", &[])
+        .await
+        .unwrap();
+    let out = run(&[&tail[..], &["--max-records", "1"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ids(&stdout_lines(&out)), [1]);
+    let out = run(&["--url", &url, "delete-group", &group]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
