@@ -437,7 +437,7 @@ async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
         ])
         .await,
         2,
-        "table public.nope is not enabled for change streaming",
+        "table public.nope does not exist",
     );
     assert_fails(
         &run(&["--url", &url, "tail", "-g", &group, "-t", "items@sometime"]).await,
