@@ -15,10 +15,37 @@
 //!   **events** (one transaction's changes to that table) holding **records** (one row
 //!   change: operation, key, current image, before-image, event id).
 //!
+//! ## Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use pg_changestream::consumer::{enable_change_streaming, ConsumerBuilder, StartLocation};
+//!
+//! # async fn run() -> pg_changestream::Result<()> {
+//! let config: pg_changestream::ConnectConfig = "postgres://app@localhost/shop".parse()?;
+//! enable_change_streaming(&config, "public.orders", true).await?; // before-images on
+//! let mut consumer = ConsumerBuilder::new(config, "billing")
+//!     .add_table("public.orders", StartLocation::FirstUncommitted)
+//!     .build()
+//!     .await?;
+//! loop {
+//!     let bundle = consumer.poll(1000, Duration::from_secs(1)).await?;
+//!     for event in bundle.events() {
+//!         for record in event.records() {
+//!             println!("{} {:?} {}", record.event_id(), event.table(), record.op());
+//!         }
+//!     }
+//!     // Automatic commit mode (the default): the next poll commits this bundle.
+//! }
+//! # }
+//! ```
+//!
 //! ## Layout
 //!
 //! The read path is layered one way: [`protocol`] (pure byte parsing, no I/O) ←
-//! [`wire`] (the replication connection) ← [`decode`] (values, relations, transactions).
+//! [`wire`] (the replication connection) ← [`decode`] (values, relations, transactions) ←
+//! [`consumer`] (groups, polls, commits), with [`group`] keeping the group state in the
+//! database.
 //! See `docs/architecture.md` for the mapping of every concept onto PostgreSQL.
 
 #![warn(missing_docs)]
