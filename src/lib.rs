@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod consumer;
 pub mod decode;
 pub mod error;
 pub mod group;
@@ -33,5 +34,9 @@ pub mod protocol;
 pub mod testing;
 pub mod wire;
 
+pub use consumer::{
+    CommitMode, Consumer, ConsumerBuilder, Event, Message, MessageBundle, StartLocation,
+};
 pub use error::{Error, Result, ServerError};
 pub use lsn::Lsn;
+pub use wire::ConnectConfig;

@@ -12,7 +12,7 @@
 //! Stream Commit → the buffered changes replayed as records, then Change::Commit
 //! Stream Abort  → the sub-transaction's (or whole transaction's) changes dropped
 //!
-//! Message (non-transactional) → a Record of its own, then Change::Commit at its LSN
+//! Message (non-transactional) → a Record of its own, then Change::Commit just past its LSN
 //! ```
 //!
 //! Relation and Type messages inside a stream block are buffered with the transaction and
@@ -319,9 +319,13 @@ impl Decoder {
             Arc::clone(&txn),
             0,
         )));
+        // The server skips a message only when its LSN is *below* the start position, so
+        // confirming the message's own LSN would have it sent again after a restart; one
+        // byte past it is the first position that excludes it (and no other record can
+        // start inside it).
         self.ready.push_back(Change::Commit {
             txn,
-            end_lsn: m.lsn,
+            end_lsn: m.lsn + 1,
             records: 1,
         });
         Ok(())

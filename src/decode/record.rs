@@ -273,6 +273,19 @@ impl Record {
         })
     }
 
+    /// Bytes of row data as the server sent them (new and old tuple, or message content):
+    /// the measure behind byte counts in statistics.
+    pub fn data_bytes(&self) -> usize {
+        match &self.body {
+            Body::Row { new, old, .. } => {
+                new.as_ref().map_or(0, TupleData::byte_len)
+                    + old.as_ref().map_or(0, |o| o.data().byte_len())
+            }
+            Body::Truncate { .. } => 0,
+            Body::Message { content, .. } => content.len(),
+        }
+    }
+
     /// For a truncate: whether it was `CASCADE` and `RESTART IDENTITY`.
     pub fn truncate_options(&self) -> Option<(bool, bool)> {
         match &self.body {

@@ -159,12 +159,14 @@ impl ChangeStream {
     /// server may release the WAL before it, and will not send those transactions again.
     /// Lower values than already acknowledged are ignored. Sent to the server at once.
     pub fn ack(&self, end_lsn: Lsn) {
-        let previous = self
-            .shared
-            .acked
-            .fetch_max(end_lsn.as_u64(), Ordering::AcqRel);
-        if previous < end_lsn.as_u64() {
-            self.shared.ack_changed.notify_one();
+        self.acker().ack(end_lsn);
+    }
+
+    /// A handle that acknowledges on this stream from elsewhere (another task, a bundle
+    /// being committed); acknowledging after the stream ended does nothing.
+    pub fn acker(&self) -> Acker {
+        Acker {
+            shared: Arc::clone(&self.shared),
         }
     }
 
@@ -211,6 +213,25 @@ impl ChangeStream {
                 ))
             }),
             None => Ok(()),
+        }
+    }
+}
+
+/// Acknowledges positions on a [`ChangeStream`]; see [`ChangeStream::ack`].
+#[derive(Debug, Clone)]
+pub struct Acker {
+    shared: Arc<Shared>,
+}
+
+impl Acker {
+    /// Acknowledges everything up to `end_lsn`, as [`ChangeStream::ack`] does.
+    pub fn ack(&self, end_lsn: Lsn) {
+        let previous = self
+            .shared
+            .acked
+            .fetch_max(end_lsn.as_u64(), Ordering::AcqRel);
+        if previous < end_lsn.as_u64() {
+            self.shared.ack_changed.notify_one();
         }
     }
 }

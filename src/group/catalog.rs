@@ -12,14 +12,21 @@ use crate::error::Result;
 const MIGRATION_LOCK: i64 = 0x7067_6373;
 
 /// Every migration, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "changestream",
-    include_str!("../../sql/0001_changestream.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "changestream",
+        include_str!("../../sql/0001_changestream.sql"),
+    ),
+    (
+        2,
+        "start_positions",
+        include_str!("../../sql/0002_start_positions.sql"),
+    ),
+];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.

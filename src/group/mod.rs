@@ -4,9 +4,15 @@
 //! - [`catalog`]: the schema and its versioned migrations from `sql/`;
 //! - [`table`]: qualified table names, parsed and quoted by PostgreSQL's rules;
 //! - [`partition`]: slots, publications and cursors per partition of a group;
+//! - [`group_tables`]: the tables a group reads and where each starts;
+//! - [`cursor`]: the durable committed cursor per partition;
+//! - [`membership`]: the consumers reading a group, with heartbeats;
 //! - [`admin`]: enabling and disabling change streaming per table (replica identity).
 
 pub mod admin;
 pub mod catalog;
+pub mod cursor;
+pub mod group_tables;
+pub mod membership;
 pub mod partition;
 pub mod table;

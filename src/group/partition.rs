@@ -8,8 +8,10 @@
 //! `changestream.partitions` and read back from there, never recomputed for existing groups.
 //!
 //! Slots are created through SQL (`pg_create_logical_replication_slot`), which needs no
-//! replication connection; it must run outside a transaction that has written, so the slot
-//! comes first and the catalog rows follow, with the slot dropped again if they fail.
+//! replication connection; it must run outside a transaction that has written. Creation
+//! order matters: publications first (before PostgreSQL 18 pgoutput errors on a change
+//! decoded from before one of its publications existed), then slots, then the catalog rows;
+//! all of it is dropped again if a step fails.
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -186,12 +188,32 @@ async fn create_locked(
         }
         return Ok(existing);
     }
-    let mut created = Vec::new();
+    let names: Vec<String> = (0..partitions).map(|p| derived_name(group_id, p)).collect();
+    // Leftovers of a creation that died half-way hold our derived names; nobody else can.
+    for name in &names {
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                  WHERE slot_name = $1 AND NOT active",
+                &[name],
+            )
+            .await?;
+        client
+            .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+            .await?;
+    }
+    let mut slots = Vec::new();
     let result = async {
-        for p in 0..partitions {
-            let name = derived_name(group_id, p);
-            let lsn = create_slot(client, &name, failover).await?;
-            created.push((p, name, lsn));
+        // Publications before slots: before PostgreSQL 18, pgoutput fails on any change
+        // decoded from a point where one of its publications did not exist yet.
+        for name in &names {
+            client
+                .batch_execute(&format!("CREATE PUBLICATION {}", quote_ident(name)))
+                .await?;
+        }
+        for name in &names {
+            let lsn = create_slot(client, name, failover).await?;
+            slots.push(lsn);
         }
         let tx = client.transaction().await?;
         tx.execute(
@@ -199,19 +221,17 @@ async fn create_locked(
             &[&group_id, &partitions],
         )
         .await?;
-        for (p, name, lsn) in &created {
-            tx.batch_execute(&format!("CREATE PUBLICATION {}", quote_ident(name)))
-                .await?;
+        for ((p, name), lsn) in (0..partitions).zip(&names).zip(&slots) {
             tx.execute(
                 "INSERT INTO changestream.partitions (group_id, partition, slot_name, publication_name)
                  VALUES ($1, $2, $3, $3)",
-                &[&group_id, p, name],
+                &[&group_id, &p, name],
             )
             .await?;
             tx.execute(
                 "INSERT INTO changestream.cursors (group_id, partition, commit_lsn)
                  VALUES ($1, $2, $3::text::pg_lsn)",
-                &[&group_id, p, &lsn.to_string()],
+                &[&group_id, &p, &lsn.to_string()],
             )
             .await?;
         }
@@ -220,9 +240,16 @@ async fn create_locked(
     }
     .await;
     if let Err(e) = result {
-        for (_, name, _) in &created {
+        for name in &names {
             let _ = client
-                .execute("SELECT pg_drop_replication_slot($1)", &[name])
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                      WHERE slot_name = $1",
+                    &[name],
+                )
+                .await;
+            let _ = client
+                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
                 .await;
         }
         return Err(e);

@@ -567,6 +567,11 @@ impl TupleData {
         self.len == 0
     }
 
+    /// Bytes of column data as sent (kinds, lengths and values).
+    pub fn byte_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// The columns, in order, without allocating.
     pub fn iter(&self) -> TupleColumns<'_> {
         TupleColumns {

@@ -1,0 +1,158 @@
+//! [`ConsumerBuilder`]: what a consumer reads and how it commits.
+
+use std::time::Duration;
+
+use super::location::StartLocation;
+use super::member::Consumer;
+use crate::decode::decoder::DecoderOptions;
+use crate::decode::record::Op;
+use crate::error::Result;
+use crate::wire::ConnectConfig;
+
+/// When polled records count as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CommitMode {
+    /// Each poll commits what the previous poll returned; closing commits the last poll.
+    #[default]
+    Automatic,
+    /// Only [`MessageBundle::commit`](super::MessageBundle::commit) and
+    /// [`Consumer::commit`] commit.
+    Manual,
+}
+
+/// Builds a [`Consumer`] of a consumer group.
+///
+/// ```no_run
+/// # async fn example() -> pg_changestream::Result<()> {
+/// use std::time::Duration;
+/// use pg_changestream::consumer::{ConsumerBuilder, StartLocation};
+///
+/// let config = "postgres://app@localhost/shop".parse()?;
+/// let mut consumer = ConsumerBuilder::new(config, "billing")
+///     .add_table("public.orders", StartLocation::FirstUncommitted)
+///     .build()
+///     .await?;
+/// let bundle = consumer.poll(1000, Duration::from_secs(1)).await?;
+/// for record in bundle.records() {
+///     println!("{} {}", record.op(), record.event_id());
+/// }
+/// consumer.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerBuilder {
+    pub(crate) config: ConnectConfig,
+    pub(crate) group_id: String,
+    pub(crate) add: Vec<(String, StartLocation)>,
+    pub(crate) remove: Vec<String>,
+    pub(crate) commit_mode: CommitMode,
+    pub(crate) max_poll_interval: Duration,
+    pub(crate) operations: Vec<Op>,
+    pub(crate) message_prefixes: Vec<String>,
+    pub(crate) force_reset: bool,
+    pub(crate) reconnect_timeout: Duration,
+    pub(crate) decoder: DecoderOptions,
+    pub(crate) queue_capacity: usize,
+}
+
+impl ConsumerBuilder {
+    /// A consumer of group `group_id` (1 to 63 characters, any but control characters) on
+    /// the database `config` connects to.
+    pub fn new(config: ConnectConfig, group_id: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder {
+            config,
+            group_id: group_id.into(),
+            add: Vec::new(),
+            remove: Vec::new(),
+            commit_mode: CommitMode::Automatic,
+            max_poll_interval: Duration::from_secs(30),
+            operations: vec![Op::Insert, Op::Update, Op::Delete, Op::Truncate],
+            message_prefixes: Vec::new(),
+            force_reset: false,
+            reconnect_timeout: Duration::from_secs(60),
+            decoder: DecoderOptions::default(),
+            queue_capacity: 8192,
+        }
+    }
+
+    /// Reads `table` (`name`, `schema.name`, or quoted SQL identifiers), starting at
+    /// `location` if the table is new to the group (or `force_reset` is set). The table must
+    /// be enabled for change streaming. Tables already in the group stay in it; see
+    /// [`ConsumerBuilder::remove_table`].
+    pub fn add_table(mut self, table: impl Into<String>, location: StartLocation) -> Self {
+        self.add.push((table.into(), location));
+        self
+    }
+
+    /// Takes `table` out of the group.
+    pub fn remove_table(mut self, table: impl Into<String>) -> Self {
+        self.remove.push(table.into());
+        self
+    }
+
+    /// Automatic (default) or manual commits.
+    pub fn commit_mode(mut self, mode: CommitMode) -> Self {
+        self.commit_mode = mode;
+        self
+    }
+
+    /// How long the application may go between polls before the consumer counts as gone
+    /// (its membership heartbeat is that old); 30 s by default.
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval = interval;
+        self
+    }
+
+    /// The operations to deliver, any of insert, update, delete and truncate (all by
+    /// default). Records of other operations are passed over and committed with the rest.
+    pub fn operations(mut self, ops: &[Op]) -> Self {
+        self.operations = ops.to_vec();
+        self
+    }
+
+    /// Also delivers logical messages (`pg_logical_emit_message`) with this prefix.
+    pub fn message_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.message_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Applies the start locations of [`ConsumerBuilder::add_table`] to tables already in
+    /// the group too, instead of resuming them at the group's committed cursor.
+    pub fn force_reset(mut self, yes: bool) -> Self {
+        self.force_reset = yes;
+        self
+    }
+
+    /// How long transient failures (server restart, network) are retried before a poll
+    /// gives up with the error; 60 s by default.
+    pub fn reconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.reconnect_timeout = timeout;
+        self
+    }
+
+    /// Memory bound for buffering large transactions, spill directory, user types.
+    pub fn decoder_options(mut self, options: DecoderOptions) -> Self {
+        self.decoder = options;
+        self
+    }
+
+    /// Changes buffered between the connection task and `poll` (8192 by default).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// Connects, creates the group (slot and publication) if it is new, applies the table
+    /// list, and starts streaming from the group's committed cursor.
+    ///
+    /// # Errors
+    /// [`Error::is_config`](crate::Error::is_config) for a bad group id or table name, a
+    /// table not enabled for change streaming, or a group left without tables;
+    /// [`Error::is_server_setup`](crate::Error::is_server_setup) when `wal_level` is not
+    /// logical or slots run out; [`Error::is_slot_invalidated`](crate::Error::is_slot_invalidated)
+    /// when the group's slot lost its WAL; connection errors.
+    pub async fn build(self) -> Result<Consumer> {
+        Consumer::build(self).await
+    }
+}

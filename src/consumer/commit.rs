@@ -1,0 +1,223 @@
+//! Committing: the durable cursor and the slot's flush position, moved together.
+//!
+//! A commit first writes `changestream.cursors` (durable at once) and then confirms the
+//! position to the walsender (durable at the next checkpoint). If the process dies between
+//! the two, the next start takes the higher of cursor and slot, so nothing committed is
+//! delivered again; the reverse order would be as safe, but the cursor is the one a server
+//! crash cannot roll back.
+//!
+//! The committer is shared by the consumer and its bundles (`bundle.commit()` may run on
+//! another task); the stream it confirms to is swapped on every reconnect.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio_postgres::Client;
+
+use super::position::Position;
+use crate::decode::stream::Acker;
+use crate::error::{Error, Kind, Result};
+use crate::group::cursor::{store_cursor, Cursor};
+use crate::wire::ConnectConfig;
+
+/// Where a bundle (or a poll) ended in one partition.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartitionEnd {
+    /// Index of the partition in the consumer's list.
+    pub(crate) index: usize,
+    pub(crate) position: Position,
+    pub(crate) commit_time: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    partition: i32,
+    /// Committed: durable cursor (or, for passed-over records only, the slot) is here.
+    committed: Position,
+    /// The end of the records handed to the application so far.
+    delivered: Position,
+    acker: Option<Acker>,
+}
+
+#[derive(Debug)]
+struct State {
+    client: Option<Client>,
+    partitions: Vec<PartitionState>,
+}
+
+/// Commits positions for a consumer's partitions.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    group_id: String,
+    config: ConnectConfig,
+    reconnect_timeout: Duration,
+    state: Mutex<State>,
+}
+
+impl Committer {
+    /// A committer over `partitions` (partition number, committed position).
+    pub(crate) fn new(
+        group_id: String,
+        config: ConnectConfig,
+        client: Client,
+        partitions: Vec<(i32, Position)>,
+        reconnect_timeout: Duration,
+    ) -> Committer {
+        let partitions = partitions
+            .into_iter()
+            .map(|(partition, committed)| PartitionState {
+                partition,
+                committed,
+                delivered: committed,
+                acker: None,
+            })
+            .collect();
+        Committer {
+            group_id,
+            config,
+            reconnect_timeout,
+            state: Mutex::new(State {
+                client: Some(client),
+                partitions,
+            }),
+        }
+    }
+
+    /// Commits every partition up to its end in `ends`; ends not ahead of what is committed
+    /// are skipped.
+    ///
+    /// # Errors
+    /// Writing the cursor failed for longer than the reconnect timeout, or the group was
+    /// deleted.
+    pub(crate) async fn commit(&self, ends: &[PartitionEnd]) -> Result<()> {
+        let mut state = self.state.lock().await;
+        for end in ends {
+            let Some(p) = state.partitions.get(end.index) else {
+                continue;
+            };
+            if end.position <= p.committed {
+                continue;
+            }
+            let partition = p.partition;
+            let cursor = Cursor {
+                commit_lsn: end.position.lsn,
+                records_done: end.position.records,
+                commit_time: end.commit_time,
+            };
+            self.store(&mut state, partition, &cursor).await?;
+            if let Some(p) = state.partitions.get_mut(end.index) {
+                p.committed = end.position;
+                if let Some(acker) = &p.acker {
+                    acker.ack(end.position.flush_lsn());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a cursor, reconnecting the SQL session with backoff on transient failures.
+    async fn store(&self, state: &mut State, partition: i32, cursor: &Cursor) -> Result<()> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                let client = connected(&self.config, &mut state.client).await?;
+                store_cursor(client, &self.group_id, partition, cursor).await
+            }
+            .await;
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() && started.elapsed() < self.reconnect_timeout => {
+                    tracing::warn!(group_id = %self.group_id, error = %e, "committing failed; retrying");
+                    state.client = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Installs the acknowledger of partition `index`'s new stream, which starts at `start`
+    /// (the higher of the committed position and the durable cursor).
+    pub(crate) async fn attach(&self, index: usize, acker: Option<Acker>, start: Position) {
+        let mut state = self.state.lock().await;
+        if let Some(p) = state.partitions.get_mut(index) {
+            p.acker = acker;
+            p.committed = p.committed.max(start);
+            // The new stream sends everything after the committed position again.
+            p.delivered = p.committed;
+        }
+    }
+
+    /// The committed positions, by partition index.
+    pub(crate) async fn committed(&self) -> Vec<Position> {
+        let state = self.state.lock().await;
+        state.partitions.iter().map(|p| p.committed).collect()
+    }
+
+    /// Notes that records up to `position` were handed to the application.
+    pub(crate) async fn delivered(&self, index: usize, position: Position) {
+        let mut state = self.state.lock().await;
+        if let Some(p) = state.partitions.get_mut(index) {
+            p.delivered = p.delivered.max(position);
+        }
+    }
+
+    /// Moves the slot past records the application never saw (filtered out, or other
+    /// tables' transactions), but only while nothing it did see is uncommitted: then no
+    /// record can be lost by it. Nothing durable is written; after a crash those records
+    /// are simply passed over again.
+    pub(crate) async fn pass_over(&self, index: usize, position: Position) {
+        let mut state = self.state.lock().await;
+        if let Some(p) = state.partitions.get_mut(index) {
+            if p.committed >= p.delivered && position > p.committed {
+                p.committed = position;
+                p.delivered = position;
+                if let Some(acker) = &p.acker {
+                    acker.ack(position.flush_lsn());
+                }
+            }
+        }
+    }
+
+    /// The SQL session, reconnected if it was lost.
+    ///
+    /// # Errors
+    /// Reconnecting failed.
+    pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>> {
+        let mut state = self.state.lock().await;
+        connected(&self.config, &mut state.client).await?;
+        MutexGuard::try_map(state, |s| s.client.as_mut()).map_err(|_| {
+            Error::new(Kind::Closed, "the consumer's SQL session is gone")
+        })
+    }
+}
+
+/// The session in `slot`, connecting a new one when there is none or it closed.
+async fn connected<'a>(config: &ConnectConfig, slot: &'a mut Option<Client>) -> Result<&'a Client> {
+    let client = match slot.take() {
+        Some(client) if !client.is_closed() => client,
+        _ => {
+            let client = config.connect_sql().await?;
+            prepare_session(&client).await?;
+            client
+        }
+    };
+    Ok(slot.insert(client))
+}
+
+/// Cursor writes must be durable when they return: a session with `synchronous_commit =
+/// off` would acknowledge commits a crash can still lose.
+pub(crate) async fn prepare_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+               IF current_setting('synchronous_commit') = 'off' THEN
+                 SET synchronous_commit = 'on';
+               END IF;
+             END $$",
+        )
+        .await?;
+    Ok(())
+}

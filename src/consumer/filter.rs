@@ -1,0 +1,147 @@
+//! Which decoded records a consumer delivers.
+//!
+//! The slot decodes every published change; the consumer narrows it down: only tables of
+//! the group (a table just removed may still arrive from WAL decoded before the removal),
+//! only records at or after each table's start, only the operations asked for, and only
+//! logical messages with a subscribed prefix. A record passed over still counts as consumed,
+//! so committing moves past it.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use crate::decode::record::{Op, Record};
+use crate::group::table::TableName;
+use crate::lsn::Lsn;
+
+/// A table of the group and where its records start.
+#[derive(Debug, Clone)]
+pub(crate) struct TableStart {
+    pub(crate) table: TableName,
+    pub(crate) start_lsn: Option<Lsn>,
+    pub(crate) start_time: Option<SystemTime>,
+}
+
+/// The operations to deliver, as a bit set over [`Op`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpSet(u8);
+
+impl OpSet {
+    fn bit(op: Op) -> u8 {
+        match op {
+            Op::Insert => 1,
+            Op::Update => 2,
+            Op::Delete => 4,
+            Op::Truncate => 8,
+            Op::Read => 16,
+            _ => 32,
+        }
+    }
+
+    pub(crate) fn of(ops: &[Op]) -> OpSet {
+        // Backfill rows are the table's state, not an operation one opts into.
+        OpSet(ops.iter().fold(Self::bit(Op::Read), |set, &op| set | Self::bit(op)))
+    }
+
+    pub(crate) fn contains(self, op: Op) -> bool {
+        self.0 & Self::bit(op) != 0
+    }
+}
+
+/// The consumer's record filter.
+#[derive(Debug)]
+pub(crate) struct RecordFilter {
+    tables: Vec<TableStart>,
+    /// Relation id → index in `tables` (or none), filled on first sight of each relation.
+    by_relation: HashMap<u32, Option<usize>>,
+    ops: OpSet,
+    prefixes: Vec<String>,
+    /// AtTime starts reached in the stream since last taken: (table, commit LSN).
+    resolved: Vec<(TableName, Lsn)>,
+}
+
+impl RecordFilter {
+    pub(crate) fn new(tables: Vec<TableStart>, ops: OpSet, prefixes: Vec<String>) -> RecordFilter {
+        RecordFilter {
+            tables,
+            by_relation: HashMap::new(),
+            ops,
+            prefixes,
+            resolved: Vec::new(),
+        }
+    }
+
+    /// The tables, in the order they were given.
+    pub(crate) fn tables(&self) -> impl Iterator<Item = &TableStart> {
+        self.tables.iter()
+    }
+
+    /// Adds a table, or replaces its start.
+    pub(crate) fn set_table(&mut self, start: TableStart) {
+        match self.tables.iter_mut().find(|t| t.table == start.table) {
+            Some(existing) => *existing = start,
+            None => self.tables.push(start),
+        }
+        self.by_relation.clear();
+    }
+
+    /// Stops delivering a table.
+    pub(crate) fn remove_table(&mut self, table: &TableName) {
+        self.tables.retain(|t| &t.table != table);
+        self.by_relation.clear();
+    }
+
+    /// Whether logical messages are wanted at all.
+    pub(crate) fn wants_messages(&self) -> bool {
+        !self.prefixes.is_empty()
+    }
+
+    /// AtTime starts resolved since the last call.
+    pub(crate) fn take_resolved(&mut self) -> Vec<(TableName, Lsn)> {
+        std::mem::take(&mut self.resolved)
+    }
+
+    /// Whether to deliver `record`.
+    pub(crate) fn admit(&mut self, record: &Record) -> bool {
+        if record.op() == Op::Message {
+            return record
+                .message_content()
+                .is_some_and(|(prefix, _)| self.prefixes.iter().any(|p| p == prefix));
+        }
+        if !self.ops.contains(record.op()) {
+            return false;
+        }
+        let Some(relation) = record.relation() else {
+            return false;
+        };
+        let tables = &self.tables;
+        let index = *self.by_relation.entry(relation.id()).or_insert_with(|| {
+            tables
+                .iter()
+                .position(|t| t.table.schema() == relation.schema() && t.table.name() == relation.name())
+        });
+        // A relation id is reused only after a drop; names are checked again so a
+        // recreated table of another name is never taken for the old one.
+        let Some(start) = index.and_then(|i| self.tables.get_mut(i)) else {
+            return false;
+        };
+        if start.table.schema() != relation.schema() || start.table.name() != relation.name() {
+            self.by_relation.clear();
+            return self.admit(record);
+        }
+        let txn = record.txn();
+        if let Some(lsn) = start.start_lsn {
+            return txn.commit_lsn >= lsn;
+        }
+        if let Some(time) = start.start_time {
+            if txn.commit_time() < time {
+                return false;
+            }
+            // The first transaction at or after the time fixes the position, so that the
+            // start stays put even if later commit timestamps are out of order.
+            start.start_lsn = Some(txn.commit_lsn);
+            start.start_time = None;
+            self.resolved.push((start.table.clone(), txn.commit_lsn));
+        }
+        true
+    }
+}

@@ -1,0 +1,395 @@
+//! [`Consumer`]: one member of a consumer group, reading its partitions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::Stream;
+
+use super::builder::{CommitMode, ConsumerBuilder};
+use super::bundle::MessageBundle;
+use super::commit::{prepare_session, Committer, PartitionEnd};
+use super::filter::{OpSet, RecordFilter, TableStart};
+use super::location::StartLocation;
+use super::position::Position;
+use super::reader::{Gather, PartitionReader, ReaderContext};
+use super::stats::Stats;
+use super::tables::{join_table, leave_table};
+use crate::decode::decoder::DecoderOptions;
+use crate::error::{Error, Result};
+use crate::group::admin::check_wal_level;
+use crate::group::cursor::load_cursor;
+use crate::group::group_tables::{load_group_tables, resolve_start_time};
+use crate::group::partition::{check_group_id, create_or_load_group, GroupInfo};
+use crate::group::table::TableName;
+use crate::group::{catalog, membership};
+use crate::wire::ConnectConfig;
+
+/// The readers' shared context, borrowed field by field so that `self.readers` stays free.
+macro_rules! reader_context {
+    ($consumer:ident) => {
+        ReaderContext {
+            config: &$consumer.config,
+            group_id: &$consumer.group.group_id,
+            member_id: &$consumer.member_id,
+            committer: &$consumer.committer,
+            filter: &mut $consumer.filter,
+            decoder: &$consumer.decoder,
+            queue_capacity: $consumer.queue_capacity,
+            reconnect_timeout: $consumer.reconnect_timeout,
+        }
+    };
+}
+
+/// A consumer of a group: `poll` returns bundles of records, `commit` moves the group's
+/// committed cursor. Built by [`ConsumerBuilder`].
+///
+/// Dropping a consumer without [`Consumer::close`] stops it without committing: in automatic
+/// mode the last poll's records are delivered again to the group's next consumer.
+#[derive(Debug)]
+pub struct Consumer {
+    group: GroupInfo,
+    member_id: String,
+    config: ConnectConfig,
+    commit_mode: CommitMode,
+    max_poll_interval: Duration,
+    reconnect_timeout: Duration,
+    decoder: DecoderOptions,
+    queue_capacity: usize,
+    committer: Arc<Committer>,
+    readers: Vec<PartitionReader>,
+    filter: RecordFilter,
+    stats: Stats,
+    last_poll: Vec<PartitionEnd>,
+    last_heartbeat: Instant,
+    warnings: Vec<String>,
+}
+
+impl Consumer {
+    pub(crate) async fn build(builder: ConsumerBuilder) -> Result<Consumer> {
+        check_group_id(&builder.group_id)?;
+        let add = builder
+            .add
+            .iter()
+            .map(|(name, location)| Ok((name.parse::<TableName>()?, *location)))
+            .collect::<Result<Vec<_>>>()?;
+        let remove = builder
+            .remove
+            .iter()
+            .map(|name| name.parse::<TableName>())
+            .collect::<Result<Vec<_>>>()?;
+        let group_id = builder.group_id.clone();
+
+        let mut client = builder.config.connect_sql().await?;
+        check_wal_level(&client).await?;
+        catalog::migrate(&mut client).await?;
+        let group = create_or_load_group(&mut client, &group_id, 1, false).await?;
+        let existing = load_group_tables(&client, &group_id).await?;
+        let cursor = load_cursor(&client, &group_id, 0).await?;
+        for table in &remove {
+            leave_table(&client, &group, table).await?;
+        }
+        let mut warnings = Vec::new();
+        for (table, location) in &add {
+            let current = existing.iter().find(|t| &t.table == table);
+            let joined = join_table(
+                &client,
+                &group,
+                table,
+                *location,
+                current,
+                builder.force_reset,
+                &cursor,
+            )
+            .await?;
+            warnings.extend(joined.warning);
+        }
+        let tables = load_group_tables(&client, &group_id).await?;
+        if tables.is_empty() {
+            return Err(Error::config(format!(
+                "consumer group {group_id:?} reads no tables; add one with add_table (after \
+                 enabling it with enable_change_streaming)"
+            )));
+        }
+        client
+            .execute(
+                "UPDATE changestream.groups SET message_prefixes = $2 WHERE group_id = $1",
+                &[&group_id, &builder.message_prefixes],
+            )
+            .await?;
+        let member_id = format!("{:016x}", fastrand::u64(..));
+        membership::join(&client, &group_id, &member_id, builder.max_poll_interval).await?;
+        prepare_session(&client).await?;
+
+        let mut positions = Vec::new();
+        for p in &group.partitions {
+            let cursor = load_cursor(&client, &group_id, p.partition).await?;
+            positions.push((
+                p.partition,
+                Position {
+                    lsn: cursor.commit_lsn,
+                    records: cursor.records_done,
+                },
+            ));
+        }
+        let committer = Arc::new(Committer::new(
+            group_id.clone(),
+            builder.config.clone(),
+            client,
+            positions,
+            builder.reconnect_timeout,
+        ));
+        let readers = group
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartitionReader::new(i, p.clone()))
+            .collect();
+        let filter = RecordFilter::new(
+            tables.iter().map(TableStart::from).collect(),
+            OpSet::of(&builder.operations),
+            builder.message_prefixes.clone(),
+        );
+        let mut consumer = Consumer {
+            group,
+            member_id,
+            config: builder.config,
+            commit_mode: builder.commit_mode,
+            max_poll_interval: builder.max_poll_interval,
+            reconnect_timeout: builder.reconnect_timeout,
+            decoder: builder.decoder,
+            queue_capacity: builder.queue_capacity,
+            committer,
+            readers,
+            filter,
+            stats: Stats::default(),
+            last_poll: Vec::new(),
+            last_heartbeat: Instant::now(),
+            warnings,
+        };
+        let deadline = Instant::now() + consumer.reconnect_timeout;
+        let mut ctx = reader_context!(consumer);
+        for reader in &mut consumer.readers {
+            reader.ensure_started(&mut ctx, deadline).await?;
+        }
+        tracing::info!(
+            group_id = %consumer.group.group_id,
+            member_id = %consumer.member_id,
+            tables = consumer.filter.tables().count(),
+            "consumer started"
+        );
+        Ok(consumer)
+    }
+
+    /// The group's id.
+    pub fn group_id(&self) -> &str {
+        &self.group.group_id
+    }
+
+    /// The tables the group reads.
+    pub fn tables(&self) -> Vec<TableName> {
+        self.filter.tables().map(|t| t.table.clone()).collect()
+    }
+
+    /// Warnings about start locations that could not be honoured exactly (a location
+    /// before the oldest change the group still holds, or `Earliest` before backfill
+    /// exists). Also logged.
+    pub fn start_warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Counters and lag.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    /// The walsender process ids serving this consumer (to find them in
+    /// `pg_stat_replication`), one per connected partition.
+    pub fn backend_pids(&self) -> Vec<i32> {
+        self.readers.iter().filter_map(PartitionReader::backend_pid).collect()
+    }
+
+    /// Returns as soon as records are available — at most `limit` of them — or an empty
+    /// bundle after `wait`. In automatic mode, first commits what the previous poll
+    /// returned. A transaction larger than `limit` spans several bundles; committing one of
+    /// them commits exactly the records up to its end.
+    ///
+    /// # Errors
+    /// A definite failure: [`Error::is_slot_invalidated`], [`Error::is_not_found`] (the
+    /// group, its slot or publication was deleted), permission denied, malformed data; or a
+    /// transient failure that outlasted the reconnect timeout.
+    pub async fn poll(&mut self, limit: usize, wait: Duration) -> Result<MessageBundle> {
+        let deadline = Instant::now() + wait;
+        if self.commit_mode == CommitMode::Automatic {
+            self.committer.commit(&self.last_poll).await?;
+        }
+        self.heartbeat().await?;
+        let mut gather = Gather::new(limit);
+        let mut ctx = reader_context!(self);
+        for reader in &mut self.readers {
+            let reconnects = reader.reconnects();
+            reader.poll(&mut ctx, &mut gather, deadline).await?;
+            self.stats.reconnects += reader.reconnects() - reconnects;
+            if !gather.records.is_empty() && Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.save_resolved_starts().await?;
+        let ends: Vec<PartitionEnd> = self.readers.iter().map(PartitionReader::end).collect();
+        for end in &ends {
+            if gather.records.is_empty() {
+                self.committer.pass_over(end.index, end.position).await;
+            } else {
+                self.committer.delivered(end.index, end.position).await;
+            }
+        }
+        for record in &gather.records {
+            self.stats.count(record);
+        }
+        let behind = self.readers.iter().map(PartitionReader::wal_bytes_behind).sum();
+        self.stats.polls += 1;
+        self.stats.wal_bytes_behind = behind;
+        self.stats.committed_lsn = self
+            .committer
+            .committed()
+            .await
+            .into_iter()
+            .map(|p| p.lsn)
+            .min()
+            .unwrap_or_default();
+        if let Some(last) = gather.records.last() {
+            if last.txn().commit_time_micros != 0 {
+                self.stats.commit_lag = SystemTime::now().duration_since(last.txn().commit_time()).ok();
+            }
+        }
+        self.last_poll = ends.clone();
+        Ok(MessageBundle::new(
+            gather.records,
+            ends,
+            Arc::clone(&self.committer),
+            behind,
+        ))
+    }
+
+    /// Commits everything the last poll returned (and all before it).
+    ///
+    /// # Errors
+    /// Writing the cursor failed for longer than the reconnect timeout, or the group was
+    /// deleted.
+    pub async fn commit(&mut self) -> Result<()> {
+        self.committer.commit(&self.last_poll).await
+    }
+
+    /// Adds a table to the group while consuming; it starts at `location` if new to the
+    /// group (its changes committed after it joined, or later).
+    ///
+    /// # Errors
+    /// A bad table name, a table not enabled for change streaming, or SQL failed.
+    pub async fn add_table(&mut self, table: &str, location: StartLocation) -> Result<()> {
+        let table: TableName = table.parse()?;
+        let joined = {
+            let client = self.committer.client().await?;
+            let existing = load_group_tables(&*client, &self.group.group_id).await?;
+            let current = existing.iter().find(|t| t.table == table);
+            let cursor = load_cursor(&*client, &self.group.group_id, 0).await?;
+            join_table(&client, &self.group, &table, location, current, true, &cursor).await?
+        };
+        self.warnings.extend(joined.warning);
+        self.filter.set_table(TableStart::from(&joined.table));
+        Ok(())
+    }
+
+    /// Takes a table out of the group; its records stop at once, also those already
+    /// decoded.
+    ///
+    /// # Errors
+    /// A bad table name, or SQL failed.
+    pub async fn remove_table(&mut self, table: &str) -> Result<()> {
+        let table: TableName = table.parse()?;
+        {
+            let client = self.committer.client().await?;
+            leave_table(&client, &self.group, &table).await?;
+        }
+        self.filter.remove_table(&table);
+        Ok(())
+    }
+
+    /// Forgets what was polled but not committed: the next poll delivers it again, from
+    /// the committed cursor.
+    pub async fn reset(&mut self) -> Result<()> {
+        for reader in &mut self.readers {
+            reader.close().await.ok();
+        }
+        self.last_poll.clear();
+        Ok(())
+    }
+
+    /// Stops the consumer: in automatic mode commits the last poll, ends replication
+    /// cleanly and leaves the group.
+    ///
+    /// # Errors
+    /// The final commit failed; the consumer is stopped anyway.
+    pub async fn close(mut self) -> Result<()> {
+        let committed = match self.commit_mode {
+            CommitMode::Automatic => self.committer.commit(&self.last_poll).await,
+            CommitMode::Manual => Ok(()),
+        };
+        let mut closed = Ok(());
+        for reader in &mut self.readers {
+            let result = reader.close().await;
+            if closed.is_ok() {
+                closed = result;
+            }
+        }
+        if let Ok(client) = self.committer.client().await {
+            let _ = membership::leave(&*client, &self.group.group_id, &self.member_id).await;
+        }
+        tracing::info!(group_id = %self.group.group_id, "consumer closed");
+        committed.and(closed)
+    }
+
+    /// The bundles of successive polls of up to `limit` records as a `Stream`, skipping
+    /// empty ones; commits follow the commit mode as with [`Consumer::poll`].
+    pub fn bundles(
+        &mut self,
+        limit: usize,
+    ) -> Pin<Box<dyn Stream<Item = Result<MessageBundle>> + Send + '_>> {
+        Box::pin(futures_util::stream::unfold(self, move |consumer| async move {
+            loop {
+                match consumer.poll(limit, Duration::from_secs(1)).await {
+                    Ok(bundle) if bundle.is_empty() => continue,
+                    result => return Some((result, consumer)),
+                }
+            }
+        }))
+    }
+
+    async fn heartbeat(&mut self) -> Result<()> {
+        if self.last_heartbeat.elapsed() < self.max_poll_interval / 4 {
+            return Ok(());
+        }
+        let client = self.committer.client().await?;
+        membership::heartbeat(
+            &*client,
+            &self.group.group_id,
+            &self.member_id,
+            self.max_poll_interval,
+        )
+        .await?;
+        self.last_heartbeat = Instant::now();
+        Ok(())
+    }
+
+    async fn save_resolved_starts(&mut self) -> Result<()> {
+        let resolved = self.filter.take_resolved();
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        let client = self.committer.client().await?;
+        for (table, lsn) in resolved {
+            resolve_start_time(&*client, &self.group.group_id, &table, lsn).await?;
+        }
+        Ok(())
+    }
+
+}

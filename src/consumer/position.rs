@@ -1,0 +1,56 @@
+//! Positions in a partition's stream, as the consumer counts them.
+
+use crate::decode::record::Record;
+use crate::lsn::Lsn;
+
+/// Every transaction that committed before `lsn`, plus the first `records` records of the
+/// one committing at `lsn` — the shape of the durable cursor (`group::cursor`).
+///
+/// Ordered as a pair: `(C, k) < (C, k + 1) < (E, 0)` for a transaction committing at `C`
+/// and ending at `E > C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Position {
+    pub(crate) lsn: Lsn,
+    pub(crate) records: u64,
+}
+
+impl Position {
+    /// Just after `record`.
+    pub(crate) fn after(record: &Record) -> Position {
+        Position {
+            lsn: record.txn().commit_lsn,
+            records: record.index() + 1,
+        }
+    }
+
+    /// Just after a whole transaction that ends at `end_lsn`.
+    pub(crate) fn after_commit(end_lsn: Lsn) -> Position {
+        Position {
+            lsn: end_lsn,
+            records: 0,
+        }
+    }
+
+    /// The flush position to confirm to the server for this position: the server skips
+    /// transactions whose commit record lies *below* the start position, so a partly
+    /// committed transaction (records > 0) is confirmed at its own commit LSN (it will be
+    /// sent again, and its first `records` records passed over), a whole one at its end.
+    pub(crate) fn flush_lsn(self) -> Lsn {
+        self.lsn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_inside_then_after_a_transaction() {
+        let c = Lsn::new(100);
+        let inside = Position { lsn: c, records: 3 };
+        assert!(Position { lsn: c, records: 0 } < inside);
+        assert!(inside < Position { lsn: c, records: 4 });
+        assert!(inside < Position::after_commit(Lsn::new(101)));
+        assert_eq!(inside.flush_lsn(), c);
+    }
+}

@@ -1,0 +1,476 @@
+//! One partition's reader: its change stream, its place in it, and reconnecting.
+//!
+//! A reader consumes [`Change`]s from a [`ChangeStream`] into a poll's records. The stream
+//! starts at the higher of the committed position the consumer holds and the durable cursor
+//! in `changestream.cursors`; records at or before that position (the first records of a
+//! partly committed transaction, or redeliveries after a reconnect) are passed over.
+//!
+//! Transient failures (connection lost, server restarting, slot still held by a walsender
+//! that is going away) drop the stream; the next poll reconnects with exponential backoff
+//! and gives up with the last error after the reconnect timeout. Before every start the
+//! reader checks that the group, its slot and its publication still exist and that the slot
+//! was not invalidated, so those failures end with an error that says what happened.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_postgres::error::SqlState;
+
+use super::commit::{Committer, PartitionEnd};
+use super::filter::RecordFilter;
+use super::position::Position;
+use crate::decode::decoder::{Change, DecoderOptions};
+use crate::decode::record::Record;
+use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
+use crate::error::{Error, Kind, Result};
+use crate::group::cursor::load_cursor;
+use crate::group::membership::live_members;
+use crate::group::partition::{slot_status, PartitionInfo};
+use crate::wire::ConnectConfig;
+
+/// What every reader of a consumer shares.
+pub(crate) struct ReaderContext<'a> {
+    pub(crate) config: &'a ConnectConfig,
+    pub(crate) group_id: &'a str,
+    pub(crate) member_id: &'a str,
+    pub(crate) committer: &'a Committer,
+    pub(crate) filter: &'a mut RecordFilter,
+    pub(crate) decoder: &'a DecoderOptions,
+    pub(crate) queue_capacity: usize,
+    pub(crate) reconnect_timeout: Duration,
+}
+
+/// The records of one poll being gathered.
+pub(crate) struct Gather {
+    pub(crate) records: Vec<Record>,
+    limit: usize,
+}
+
+impl Gather {
+    pub(crate) fn new(limit: usize) -> Gather {
+        Gather {
+            records: Vec::with_capacity(limit.min(4096)),
+            limit: limit.max(1),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.records.len() >= self.limit
+    }
+}
+
+/// One partition's stream and position.
+#[derive(Debug)]
+pub(crate) struct PartitionReader {
+    index: usize,
+    info: PartitionInfo,
+    stream: Option<ChangeStream>,
+    /// A change taken from the stream that did not fit in the last poll.
+    pending: Option<Change>,
+    /// Everything up to here was taken from the stream (delivered or passed over).
+    polled: Position,
+    /// The commit time of the last transaction taken.
+    polled_time: Option<SystemTime>,
+    /// Since when the stream is down, and when to try again.
+    down_since: Option<Instant>,
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+    reconnects: u64,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl PartitionReader {
+    pub(crate) fn new(index: usize, info: PartitionInfo) -> PartitionReader {
+        PartitionReader {
+            index,
+            info,
+            stream: None,
+            pending: None,
+            polled: Position::default(),
+            polled_time: None,
+            down_since: None,
+            next_attempt: None,
+            backoff: FIRST_BACKOFF,
+            reconnects: 0,
+        }
+    }
+
+    /// Where this reader has got to, for committing.
+    pub(crate) fn end(&self) -> PartitionEnd {
+        PartitionEnd {
+            index: self.index,
+            position: self.polled,
+            commit_time: self.polled_time,
+        }
+    }
+
+    /// Bytes of WAL between what was taken and the server's last reported end.
+    pub(crate) fn wal_bytes_behind(&self) -> u64 {
+        self.stream
+            .as_ref()
+            .map_or(0, |s| s.server_wal_end().bytes_since(self.polled.lsn))
+    }
+
+    /// Times the stream was started again after a failure.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Starts the stream now if it is not running (retrying transient failures until
+    /// `deadline`), so that a consumer's first failures surface when it is built.
+    ///
+    /// # Errors
+    /// A definite failure, or the deadline passed without a stream.
+    pub(crate) async fn ensure_started(
+        &mut self,
+        ctx: &mut ReaderContext<'_>,
+        deadline: Instant,
+    ) -> Result<()> {
+        if self.stream.is_some() || self.connect(ctx, deadline).await? {
+            return Ok(());
+        }
+        Err(Error::new(
+            Kind::Closed,
+            format!(
+                "consumer group {:?}: could not start streaming from slot {} in time; is \
+                 another consumer of the group attached?",
+                ctx.group_id, self.info.slot_name
+            ),
+        ))
+    }
+
+    /// The walsender serving this reader, while connected.
+    pub(crate) fn backend_pid(&self) -> Option<i32> {
+        self.stream.as_ref().map(ChangeStream::backend_pid)
+    }
+
+    /// Drops the stream: the next poll starts again from the committed position.
+    pub(crate) fn reset(&mut self) {
+        self.stream = None;
+        self.pending = None;
+    }
+
+    /// Ends the stream cleanly, sending the confirmed position.
+    pub(crate) async fn close(&mut self) -> Result<()> {
+        self.pending = None;
+        match self.stream.take() {
+            Some(stream) => stream.close().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes changes into `gather` until it is full, or — once it holds something — until
+    /// nothing more is ready, or until `deadline`.
+    ///
+    /// # Errors
+    /// A definite failure (group deleted, slot invalidated or dropped, permission denied,
+    /// malformed data), or a transient one lasting past the reconnect timeout.
+    pub(crate) async fn poll(
+        &mut self,
+        ctx: &mut ReaderContext<'_>,
+        gather: &mut Gather,
+        deadline: Instant,
+    ) -> Result<()> {
+        let floor = ctx
+            .committer
+            .committed()
+            .await
+            .get(self.index)
+            .copied()
+            .unwrap_or_default();
+        loop {
+            if self.stream.is_none() && !self.connect(ctx, deadline).await? {
+                return Ok(());
+            }
+            let change = match self.pending.take() {
+                Some(change) => Ok(change),
+                None => match self.next(gather.records.is_empty(), deadline).await {
+                    Some(result) => result,
+                    None => return Ok(()),
+                },
+            };
+            match change {
+                Ok(Change::Record(record)) => {
+                    let after = Position::after(&record);
+                    if after <= floor {
+                        continue;
+                    }
+                    if gather.full() {
+                        self.pending = Some(Change::Record(record));
+                        return Ok(());
+                    }
+                    if ctx.filter.admit(&record) {
+                        if record.txn().commit_time_micros != 0 {
+                            self.polled_time = Some(record.txn().commit_time());
+                        }
+                        gather.records.push(record);
+                    }
+                    self.polled = self.polled.max(after);
+                }
+                Ok(Change::Commit { txn, end_lsn, .. }) => {
+                    let after = Position::after_commit(end_lsn);
+                    if after > self.polled {
+                        self.polled = after;
+                        if txn.commit_time_micros != 0 {
+                            self.polled_time = Some(txn.commit_time());
+                        }
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(
+                        group_id = ctx.group_id,
+                        slot = %self.info.slot_name,
+                        error = %e,
+                        "replication stream lost; reconnecting from the committed position"
+                    );
+                    self.reset();
+                    self.down_since.get_or_insert_with(Instant::now);
+                    if !gather.records.is_empty() {
+                        // Hand over what arrived before the failure; reconnect next poll.
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.explain(ctx, e).await),
+            }
+        }
+    }
+
+    /// The next change: waits until `deadline` when `wait`, else only takes a ready one.
+    async fn next(&mut self, wait: bool, deadline: Instant) -> Option<Result<Change>> {
+        let stream = self.stream.as_mut()?;
+        let next = if wait {
+            tokio::time::timeout_at(deadline.into(), stream.next_change())
+                .await
+                .ok()?
+        } else {
+            Some(stream.try_next_change()?)
+        };
+        Some(next.unwrap_or_else(|| {
+            Err(Error::new(
+                Kind::Closed,
+                "the replication stream ended without an error",
+            ))
+        }))
+    }
+
+    /// Starts the stream, retrying transient failures with backoff. `Ok(false)` when the
+    /// deadline came first.
+    async fn connect(&mut self, ctx: &mut ReaderContext<'_>, deadline: Instant) -> Result<bool> {
+        loop {
+            if let Some(at) = self.next_attempt {
+                if at > deadline {
+                    tokio::time::sleep_until(deadline.into()).await;
+                    return Ok(false);
+                }
+                tokio::time::sleep_until(at.into()).await;
+            }
+            match self.start(ctx).await {
+                Ok(()) => {
+                    if let Some(since) = self.down_since.take() {
+                        self.reconnects += 1;
+                        tracing::info!(
+                            group_id = ctx.group_id,
+                            slot = %self.info.slot_name,
+                            after = ?since.elapsed(),
+                            "replication stream reconnected"
+                        );
+                    }
+                    self.next_attempt = None;
+                    self.backoff = FIRST_BACKOFF;
+                    return Ok(true);
+                }
+                Err(e) if e.is_transient() => {
+                    let since = *self.down_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= ctx.reconnect_timeout {
+                        return Err(Error::with_source(
+                            Kind::Closed,
+                            format!(
+                                "consumer group {:?}: could not reconnect to slot {} for {:?} \
+                                 (the reconnect timeout); check that the server is up and \
+                                 reachable",
+                                ctx.group_id,
+                                self.info.slot_name,
+                                since.elapsed()
+                            ),
+                            e,
+                        ));
+                    }
+                    tracing::warn!(
+                        group_id = ctx.group_id,
+                        slot = %self.info.slot_name,
+                        error = %e,
+                        retry_in = ?self.backoff,
+                        "cannot start the replication stream yet"
+                    );
+                    self.next_attempt = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    if Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn start(&mut self, ctx: &mut ReaderContext<'_>) -> Result<()> {
+        let durable = self.check_group(ctx).await?;
+        let committed = ctx
+            .committer
+            .committed()
+            .await
+            .get(self.index)
+            .copied()
+            .unwrap_or_default();
+        let start = committed.max(durable);
+        let mut options =
+            ChangeStreamOptions::new(&self.info.slot_name, vec![self.info.publication_name.clone()]);
+        options.start = start.lsn;
+        options.messages = ctx.filter.wants_messages();
+        options.decoder = ctx.decoder.clone();
+        options.queue_capacity = ctx.queue_capacity;
+        let stream = match ChangeStream::start(ctx.config, options).await {
+            Ok(stream) => stream,
+            Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
+                self.take_over_if_abandoned(ctx).await?;
+                return Err(e);
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => return Err(self.explain(ctx, e).await),
+        };
+        let acker = stream.acker();
+        acker.ack(start.flush_lsn());
+        ctx.committer.attach(self.index, Some(acker), start).await;
+        self.stream = Some(stream);
+        self.pending = None;
+        self.polled = start;
+        Ok(())
+    }
+
+    /// The slot is held by a walsender. If no other member of the group is alive, that
+    /// walsender serves a consumer that died without closing its connection (it would keep
+    /// the slot until `wal_sender_timeout`): terminate it so the slot frees at once.
+    async fn take_over_if_abandoned(&self, ctx: &ReaderContext<'_>) -> Result<()> {
+        let client = ctx.committer.client().await?;
+        if !live_members(&*client, ctx.group_id, ctx.member_id).await?.is_empty() {
+            return Ok(());
+        }
+        let Some(pid) = slot_status(&*client, &self.info.slot_name)
+            .await?
+            .and_then(|s| s.active_pid)
+        else {
+            return Ok(());
+        };
+        tracing::warn!(
+            group_id = ctx.group_id,
+            slot = %self.info.slot_name,
+            pid,
+            "slot held by a walsender of no live member; terminating it"
+        );
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await?;
+        Ok(())
+    }
+
+    /// Checks the group, slot and publication before starting; returns the durable cursor.
+    async fn check_group(&self, ctx: &ReaderContext<'_>) -> Result<Position> {
+        let client = ctx.committer.client().await?;
+        let cursor = load_cursor(&*client, ctx.group_id, self.info.partition).await?;
+        let status = slot_status(&*client, &self.info.slot_name).await?;
+        let group = ctx.group_id;
+        let slot = &self.info.slot_name;
+        match status {
+            None => {
+                return Err(Error::new(
+                    Kind::NotFound,
+                    format!(
+                        "consumer group {group:?}: its replication slot {slot} was dropped \
+                         behind its back, and the changes it held are gone; delete the group \
+                         (delete_group) and build it again"
+                    ),
+                ))
+            }
+            Some(s) if s.wal_status.as_deref() == Some("lost") => {
+                return Err(invalidated(group, slot, cursor.commit_lsn));
+            }
+            Some(_) => {}
+        }
+        let publication: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+                &[&self.info.publication_name],
+            )
+            .await?
+            .get(0);
+        if !publication {
+            return Err(Error::new(
+                Kind::NotFound,
+                format!(
+                    "consumer group {group:?}: its publication {} was dropped behind its back; \
+                     delete the group (delete_group) and build it again",
+                    self.info.publication_name
+                ),
+            ));
+        }
+        Ok(Position {
+            lsn: cursor.commit_lsn,
+            records: cursor.records_done,
+        })
+    }
+
+    /// Turns a definite failure into an error that names the group and the remedy.
+    async fn explain(&self, ctx: &ReaderContext<'_>, e: Error) -> Error {
+        let group = ctx.group_id;
+        let slot = &self.info.slot_name;
+        if e.is_slot_invalidated() {
+            let cursor = ctx
+                .committer
+                .committed()
+                .await
+                .get(self.index)
+                .map(|p| p.lsn)
+                .unwrap_or_default();
+            return Error::with_source(
+                Kind::SlotInvalidated,
+                invalidated(group, slot, cursor).to_string(),
+                e,
+            );
+        }
+        match e.code() {
+            Some(code) if *code == SqlState::UNDEFINED_OBJECT => {
+                // The slot or publication vanished; say which, if the catalog still can.
+                match self.check_group(ctx).await {
+                    Err(definite) if !definite.is_transient() => definite,
+                    _ => Error::with_source(
+                        Kind::NotFound,
+                        format!("consumer group {group:?}: an object it reads is gone"),
+                        e,
+                    ),
+                }
+            }
+            Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => Error::with_source(
+                Kind::ServerSetup,
+                format!(
+                    "consumer group {group:?}: permission denied reading slot {slot}; the role \
+                     needs the REPLICATION attribute (ALTER ROLE … REPLICATION; see sql/role.sql)"
+                ),
+                e,
+            ),
+            _ => e,
+        }
+    }
+}
+
+fn invalidated(group: &str, slot: &str, cursor: crate::lsn::Lsn) -> Error {
+    Error::new(
+        Kind::SlotInvalidated,
+        format!(
+            "consumer group {group:?}: replication slot {slot} was invalidated by the server \
+             (WAL it needed was removed, e.g. past max_slot_wal_keep_size); changes committed \
+             after {cursor} are lost to this group. Delete the group (delete_group) and build it \
+             again, and raise max_slot_wal_keep_size or consume faster"
+        ),
+    )
+}

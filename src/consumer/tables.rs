@@ -1,0 +1,148 @@
+//! Applying a consumer's table list to its group: joining tables with their start
+//! locations, and leaving.
+//!
+//! A table joins the group's publications; its changes committed from then on are decoded
+//! (pgoutput looks publications up in the catalog as of each change, so earlier changes are
+//! never published). A start location then narrows where the table's records begin — see
+//! [`StartLocation`] — and a location before the oldest change the group can still deliver
+//! starts at that oldest change and says so.
+
+use std::time::SystemTime;
+
+use tokio_postgres::Client;
+
+use super::filter::TableStart;
+use super::location::StartLocation;
+use crate::error::Result;
+use crate::group::admin::{enabled_with_before_images, not_enabled};
+use crate::group::cursor::Cursor;
+use crate::group::group_tables::{delete_group_table, save_group_table, GroupTable};
+use crate::group::partition::{publish_table, unpublish_table, GroupInfo};
+use crate::group::table::TableName;
+use crate::lsn::Lsn;
+
+/// A table joined (or kept) and any warning about where it starts.
+pub(crate) struct Joined {
+    pub(crate) table: GroupTable,
+    pub(crate) warning: Option<String>,
+}
+
+/// Adds `table` to the group with `location`, or — when it is already in the group —
+/// keeps its start unless `force` asks to reset it.
+///
+/// # Errors
+/// The table is not enabled for change streaming (or does not exist), or SQL failed.
+pub(crate) async fn join_table(
+    client: &Client,
+    group: &GroupInfo,
+    table: &TableName,
+    location: StartLocation,
+    existing: Option<&GroupTable>,
+    force: bool,
+    cursor: &Cursor,
+) -> Result<Joined> {
+    if enabled_with_before_images(client, table).await?.is_none() {
+        return Err(not_enabled(table));
+    }
+    if let (Some(existing), false) = (existing, force) {
+        return Ok(Joined {
+            table: existing.clone(),
+            warning: None,
+        });
+    }
+    // The position and time before joining: every change the table's publication adds
+    // commits after both.
+    let row = client
+        .query_one(
+            "SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()",
+            &[],
+        )
+        .await?;
+    let now_lsn: Lsn = row.get::<_, String>(0).parse()?;
+    let now_time: SystemTime = row.get(1);
+    if existing.is_none() {
+        publish_table(client, group, table).await?;
+    }
+    // The oldest change of this table the group can still deliver: for a new table, the
+    // join; for one in the group, the later of its join and the group's cursor.
+    let (oldest_lsn, oldest_time) = match existing {
+        None => (now_lsn, Some(now_time)),
+        Some(e) => (
+            e.joined_lsn.unwrap_or_default().max(cursor.commit_lsn),
+            Some(cursor.commit_time.map_or(e.added_at, |t| t.max(e.added_at))),
+        ),
+    };
+    let mut warning = None;
+    let (start_lsn, start_time) = match location {
+        StartLocation::FirstUncommitted | StartLocation::Earliest => {
+            if existing.is_none() || location == StartLocation::Earliest {
+                warning = Some(format!(
+                    "table {table} starts at {location}, but backfill of existing rows is not \
+                     built yet: it receives the changes committed after it joined, like latest"
+                ));
+            }
+            (None, None)
+        }
+        StartLocation::Latest => match existing {
+            None => (None, None),
+            Some(_) => (Some(now_lsn), None),
+        },
+        StartLocation::AtLsn(lsn) => {
+            if lsn < oldest_lsn {
+                warning = Some(format!(
+                    "table {table}: start {location} is before the oldest change the group \
+                     still holds for it ({oldest_lsn}); starting there"
+                ));
+                (None, None)
+            } else {
+                (Some(lsn), None)
+            }
+        }
+        StartLocation::AtTime(time) => {
+            if oldest_time.is_some_and(|oldest| time < oldest) {
+                warning = Some(format!(
+                    "table {table}: start {location} is before the oldest change the group \
+                     still holds for it; starting there"
+                ));
+                (None, None)
+            } else {
+                (None, Some(time))
+            }
+        }
+    };
+    if let Some(warning) = &warning {
+        tracing::warn!(group_id = %group.group_id, "{warning}");
+    }
+    let joined = GroupTable {
+        table: table.clone(),
+        start_location: location.to_string(),
+        joined_lsn: existing.map_or(Some(now_lsn), |e| e.joined_lsn),
+        start_lsn,
+        start_time,
+        added_at: existing.map_or(now_time, |e| e.added_at),
+    };
+    save_group_table(client, &group.group_id, &joined).await?;
+    Ok(Joined {
+        table: joined,
+        warning,
+    })
+}
+
+/// Takes `table` out of the group: out of its publications and its list.
+///
+/// # Errors
+/// SQL failed.
+pub(crate) async fn leave_table(client: &Client, group: &GroupInfo, table: &TableName) -> Result<()> {
+    unpublish_table(client, group, table).await?;
+    delete_group_table(client, &group.group_id, table).await
+}
+
+impl From<&GroupTable> for TableStart {
+    fn from(t: &GroupTable) -> TableStart {
+        TableStart {
+            table: t.table.clone(),
+            start_lsn: t.start_lsn,
+            start_time: t.start_time,
+        }
+    }
+}
