@@ -1,21 +1,28 @@
 //! Contender (d) of the side-by-side benchmark (`bench/run.sh`): this library draining a
 //! replication slot, serialising every record to JSON into a counting sink.
 //!
-//! Two modes, both printing one JSON object on stdout for the driver to collect:
+//! Modes, each printing one JSON object on stdout for the driver to collect:
 //!
 //! ```text
-//! bench_drain drain   --url U --slot S --publication P --stop-table T --expect INSERTS,UPDATES,DELETES
+//! bench_drain create-group --url U --group G --tables T1,T2 [--message-prefix P]
+//!     enables the tables and creates the consumer group before the workload, so its slot
+//!     starts where the copied slots of the other contenders start
+//! bench_drain drain --url U SOURCE --stop-table T --expect INSERTS,UPDATES,DELETES
 //!     drains until the first row of table T (the driver's end marker, committed right
 //!     after the workload), then checks the counts per operation
-//! bench_drain latency --url U --slot S --publication P
+//! bench_drain latency --url U SOURCE
 //!     records poll time − commit time for every row until a `bench-stop` logical message
+//!
+//! SOURCE: --group G --tables T1,T2 [--message-prefix P]   the consumer-group API (automatic
+//!                                                          commit): contender (d)
+//!         --slot S --publication P                         the low-level ChangeStream on a
+//!                                                          copied slot: the consumer's
+//!                                                          overhead is the difference
+//! --poll-limit N: records per poll (default 4096)
 //! ```
 //!
-//! The source of records sits behind [`Source`] so that the benchmark measures whatever
-//! the public reading API is: today the low-level [`ChangeStream`] on a slot the driver
-//! copied from the base slot; the consumer-group API once it lands (one edit, in
-//! `Source::open`). Either way every record crosses the same path a user's would: decode,
-//! queue, application, `serde_json` into a writer.
+//! Either way every record crosses the path a user's would: decode, queue, application,
+//! `serde_json` into a writer (a counting sink here).
 //!
 //! CPU and peak RSS are measured from outside (`/usr/bin/time`), so the process does
 //! nothing but drain: no extra threads, no sampling.
@@ -25,6 +32,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
+use pg_changestream::consumer::{CommitMode, Consumer, ConsumerBuilder, StartLocation};
 use pg_changestream::decode::decoder::Change;
 use pg_changestream::decode::record::{Op, Record};
 use pg_changestream::decode::stream::{ChangeStream, ChangeStreamOptions};
@@ -34,8 +42,8 @@ use pg_changestream::Lsn;
 /// The logical message prefix the driver emits to end latency mode.
 const STOP_PREFIX: &str = "bench-stop";
 
-/// Records handed to the application per poll, as a consumer's `poll(limit, ..)` would.
-const POLL_LIMIT: usize = 1024;
+/// Records handed to the application per poll (`--poll-limit`), as `poll(limit, ..)`.
+const POLL_LIMIT: usize = 4096;
 
 /// How long the drain may see nothing before it gives up (a wrong slot or publication
 /// would otherwise hang the benchmark).
@@ -55,67 +63,147 @@ impl Write for CountingSink {
     }
 }
 
-/// Where records come from. One poll returns up to [`POLL_LIMIT`] records, waiting for the
-/// first one; acknowledging happens at the next poll (automatic commit).
-struct Source {
-    stream: ChangeStream,
-    /// End LSN of the last transaction fully handed out, acknowledged at the next poll.
-    pending_ack: Option<Lsn>,
+/// Where records come from. One poll returns up to `limit` records, waiting for the first
+/// one; what a poll returned is acknowledged at the next poll (automatic commit).
+enum Source {
+    /// The consumer-group API: what users of the library call.
+    Group(Consumer),
+    /// The low-level change stream on a copied slot: the consumer's overhead is the
+    /// difference between the two.
+    Stream {
+        stream: ChangeStream,
+        /// End LSN of the last transaction fully handed out, acknowledged at the next poll.
+        pending_ack: Option<Lsn>,
+    },
 }
 
 impl Source {
-    async fn open(config: &ConnectConfig, slot: &str, publication: &str) -> Result<Source, String> {
-        let options = ChangeStreamOptions::new(slot, vec![publication.to_owned()]);
-        let stream = ChangeStream::start(config, options)
+    /// `--group G --tables T1,T2 [--message-prefix P]`, or `--slot S --publication P`.
+    async fn open(args: &Args) -> Result<Source, String> {
+        let config = args.config()?;
+        if let Ok(group) = args.get("group") {
+            let consumer = group_builder(config, group, args)?
+                .build()
+                .await
+                .map_err(|e| format!("cannot start consumer group {group}: {e}"))?;
+            return Ok(Source::Group(consumer));
+        }
+        let slot = args.get("slot")?;
+        let options = ChangeStreamOptions::new(slot, vec![args.get("publication")?.to_owned()]);
+        let stream = ChangeStream::start(&config, options)
             .await
             .map_err(|e| format!("cannot start replication on slot {slot}: {e}"))?;
-        Ok(Source {
+        Ok(Source::Stream {
             stream,
             pending_ack: None,
         })
     }
 
-    /// Up to `POLL_LIMIT` records; an empty batch after `wait` without any.
-    async fn poll(&mut self, batch: &mut Vec<Record>, wait: Duration) -> Result<(), String> {
+    async fn poll(
+        &mut self,
+        batch: &mut Vec<Record>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<(), String> {
         batch.clear();
-        // Automatic commit: what the previous poll returned is now processed.
-        if let Some(end) = self.pending_ack.take() {
-            self.stream.ack(end);
-        }
-        // Wait for the first record (commits alone do not end the wait), then take what
-        // is ready without waiting.
-        let deadline = tokio::time::Instant::now() + wait;
-        while batch.is_empty() {
-            let change = match tokio::time::timeout_at(deadline, self.stream.next_change()).await {
-                Err(_) => return Ok(()),
-                Ok(None) => return Err("the change stream ended".to_owned()),
-                Ok(Some(change)) => change.map_err(|e| e.to_string())?,
-            };
-            self.take(change, batch);
-        }
-        while batch.len() < POLL_LIMIT {
-            match self.stream.try_next_change() {
-                Some(change) => self.take(change.map_err(|e| e.to_string())?, batch),
-                None => break,
+        match self {
+            Source::Group(consumer) => {
+                let bundle = consumer
+                    .poll(limit, wait)
+                    .await
+                    .map_err(|e| format!("poll: {e}"))?;
+                batch.extend(bundle.into_records());
+                Ok(())
+            }
+            Source::Stream {
+                stream,
+                pending_ack,
+            } => {
+                if let Some(end) = pending_ack.take() {
+                    stream.ack(end);
+                }
+                // Wait for the first record (commits alone do not end the wait), then take
+                // what is ready without waiting.
+                let deadline = tokio::time::Instant::now() + wait;
+                while batch.is_empty() {
+                    let change = match tokio::time::timeout_at(deadline, stream.next_change()).await
+                    {
+                        Err(_) => return Ok(()),
+                        Ok(None) => return Err("the change stream ended".to_owned()),
+                        Ok(Some(change)) => change.map_err(|e| e.to_string())?,
+                    };
+                    take(change, batch, pending_ack);
+                }
+                while batch.len() < limit {
+                    match stream.try_next_change() {
+                        Some(change) => {
+                            take(change.map_err(|e| e.to_string())?, batch, pending_ack)
+                        }
+                        None => break,
+                    }
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
-    fn take(&mut self, change: Change, batch: &mut Vec<Record>) {
-        match change {
-            Change::Record(record) => batch.push(record),
-            Change::Commit { end_lsn, .. } => self.pending_ack = Some(end_lsn),
-            _ => {}
+    async fn close(self) -> Result<(), String> {
+        match self {
+            Source::Group(consumer) => consumer.close().await.map_err(|e| e.to_string()),
+            Source::Stream {
+                stream,
+                pending_ack,
+            } => {
+                if let Some(end) = pending_ack {
+                    stream.ack(end);
+                }
+                stream.close().await.map_err(|e| e.to_string())
+            }
         }
     }
+}
 
-    async fn close(mut self) -> Result<(), String> {
-        if let Some(end) = self.pending_ack.take() {
-            self.stream.ack(end);
-        }
-        self.stream.close().await.map_err(|e| e.to_string())
+fn take(change: Change, batch: &mut Vec<Record>, pending_ack: &mut Option<Lsn>) {
+    match change {
+        Change::Record(record) => batch.push(record),
+        Change::Commit { end_lsn, .. } => *pending_ack = Some(end_lsn),
+        _ => {}
     }
+}
+
+/// The group's builder: its tables start at `Latest` (the group is created before the
+/// workload, so "latest" is everything the workload commits, as for the copied slots).
+fn group_builder(
+    config: ConnectConfig,
+    group: &str,
+    args: &Args,
+) -> Result<ConsumerBuilder, String> {
+    let mut builder = ConsumerBuilder::new(config, group).commit_mode(CommitMode::Automatic);
+    for table in args.get("tables")?.split(',') {
+        builder = builder.add_table(table, StartLocation::Latest);
+    }
+    if let Ok(prefix) = args.get("message-prefix") {
+        builder = builder.message_prefix(prefix);
+    }
+    Ok(builder)
+}
+
+/// `create-group`: enables the tables (REPLICA IDENTITY FULL) and creates the group, so
+/// that its slot starts before the workload; then leaves it.
+async fn create_group(args: &Args) -> Result<String, String> {
+    let config = args.config()?;
+    let group = args.get("group")?;
+    for table in args.get("tables")?.split(',') {
+        pg_changestream::consumer::enable_change_streaming(&config, table, true)
+            .await
+            .map_err(|e| format!("enable change streaming for {table}: {e}"))?;
+    }
+    let consumer = group_builder(config, group, args)?
+        .build()
+        .await
+        .map_err(|e| format!("cannot create consumer group {group}: {e}"))?;
+    consumer.close().await.map_err(|e| e.to_string())?;
+    Ok(format!("{{\"ok\":true,\"group\":\"{group}\"}}"))
 }
 
 #[derive(Default)]
@@ -157,14 +245,14 @@ async fn drain(args: &Args) -> Result<String, String> {
     };
     let stop_table = args.get("stop-table")?;
     let started = Instant::now();
-    let mut source =
-        Source::open(&args.config()?, args.get("slot")?, args.get("publication")?).await?;
+    let limit = args.poll_limit()?;
+    let mut source = Source::open(args).await?;
     let mut counts = Counts::default();
     let mut sink = CountingSink(0);
-    let mut batch = Vec::with_capacity(POLL_LIMIT);
+    let mut batch = Vec::with_capacity(limit);
     let mut first_record = None;
     'outer: loop {
-        source.poll(&mut batch, IDLE_TIMEOUT).await?;
+        source.poll(&mut batch, limit, IDLE_TIMEOUT).await?;
         if batch.is_empty() {
             return Err(format!(
                 "nothing arrived for {IDLE_TIMEOUT:?} after {} rows",
@@ -203,15 +291,15 @@ async fn drain(args: &Args) -> Result<String, String> {
 }
 
 async fn latency(args: &Args) -> Result<String, String> {
-    let mut source =
-        Source::open(&args.config()?, args.get("slot")?, args.get("publication")?).await?;
+    let limit = args.poll_limit()?;
+    let mut source = Source::open(args).await?;
     let mut counts = Counts::default();
     let mut sink = CountingSink(0);
-    let mut batch = Vec::with_capacity(POLL_LIMIT);
+    let mut batch = Vec::with_capacity(limit);
     // Microseconds from commit to poll, one per row.
     let mut latencies: Vec<u64> = Vec::with_capacity(1 << 20);
     'outer: loop {
-        source.poll(&mut batch, IDLE_TIMEOUT).await?;
+        source.poll(&mut batch, limit, IDLE_TIMEOUT).await?;
         if batch.is_empty() {
             return Err(format!("nothing arrived for {IDLE_TIMEOUT:?}"));
         }
@@ -277,6 +365,13 @@ impl Args {
             .ok_or_else(|| format!("--{key} is required"))
     }
 
+    fn poll_limit(&self) -> Result<usize, String> {
+        match self.0.get("poll-limit") {
+            None => Ok(POLL_LIMIT),
+            Some(n) => n.parse().map_err(|e| format!("--poll-limit {n}: {e}")),
+        }
+    }
+
     fn config(&self) -> Result<ConnectConfig, String> {
         self.get("url")?.parse().map_err(|e| format!("--url: {e}"))
     }
@@ -291,11 +386,21 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let result = Args::parse(rest).and_then(|args| {
-        let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        // The default is tokio's multi-thread runtime, what most applications run;
+        // BENCH_RUNTIME=current-thread measures the single-threaded one (no cross-thread
+        // hand-off between the connection task and the application).
+        let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
+            Ok("current-thread") => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            _ => tokio::runtime::Runtime::new(),
+        }
+        .map_err(|e| e.to_string())?;
         runtime.block_on(async {
             match mode.as_str() {
                 "drain" => drain(&args).await,
                 "latency" => latency(&args).await,
+                "create-group" => create_group(&args).await,
                 other => Err(format!("unknown mode {other}; use drain or latency")),
             }
         })

@@ -14,7 +14,9 @@
 #   (a) pg_recvlogical + pgoutput -> /dev/null         the server/wire ceiling
 #   (b) pg_recvlogical + wal2json format-version 2     -> a tmpfs file (to count its rows)
 #   (c) psycopg2 + a Python pgoutput decoder building dicts   (bench/pgoutput_psycopg2.py)
-#   (d) this library, every record serialised to JSON into a counting sink (bench/drain.rs)
+#   (d) this library's consumer group (automatic commit), every record serialised to JSON
+#       into a counting sink (bench/drain.rs); its group is created before the workload
+#  (d0) the same over the low-level ChangeStream on a copied slot (the consumer's overhead)
 # Latency: a steady offered load (pgbench --rate, 10-row transactions) for --latency-seconds
 # at each of --latency-rates rows/s; (d) records poll time - commit time per row.
 # Large transaction: one transaction of --large-rows inserts; wall time and peak RSS of (d)
@@ -103,11 +105,12 @@ trap stop_server EXIT
 log "initdb + start PostgreSQL $pg_major on port $port ($data)"
 "${as_pg[@]}" "$pg_bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
 # fsync=off only speeds up generating the workload; it changes nothing the decoders read.
+# synchronous_commit stays on for the server (a walsender sends only flushed WAL, so off
+# would add up to wal_writer_delay to the latency mode); the bulk load turns it off itself.
 "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w start -o "-p $port \
   -c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp -c wal_level=logical \
   -c max_replication_slots=32 -c max_wal_senders=32 -c shared_buffers=512MB \
-  -c max_wal_size=16GB -c checkpoint_timeout=1h -c fsync=off -c synchronous_commit=off \
-  -c wal_sender_timeout=0" >/dev/null
+  -c max_wal_size=16GB -c checkpoint_timeout=1h -c fsync=off -c wal_sender_timeout=0" >/dev/null
 url="postgresql://postgres@127.0.0.1:$port/postgres"
 psql() { "$client_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$url" "$@"; }
 sql() { psql -At -c "$1"; }
@@ -186,8 +189,11 @@ copy_slot() { # SRC DST [PLUGIN]
 throughput() {
   table_rows=(); json_rows=(); ceiling_rps=""
   local total=$((n_ins + n_upd + n_del)) expect="$n_ins,$n_upd,$n_del"
-  psql -f bench/workload.sql >/dev/null
+  local d_tables=public.bench,public.bench_end
   sql "CREATE PUBLICATION bench_pub FOR TABLE bench, bench_end" >/dev/null
+  # (d)'s consumer group makes its own slot; created before the workload, it starts where
+  # the base slot does.
+  "$drain_bin" create-group --url "$url" --group bench_d --tables "$d_tables" >/dev/null
   sql "SELECT 1 FROM pg_create_logical_replication_slot('bench_base', 'pgoutput')" >/dev/null
   log "workload: $n_ins inserts, $n_upd updates, $n_del deletes, $per_txn rows per transaction"
   local t0=$SECONDS
@@ -198,7 +204,7 @@ throughput() {
   log "workload took $((SECONDS - t0)) s; end LSN $end_lsn, $((wal_bytes / 1048576)) MiB of WAL"
   copy_slot bench_base bench_a
   copy_slot bench_base bench_c
-  copy_slot bench_base bench_d
+  copy_slot bench_base bench_d0
   local have_wal2json=0
   if copy_slot bench_base bench_b wal2json 2>"$work/wal2json.err"; then have_wal2json=1; else
     log "skipping (b): no wal2json for PostgreSQL $pg_major ($(head -1 "$work/wal2json.err"))"
@@ -230,9 +236,15 @@ throughput() {
     --publication bench_pub --stop-table bench_end --expect "$expect"
   row c "(c) psycopg2 + Python decoder → dicts" "$total" "$(grep -q '"ok": true' "$work/c.out" && echo true || echo false)"
 
-  log "(d) pg-changestream"
-  run_timed d "$drain_bin" drain --url "$url" --slot bench_d --publication bench_pub --stop-table bench_end --expect "$expect"
-  row d "(d) pg-changestream → JSON" "$total" "$(grep -q '"ok":true' "$work/d.out" && echo true || echo false)"
+  log "(d) pg-changestream consumer group"
+  run_timed d "$drain_bin" drain --url "$url" --group bench_d --tables "$d_tables" \
+    --stop-table bench_end --expect "$expect"
+  row d "(d) pg-changestream consumer → JSON" "$total" "$(grep -q '"ok":true' "$work/d.out" && echo true || echo false)"
+
+  log "(d0) pg-changestream ChangeStream"
+  run_timed d0 "$drain_bin" drain --url "$url" --slot bench_d0 --publication bench_pub \
+    --stop-table bench_end --expect "$expect"
+  row d0 "(d0) pg-changestream ChangeStream → JSON" "$total" "$(grep -q '"ok":true' "$work/d0.out" && echo true || echo false)"
 
   echo
   echo "throughput: PostgreSQL $server_version, $n_ins inserts + $n_upd updates + $n_del deletes, $per_txn rows/txn, $((wal_bytes / 1048576)) MiB WAL"
@@ -242,7 +254,7 @@ throughput() {
     "$stamp" "$server_version" "$machine_json" "$n_ins" "$n_upd" "$n_del" "$per_txn" "$wal_bytes" \
     "$end_lsn" "$(cat "$work/d.out")" "$(join_json "${json_rows[@]}")" >"$file"
   log "wrote $file"
-  for s in bench_base bench_a bench_b bench_c bench_d; do
+  for s in bench_base bench_a bench_b bench_c bench_d0; do
     sql "SELECT pg_drop_replication_slot('$s') FROM pg_replication_slots WHERE slot_name = '$s'" >/dev/null
   done
 }
@@ -251,20 +263,19 @@ throughput() {
 latency() {
   sql "CREATE TABLE IF NOT EXISTS bench_lat (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
        label text, amount numeric(14,2), created timestamptz, attrs jsonb, padding text)" >/dev/null
-  sql "CREATE PUBLICATION bench_lat_pub FOR TABLE bench_lat" >/dev/null
   local results=() rate
   echo
   echo "latency: PostgreSQL $server_version, 10-row transactions at a steady rate for $latency_seconds s (commit → poll)"
   printf '%-12s %10s %9s %9s %9s %9s %9s\n' "offered" "rows" "rows/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms"
   for rate in ${latency_rates//,/ }; do
-    local slot=bench_lat_$rate tps=$((rate / 10))
-    sql "SELECT 1 FROM pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
-    "$drain_bin" latency --url "$url" --slot "$slot" --publication bench_lat_pub \
-      >"$work/lat.out" 2>"$work/lat.err" &
+    local group=bench_lat_$rate tps=$((rate / 10))
+    local source=(--group "$group" --tables public.bench_lat --message-prefix bench-stop)
+    "$drain_bin" create-group --url "$url" "${source[@]}" >/dev/null
+    "$drain_bin" latency --url "$url" "${source[@]}" >"$work/lat.out" 2>"$work/lat.err" &
     local pid=$!
     # Wait until the walsender streams for it, so the load does not start before (d) does.
     for _ in $(seq 100); do
-      [[ $(sql "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot' AND active") == 1 ]] && break
+      [[ $(sql "SELECT count(*) FROM pg_replication_slots WHERE active") -ge 1 ]] && break
       sleep 0.1
     done
     "$client_bin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c 2 -j 2 -R "$tps" \
@@ -283,7 +294,6 @@ latency() {
     printf '%-12s %10s %9s %9s %9s %9s %9s\n' "$rate rows/s" "$got" \
       "$(awk -v n="$got" -v t="$latency_seconds" 'BEGIN {printf "%.0f", n / t}')" "$p50" "$p99" "$p999" "$max"
     results+=("$(printf '{"offered_rows_per_s":%s,"seconds":%s,"result":%s}' "$rate" "$latency_seconds" "$out")")
-    sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null
   done
   local file=bench/results/$stamp-pg$pg_major-latency.json
   printf '{"mode":"latency","date":"%s","server_version":"%s","machine":%s,"rows_per_txn":10,"results":%s}\n' \
@@ -296,6 +306,7 @@ large() {
   table_rows=(); json_rows=(); ceiling_rps=""
   sql "CREATE TABLE IF NOT EXISTS bench_big (LIKE bench INCLUDING ALL)" >/dev/null
   sql "CREATE PUBLICATION bench_big_pub FOR TABLE bench_big, bench_end" >/dev/null
+  "$drain_bin" create-group --url "$url" --group bench_big_d --tables public.bench_big,public.bench_end >/dev/null
   sql "SELECT 1 FROM pg_create_logical_replication_slot('bench_big_base', 'pgoutput')" >/dev/null
   log "one transaction of $large_rows inserts"
   local t0=$SECONDS
@@ -309,7 +320,6 @@ large() {
   end_lsn=$(end_of_wal)
   log "took $((SECONDS - t0)) s; end LSN $end_lsn"
   copy_slot bench_big_base bench_big_a
-  copy_slot bench_big_base bench_big_d
   warm
   log "(a) pg_recvlogical + pgoutput, large transaction"
   recvlogical bench_big_a "$end_lsn" /dev/null -o proto_version=1 -o publication_names=bench_big_pub
@@ -318,8 +328,8 @@ large() {
   reached=$(sql "SELECT confirmed_flush_lsn >= '$end_lsn' FROM pg_replication_slots WHERE slot_name = 'bench_big_a'")
   row big_a "(a) pg_recvlogical + pgoutput → /dev/null" "$large_rows" "$([[ $reached == t ]] && echo true || echo false)"
   log "(d) pg-changestream, large transaction"
-  run_timed big_d "$drain_bin" drain --url "$url" --slot bench_big_d --publication bench_big_pub --stop-table bench_end --expect "$large_rows,0,0"
-  row big_d "(d) pg-changestream → JSON" "$large_rows" "$(grep -q '"ok":true' "$work/big_d.out" && echo true || echo false)"
+  run_timed big_d "$drain_bin" drain --url "$url" --group bench_big_d --tables public.bench_big,public.bench_end --stop-table bench_end --expect "$large_rows,0,0"
+  row big_d "(d) pg-changestream consumer → JSON" "$large_rows" "$(grep -q '"ok":true' "$work/big_d.out" && echo true || echo false)"
   echo
   echo "large transaction: PostgreSQL $server_version, one transaction of $large_rows inserts"
   print_table
@@ -328,11 +338,12 @@ large() {
     "$stamp" "$server_version" "$machine_json" "$large_rows" "$(cat "$work/big_d.out")" \
     "$(join_json "${json_rows[@]}")" >"$file"
   log "wrote $file"
-  for s in bench_big_base bench_big_a bench_big_d; do
+  for s in bench_big_base bench_big_a; do
     sql "SELECT pg_drop_replication_slot('$s') FROM pg_replication_slots WHERE slot_name = '$s'" >/dev/null
   done
 }
 
+psql -f bench/workload.sql >/dev/null
 for mode in ${modes//,/ }; do
   case "$mode" in
     throughput) throughput ;;
