@@ -67,7 +67,7 @@ impl Write for CountingSink {
 /// one; what a poll returned is acknowledged at the next poll (automatic commit).
 enum Source {
     /// The consumer-group API: what users of the library call.
-    Group(Consumer),
+    Group(Box<Consumer>),
     /// The low-level change stream on a copied slot: the consumer's overhead is the
     /// difference between the two.
     Stream {
@@ -86,7 +86,7 @@ impl Source {
                 .build()
                 .await
                 .map_err(|e| format!("cannot start consumer group {group}: {e}"))?;
-            return Ok(Source::Group(consumer));
+            return Ok(Source::Group(Box::new(consumer)));
         }
         let slot = args.get("slot")?;
         let options = ChangeStreamOptions::new(slot, vec![args.get("publication")?.to_owned()]);

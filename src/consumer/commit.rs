@@ -188,9 +188,8 @@ impl Committer {
     pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>> {
         let mut state = self.state.lock().await;
         connected(&self.config, &mut state.client).await?;
-        MutexGuard::try_map(state, |s| s.client.as_mut()).map_err(|_| {
-            Error::new(Kind::Closed, "the consumer's SQL session is gone")
-        })
+        MutexGuard::try_map(state, |s| s.client.as_mut())
+            .map_err(|_| Error::new(Kind::Closed, "the consumer's SQL session is gone"))
     }
 }
 

@@ -39,7 +39,10 @@ impl OpSet {
 
     pub(crate) fn of(ops: &[Op]) -> OpSet {
         // Backfill rows are the table's state, not an operation one opts into.
-        OpSet(ops.iter().fold(Self::bit(Op::Read), |set, &op| set | Self::bit(op)))
+        OpSet(
+            ops.iter()
+                .fold(Self::bit(Op::Read), |set, &op| set | Self::bit(op)),
+        )
     }
 
     pub(crate) fn contains(self, op: Op) -> bool {
@@ -115,9 +118,9 @@ impl RecordFilter {
         };
         let tables = &self.tables;
         let index = *self.by_relation.entry(relation.id()).or_insert_with(|| {
-            tables
-                .iter()
-                .position(|t| t.table.schema() == relation.schema() && t.table.name() == relation.name())
+            tables.iter().position(|t| {
+                t.table.schema() == relation.schema() && t.table.name() == relation.name()
+            })
         });
         // A relation id is reused only after a drop; names are checked again so a
         // recreated table of another name is never taken for the old one.

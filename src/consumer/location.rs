@@ -41,7 +41,10 @@ pub enum StartLocation {
 impl StartLocation {
     /// Whether existing rows would be delivered first (backfill).
     pub fn wants_backfill(self) -> bool {
-        matches!(self, StartLocation::Earliest | StartLocation::FirstUncommitted)
+        matches!(
+            self,
+            StartLocation::Earliest | StartLocation::FirstUncommitted
+        )
     }
 }
 
@@ -66,7 +69,9 @@ impl FromStr for StartLocation {
     fn from_str(s: &str) -> Result<StartLocation> {
         let s = s.trim();
         match s.to_ascii_lowercase().as_str() {
-            "first-uncommitted" | "first_uncommitted" => return Ok(StartLocation::FirstUncommitted),
+            "first-uncommitted" | "first_uncommitted" => {
+                return Ok(StartLocation::FirstUncommitted)
+            }
             "earliest" => return Ok(StartLocation::Earliest),
             "latest" => return Ok(StartLocation::Latest),
             _ => {}
@@ -76,7 +81,9 @@ impl FromStr for StartLocation {
         }
         if let Some(lsn) = s.strip_prefix("lsn=") {
             return lsn.parse().map(StartLocation::AtLsn).map_err(|_| {
-                Error::config(format!("start location {s:?}: {lsn:?} is not an LSN like 16/B374D848"))
+                Error::config(format!(
+                    "start location {s:?}: {lsn:?} is not an LSN like 16/B374D848"
+                ))
             });
         }
         Err(Error::config(format!(
@@ -102,7 +109,10 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime> {
         Ok(part.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
     };
     let sep = |i: usize, allowed: &[u8]| -> Result<()> {
-        b.get(i).filter(|c| allowed.contains(c)).map(drop).ok_or_else(bad)
+        b.get(i)
+            .filter(|c| allowed.contains(c))
+            .map(drop)
+            .ok_or_else(bad)
     };
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
     sep(4, b"-")?;
@@ -148,7 +158,9 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     let secs = u64::try_from(secs).map_err(|_| {
-        Error::config(format!("{text:?} is before 1970; start locations are commit times"))
+        Error::config(format!(
+            "{text:?} is before 1970; start locations are commit times"
+        ))
     })?;
     Ok(UNIX_EPOCH + Duration::new(secs, nanos))
 }
@@ -178,23 +190,45 @@ mod tests {
             StartLocation::AtTime(t),
             StartLocation::AtLsn("16/B374D848".parse().unwrap()),
         ] {
-            assert_eq!(location.to_string().parse::<StartLocation>().unwrap(), location);
+            assert_eq!(
+                location.to_string().parse::<StartLocation>().unwrap(),
+                location
+            );
         }
     }
 
     #[test]
     fn rfc3339_offsets_fractions_and_errors() {
         let utc = parse_rfc3339("2026-11-22T10:30:00Z").unwrap();
-        assert_eq!(utc.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_795_343_400);
+        assert_eq!(
+            utc.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_795_343_400
+        );
         assert_eq!(parse_rfc3339("2026-11-22T11:30:00+01:00").unwrap(), utc);
         assert_eq!(parse_rfc3339("2026-11-22 05:00:00-05:30").unwrap(), utc);
         let frac = parse_rfc3339("2026-11-22T10:30:00.25Z").unwrap();
-        assert_eq!(frac.duration_since(utc).unwrap(), Duration::from_millis(250));
-        for bad in ["", "2026-11-22", "2026-13-01T00:00:00Z", "2026-11-22T10:30:00", "x"] {
+        assert_eq!(
+            frac.duration_since(utc).unwrap(),
+            Duration::from_millis(250)
+        );
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T10:30:00",
+            "x",
+        ] {
             let e = parse_rfc3339(bad).unwrap_err();
-            assert!(e.is_config() && e.to_string().contains("RFC 3339"), "{bad}: {e}");
+            assert!(
+                e.is_config() && e.to_string().contains("RFC 3339"),
+                "{bad}: {e}"
+            );
         }
         assert!("lsn=zz".parse::<StartLocation>().unwrap_err().is_config());
-        assert!("sometime".parse::<StartLocation>().unwrap_err().to_string().contains("latest"));
+        assert!("sometime"
+            .parse::<StartLocation>()
+            .unwrap_err()
+            .to_string()
+            .contains("latest"));
     }
 }

@@ -206,7 +206,10 @@ impl Consumer {
     /// The walsender process ids serving this consumer (to find them in
     /// `pg_stat_replication`), one per connected partition.
     pub fn backend_pids(&self) -> Vec<i32> {
-        self.readers.iter().filter_map(PartitionReader::backend_pid).collect()
+        self.readers
+            .iter()
+            .filter_map(PartitionReader::backend_pid)
+            .collect()
     }
 
     /// Returns as soon as records are available — at most `limit` of them — or an empty
@@ -246,7 +249,11 @@ impl Consumer {
         for record in &gather.records {
             self.stats.count(record);
         }
-        let behind = self.readers.iter().map(PartitionReader::wal_bytes_behind).sum();
+        let behind = self
+            .readers
+            .iter()
+            .map(PartitionReader::wal_bytes_behind)
+            .sum();
         self.stats.polls += 1;
         self.stats.wal_bytes_behind = behind;
         self.stats.committed_lsn = self
@@ -259,7 +266,9 @@ impl Consumer {
             .unwrap_or_default();
         if let Some(last) = gather.records.last() {
             if last.txn().commit_time_micros != 0 {
-                self.stats.commit_lag = SystemTime::now().duration_since(last.txn().commit_time()).ok();
+                self.stats.commit_lag = SystemTime::now()
+                    .duration_since(last.txn().commit_time())
+                    .ok();
             }
         }
         self.last_poll = ends.clone();
@@ -292,7 +301,16 @@ impl Consumer {
             let existing = load_group_tables(&*client, &self.group.group_id).await?;
             let current = existing.iter().find(|t| t.table == table);
             let cursor = load_cursor(&*client, &self.group.group_id, 0).await?;
-            join_table(&client, &self.group, &table, location, current, true, &cursor).await?
+            join_table(
+                &client,
+                &self.group,
+                &table,
+                location,
+                current,
+                true,
+                &cursor,
+            )
+            .await?
         };
         self.warnings.extend(joined.warning);
         self.filter.set_table(TableStart::from(&joined.table));
@@ -354,14 +372,17 @@ impl Consumer {
         &mut self,
         limit: usize,
     ) -> Pin<Box<dyn Stream<Item = Result<MessageBundle>> + Send + '_>> {
-        Box::pin(futures_util::stream::unfold(self, move |consumer| async move {
-            loop {
-                match consumer.poll(limit, Duration::from_secs(1)).await {
-                    Ok(bundle) if bundle.is_empty() => continue,
-                    result => return Some((result, consumer)),
+        Box::pin(futures_util::stream::unfold(
+            self,
+            move |consumer| async move {
+                loop {
+                    match consumer.poll(limit, Duration::from_secs(1)).await {
+                        Ok(bundle) if bundle.is_empty() => continue,
+                        result => return Some((result, consumer)),
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     async fn heartbeat(&mut self) -> Result<()> {
@@ -391,5 +412,4 @@ impl Consumer {
         }
         Ok(())
     }
-
 }

@@ -324,8 +324,10 @@ impl PartitionReader {
             .copied()
             .unwrap_or_default();
         let start = committed.max(durable);
-        let mut options =
-            ChangeStreamOptions::new(&self.info.slot_name, vec![self.info.publication_name.clone()]);
+        let mut options = ChangeStreamOptions::new(
+            &self.info.slot_name,
+            vec![self.info.publication_name.clone()],
+        );
         options.start = start.lsn;
         options.messages = ctx.filter.wants_messages();
         options.decoder = ctx.decoder.clone();
@@ -353,7 +355,10 @@ impl PartitionReader {
     /// the slot until `wal_sender_timeout`): terminate it so the slot frees at once.
     async fn take_over_if_abandoned(&self, ctx: &ReaderContext<'_>) -> Result<()> {
         let client = ctx.committer.client().await?;
-        if !live_members(&*client, ctx.group_id, ctx.member_id).await?.is_empty() {
+        if !live_members(&*client, ctx.group_id, ctx.member_id)
+            .await?
+            .is_empty()
+        {
             return Ok(());
         }
         let Some(pid) = slot_status(&*client, &self.info.slot_name)

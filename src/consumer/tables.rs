@@ -132,7 +132,11 @@ pub(crate) async fn join_table(
 ///
 /// # Errors
 /// SQL failed.
-pub(crate) async fn leave_table(client: &Client, group: &GroupInfo, table: &TableName) -> Result<()> {
+pub(crate) async fn leave_table(
+    client: &Client,
+    group: &GroupInfo,
+    table: &TableName,
+) -> Result<()> {
     unpublish_table(client, group, table).await?;
     delete_group_table(client, &group.group_id, table).await
 }
