@@ -67,7 +67,7 @@ impl Write for CountingSink {
 /// one; what a poll returned is acknowledged at the next poll (automatic commit).
 enum Source {
     /// The consumer-group API: what users of the library call.
-    Group(Box<Consumer>),
+    Group(Box<Consumer>, Option<Instant>),
     /// The low-level change stream on a copied slot: the consumer's overhead is the
     /// difference between the two.
     Stream {
@@ -86,7 +86,8 @@ impl Source {
                 .build()
                 .await
                 .map_err(|e| format!("cannot start consumer group {group}: {e}"))?;
-            return Ok(Source::Group(Box::new(consumer)));
+            let manual = std::env::var("BENCH_COMMIT").is_ok_and(|v| v == "manual");
+            return Ok(Source::Group(Box::new(consumer), manual.then(Instant::now)));
         }
         let slot = args.get("slot")?;
         let options = ChangeStreamOptions::new(slot, vec![args.get("publication")?.to_owned()]);
@@ -107,7 +108,16 @@ impl Source {
     ) -> Result<(), String> {
         batch.clear();
         match self {
-            Source::Group(consumer) => {
+            Source::Group(consumer, last_commit) => {
+                if let Some(at) = last_commit {
+                    if at.elapsed() >= Duration::from_secs(1) {
+                        consumer
+                            .commit()
+                            .await
+                            .map_err(|e| format!("commit: {e}"))?;
+                        *at = Instant::now();
+                    }
+                }
                 let bundle = consumer
                     .poll(limit, wait)
                     .await
@@ -149,7 +159,7 @@ impl Source {
 
     async fn close(self) -> Result<(), String> {
         match self {
-            Source::Group(consumer) => consumer.close().await.map_err(|e| e.to_string()),
+            Source::Group(consumer, _) => consumer.close().await.map_err(|e| e.to_string()),
             Source::Stream {
                 stream,
                 pending_ack,
@@ -178,7 +188,13 @@ fn group_builder(
     group: &str,
     args: &Args,
 ) -> Result<ConsumerBuilder, String> {
-    let mut builder = ConsumerBuilder::new(config, group).commit_mode(CommitMode::Automatic);
+    // BENCH_COMMIT=manual (a diagnostic, not a contender): commit at most once a second
+    // instead of at every poll, to separate the cost of committing from the rest.
+    let mode = match std::env::var("BENCH_COMMIT").as_deref() {
+        Ok("manual") => CommitMode::Manual,
+        _ => CommitMode::Automatic,
+    };
+    let mut builder = ConsumerBuilder::new(config, group).commit_mode(mode);
     for table in args.get("tables")?.split(',') {
         builder = builder.add_table(table, StartLocation::Latest);
     }

@@ -266,12 +266,17 @@ latency() {
   local results=() rate
   echo
   echo "latency: PostgreSQL $server_version, 10-row transactions at a steady rate for $latency_seconds s (commit → poll)"
-  printf '%-12s %10s %9s %9s %9s %9s %9s\n' "offered" "rows" "rows/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms"
+  printf '%-12s %-26s %8s %8s %9s %9s %9s %9s\n' "offered" "commit" "rows" "rows/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms"
+  local commit
   for rate in ${latency_rates//,/ }; do
-    local group=bench_lat_$rate tps=$((rate / 10))
+  # automatic: the contender; manual-1s: a diagnostic committing once a second instead of
+  # at every poll (BENCH_COMMIT=manual in bench/drain.rs), separating the commit's cost.
+  for commit in automatic manual-1s; do
+    local group=bench_lat_${rate}_${commit//-/_} tps=$((rate / 10))
     local source=(--group "$group" --tables public.bench_lat --message-prefix bench-stop)
     "$drain_bin" create-group --url "$url" "${source[@]}" >/dev/null
-    "$drain_bin" latency --url "$url" "${source[@]}" >"$work/lat.out" 2>"$work/lat.err" &
+    BENCH_COMMIT=${commit%-1s} "$drain_bin" latency --url "$url" "${source[@]}" \
+      >"$work/lat.out" 2>"$work/lat.err" &
     local pid=$!
     # Wait until the walsender streams for it, so the load does not start before (d) does.
     for _ in $(seq 100); do
@@ -291,9 +296,10 @@ latency() {
     p99=$(sed -E 's/.*"p99_ms":([0-9.]+).*/\1/' <<<"$out")
     p999=$(sed -E 's/.*"p999_ms":([0-9.]+).*/\1/' <<<"$out")
     max=$(sed -E 's/.*"max_ms":([0-9.]+).*/\1/' <<<"$out")
-    printf '%-12s %10s %9s %9s %9s %9s %9s\n' "$rate rows/s" "$got" \
+    printf '%-12s %-26s %8s %8s %9s %9s %9s %9s\n' "$rate rows/s" "$commit" "$got" \
       "$(awk -v n="$got" -v t="$latency_seconds" 'BEGIN {printf "%.0f", n / t}')" "$p50" "$p99" "$p999" "$max"
-    results+=("$(printf '{"offered_rows_per_s":%s,"seconds":%s,"result":%s}' "$rate" "$latency_seconds" "$out")")
+    results+=("$(printf '{"offered_rows_per_s":%s,"commit":"%s","seconds":%s,"result":%s}' "$rate" "$commit" "$latency_seconds" "$out")")
+  done
   done
   local file=bench/results/$stamp-pg$pg_major-latency.json
   printf '{"mode":"latency","date":"%s","server_version":"%s","machine":%s,"rows_per_txn":10,"results":%s}\n' \
