@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# The side-by-side end-to-end benchmark (issue 9, DESIGN §8; BENCHMARKS.md has the method
+# and the latest numbers). One command, on one machine:
+#
+#   bench/run.sh                       # PostgreSQL 15, 1M inserts / 500k updates / 300k deletes
+#   bench/run.sh --rows 50000          # scaled down (updates = rows/2, deletes = rows*3/10)
+#   bench/run.sh --small-txns          # one row per transaction instead of 100
+#   bench/run.sh --pg 18               # another major (scripts/postgres.sh fetches it)
+#   bench/run.sh --modes throughput,latency,large   # the default: all three
+#
+# Throughput: one base pgoutput slot is created before the workload; after it, the slot
+# is copied once per contender (pg_copy_logical_replication_slot) so each drains the same
+# WAL to the same end LSN, with the WAL in the page cache:
+#   (a) pg_recvlogical + pgoutput -> /dev/null         the server/wire ceiling
+#   (b) pg_recvlogical + wal2json format-version 2     -> a tmpfs file (to count its rows)
+#   (c) psycopg2 + a Python pgoutput decoder building dicts   (bench/pgoutput_psycopg2.py)
+#   (d) this library's consumer group (automatic commit), every record serialised to JSON
+#       into a counting sink (bench/drain.rs); its group is created before the workload
+#  (d0) the same over the low-level ChangeStream on a copied slot (the consumer's overhead)
+# Latency: a steady offered load (pgbench --rate, 10-row transactions) for --latency-seconds
+# at each of --latency-rates rows/s; (d) records poll time - commit time per row.
+# Large transaction: one transaction of --large-rows inserts; wall time and peak RSS of (d)
+# next to (a).
+#
+# Client CPU (user+sys) and peak RSS come from /usr/bin/time around each contender's
+# process. Results: a table on stdout and JSON in bench/results/. Runs as root (the server
+# runs as user postgres) or as a normal user.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+pg_major=15
+rows=1000000
+per_txn=100
+modes=throughput,latency,large
+port=55490
+latency_seconds=30
+latency_rates=1000,10000
+large_rows=10000000
+install=1
+keep=0
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while (($#)); do
+  case "$1" in
+    --pg) pg_major=$2; shift 2 ;;
+    --rows) rows=$2; shift 2 ;;
+    --small-txns) per_txn=1; shift ;;
+    --modes) modes=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --latency-seconds) latency_seconds=$2; shift 2 ;;
+    --latency-rates) latency_rates=$2; shift 2 ;;
+    --large-rows) large_rows=$2; shift 2 ;;
+    --no-install) install=0; shift ;;
+    --keep) keep=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
+  esac
+done
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: error: $*" >&2; exit 1; }
+
+n_ins=$rows
+n_upd=$((rows / 2))
+n_del=$((rows * 3 / 10))
+
+# --- what the benchmark needs on a fresh Debian machine -----------------------------------
+client_bin=/usr/lib/postgresql/15/bin   # psql, pg_recvlogical, pgbench (talk to any major)
+need_apt=()
+[[ -x $client_bin/pg_recvlogical ]] || need_apt+=(postgresql-15)
+[[ -f /usr/lib/postgresql/15/lib/wal2json.so ]] || need_apt+=(postgresql-15-wal2json)
+/usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need_apt+=(python3-psycopg2)
+[[ -x /usr/bin/time ]] || need_apt+=(time)
+if ((${#need_apt[@]})); then
+  ((install)) || die "missing: ${need_apt[*]} (run without --no-install, or apt-get install them)"
+  log "installing ${need_apt[*]}"
+  sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+pg_bin=$(scripts/postgres.sh "$pg_major")
+
+log "building contender (d) (release)"
+cargo build --release --quiet --example bench_drain
+drain_bin=$root/target/release/examples/bench_drain
+
+# --- a throwaway server ---------------------------------------------------------------------
+data=$(mktemp -d /tmp/bench-pg.XXXXXX)
+work=$(mktemp -d /tmp/bench-work.XXXXXX)
+shm=$(mktemp -d /dev/shm/bench-out.XXXXXX 2>/dev/null || mktemp -d /tmp/bench-out.XXXXXX)
+as_pg=()
+if [[ $(id -u) == 0 ]]; then
+  as_pg=(runuser -u postgres --)
+  chown postgres "$data"
+fi
+stop_server() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" stop -m immediate >/dev/null 2>&1 || true
+  if ((keep)); then log "kept $data"; else rm -rf "$data"; fi
+  rm -rf "$work" "$shm"
+}
+trap stop_server EXIT
+
+log "initdb + start PostgreSQL $pg_major on port $port ($data)"
+"${as_pg[@]}" "$pg_bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+# fsync=off only speeds up generating the workload; it changes nothing the decoders read.
+# synchronous_commit stays on for the server (a walsender sends only flushed WAL, so off
+# would add up to wal_writer_delay to the latency mode); the bulk load turns it off itself.
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w start -o "-p $port \
+  -c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp -c wal_level=logical \
+  -c max_replication_slots=32 -c max_wal_senders=32 -c shared_buffers=512MB \
+  -c max_wal_size=16GB -c checkpoint_timeout=1h -c fsync=off -c wal_sender_timeout=0" >/dev/null
+url="postgresql://postgres@127.0.0.1:$port/postgres"
+psql() { "$client_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$url" "$@"; }
+sql() { psql -At -c "$1"; }
+server_version=$(sql "SHOW server_version")
+
+machine_json=$(printf '{"cpu":"%s","nproc":%s,"mem_gib":%s,"kernel":"%s"}' \
+  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(nproc)" \
+  "$(free -g | awk '/^Mem:/ {print $2}')" "$(uname -r)")
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p bench/results
+
+# run_timed NAME CMD... : runs CMD under /usr/bin/time; leaves wall/user/sys/rss in $work/NAME.time
+# and its stdout in $work/NAME.out.
+run_timed() {
+  local name=$1; shift
+  /usr/bin/time -f '%e %U %S %M' -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err" \
+    || { cat "$work/$name.err" >&2; die "contender $name failed"; }
+}
+
+# The end of the workload's WAL: the insert position (pg_current_wal_lsn is only the write
+# position, behind it under synchronous_commit=off). Then one row into bench_end, a table
+# in every publication, durably committed: every contender stops on it, pg_recvlogical
+# because its data starts past --endpos, the others at its first row. So all stop on the
+# same event, none waits for a keepalive, and overshooting would show in the counts.
+end_of_wal() {
+  psql -At -c "SELECT pg_current_wal_insert_lsn()" -c "SET synchronous_commit = on" \
+    -c "INSERT INTO bench_end VALUES (now())" | head -1
+}
+
+# warm: the WAL read by the walsenders is in the page cache for every contender alike.
+warm() {
+  sql "CHECKPOINT" >/dev/null
+  cat "$data"/pg_wal/0* >/dev/null
+}
+
+# A table row and a JSON object for one contender: row NAME LABEL ROWS OK
+declare -a table_rows json_rows
+ceiling_rps=""
+row() {
+  local name=$1 label=$2 nrows=$3 ok=$4
+  read -r wall user sys rss <"$work/$name.time"
+  local cpu rps ratio us_row
+  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}')
+  rps=$(awk -v n="$nrows" -v w="$wall" 'BEGIN {printf "%.0f", (w > 0 ? n / w : 0)}')
+  [[ -n $ceiling_rps ]] || ceiling_rps=$rps
+  ratio=$(awk -v r="$rps" -v c="$ceiling_rps" 'BEGIN {printf "%.2f", r / c}')
+  us_row=$(awk -v c="$cpu" -v n="$nrows" 'BEGIN {printf "%.2f", c * 1e6 / n}')
+  table_rows+=("$(printf '%-44s %8s %10s %6s %8s %9s %9s %4s' "$label" "$wall" "$rps" "$ratio" \
+    "$cpu" "$us_row" "$((rss / 1024))" "$ok")")
+  json_rows+=("$(printf '{"contender":"%s","label":"%s","rows":%s,"wall_s":%s,"rows_per_s":%s,"ratio_to_ceiling":%s,"cpu_user_s":%s,"cpu_sys_s":%s,"cpu_s":%s,"cpu_us_per_row":%s,"peak_rss_kib":%s,"counts_ok":%s}' \
+    "$name" "$label" "$nrows" "$wall" "$rps" "$ratio" "$user" "$sys" "$cpu" "$us_row" "$rss" "$ok")")
+}
+print_table() {
+  printf '%-44s %8s %10s %6s %8s %9s %9s %4s\n' contender "wall s" "rows/s" "×(a)" "CPU s" \
+    "CPU µs/row" "RSS MiB" ok
+  printf '%s\n' "${table_rows[@]}"
+}
+join_json() { local IFS=,; echo "[$*]"; }
+
+# recvlogical SLOT ENDPOS OUTFILE OPTS... : sets $recv to the pg_recvlogical command line.
+recvlogical() {
+  local slot=$1 endpos=$2 out=$3; shift 3
+  recv=("$client_bin/pg_recvlogical" -d "$url" --slot "$slot" --start --endpos "$endpos"
+    --no-loop -F 0 -f "$out" "$@")
+}
+
+copy_slot() { # SRC DST [PLUGIN]
+  if [[ -n ${3:-} ]]; then
+    sql "SELECT 1 FROM pg_copy_logical_replication_slot('$1', '$2', false, '$3')" >/dev/null
+  else
+    sql "SELECT 1 FROM pg_copy_logical_replication_slot('$1', '$2')" >/dev/null
+  fi
+}
+
+# --- throughput -------------------------------------------------------------------------------
+throughput() {
+  table_rows=(); json_rows=(); ceiling_rps=""
+  local total=$((n_ins + n_upd + n_del)) expect="$n_ins,$n_upd,$n_del"
+  local d_tables=public.bench,public.bench_end
+  sql "CREATE PUBLICATION bench_pub FOR TABLE bench, bench_end" >/dev/null
+  # (d)'s consumer group makes its own slot; created before the workload, it starts where
+  # the base slot does.
+  "$drain_bin" create-group --url "$url" --group bench_d --tables "$d_tables" >/dev/null
+  sql "SELECT 1 FROM pg_create_logical_replication_slot('bench_base', 'pgoutput')" >/dev/null
+  log "workload: $n_ins inserts, $n_upd updates, $n_del deletes, $per_txn rows per transaction"
+  local t0=$SECONDS
+  psql -c "SET synchronous_commit = off" -c "CALL bench_load($n_ins, $n_upd, $n_del, $per_txn)"
+  local end_lsn wal_bytes
+  end_lsn=$(end_of_wal)
+  wal_bytes=$(sql "SELECT '$end_lsn'::pg_lsn - restart_lsn FROM pg_replication_slots WHERE slot_name = 'bench_base'")
+  log "workload took $((SECONDS - t0)) s; end LSN $end_lsn, $((wal_bytes / 1048576)) MiB of WAL"
+  copy_slot bench_base bench_a
+  copy_slot bench_base bench_c
+  copy_slot bench_base bench_d0
+  local have_wal2json=0
+  if copy_slot bench_base bench_b wal2json 2>"$work/wal2json.err"; then have_wal2json=1; else
+    log "skipping (b): no wal2json for PostgreSQL $pg_major ($(head -1 "$work/wal2json.err"))"
+  fi
+  warm
+
+  log "(a) pg_recvlogical + pgoutput"
+  recvlogical bench_a "$end_lsn" /dev/null -o proto_version=1 -o publication_names=bench_pub
+  run_timed a "${recv[@]}"
+  local reached
+  reached=$(sql "SELECT confirmed_flush_lsn >= '$end_lsn' FROM pg_replication_slots WHERE slot_name = 'bench_a'")
+  row a "(a) pg_recvlogical + pgoutput → /dev/null" "$total" "$([[ $reached == t ]] && echo true || echo false)"
+
+  if ((have_wal2json)); then
+    log "(b) pg_recvlogical + wal2json"
+    recvlogical bench_b "$end_lsn" "$shm/wal2json.out" -o format-version=2
+    run_timed b "${recv[@]}"
+    local bi bu bd
+    bi=$(grep -c '"action":"I"' "$shm/wal2json.out" || true)
+    bu=$(grep -c '"action":"U"' "$shm/wal2json.out" || true)
+    bd=$(grep -c '"action":"D"' "$shm/wal2json.out" || true)
+    rm -f "$shm/wal2json.out"
+    row b "(b) pg_recvlogical + wal2json v2 → tmpfs" "$total" \
+      "$([[ "$bi,$bu,$bd" == "$expect" ]] && echo true || echo false)"
+  fi
+
+  log "(c) psycopg2 + Python pgoutput decoder"
+  run_timed c /usr/bin/python3 bench/pgoutput_psycopg2.py --url "$url" --slot bench_c \
+    --publication bench_pub --stop-table bench_end --expect "$expect"
+  row c "(c) psycopg2 + Python decoder → dicts" "$total" "$(grep -q '"ok": true' "$work/c.out" && echo true || echo false)"
+
+  log "(d) pg-changestream consumer group"
+  run_timed d "$drain_bin" drain --url "$url" --group bench_d --tables "$d_tables" \
+    --stop-table bench_end --expect "$expect"
+  row d "(d) pg-changestream consumer → JSON" "$total" "$(grep -q '"ok":true' "$work/d.out" && echo true || echo false)"
+
+  log "(d0) pg-changestream ChangeStream"
+  run_timed d0 "$drain_bin" drain --url "$url" --slot bench_d0 --publication bench_pub \
+    --stop-table bench_end --expect "$expect"
+  row d0 "(d0) pg-changestream ChangeStream → JSON" "$total" "$(grep -q '"ok":true' "$work/d0.out" && echo true || echo false)"
+
+  echo
+  echo "throughput: PostgreSQL $server_version, $n_ins inserts + $n_upd updates + $n_del deletes, $per_txn rows/txn, $((wal_bytes / 1048576)) MiB WAL"
+  print_table
+  local file=bench/results/$stamp-pg$pg_major-throughput$([[ $per_txn == 1 ]] && echo -small-txns).json
+  printf '{"mode":"throughput","date":"%s","server_version":"%s","machine":%s,"inserts":%s,"updates":%s,"deletes":%s,"rows_per_txn":%s,"wal_bytes":%s,"end_lsn":"%s","drain_d":%s,"results":%s}\n' \
+    "$stamp" "$server_version" "$machine_json" "$n_ins" "$n_upd" "$n_del" "$per_txn" "$wal_bytes" \
+    "$end_lsn" "$(cat "$work/d.out")" "$(join_json "${json_rows[@]}")" >"$file"
+  log "wrote $file"
+  for s in bench_base bench_a bench_b bench_c bench_d0; do
+    sql "SELECT pg_drop_replication_slot('$s') FROM pg_replication_slots WHERE slot_name = '$s'" >/dev/null
+  done
+}
+
+# --- latency ----------------------------------------------------------------------------------
+latency() {
+  sql "CREATE TABLE IF NOT EXISTS bench_lat (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+       label text, amount numeric(14,2), created timestamptz, attrs jsonb, padding text)" >/dev/null
+  local results=() rate
+  echo
+  echo "latency: PostgreSQL $server_version, 10-row transactions at a steady rate for $latency_seconds s (commit → poll)"
+  printf '%-12s %-26s %8s %8s %9s %9s %9s %9s\n' "offered" "commit" "rows" "rows/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms"
+  local commit
+  for rate in ${latency_rates//,/ }; do
+  # automatic: the contender; manual-1s: a diagnostic committing once a second instead of
+  # at every poll (BENCH_COMMIT=manual in bench/drain.rs), separating the commit's cost.
+  for commit in automatic manual-1s; do
+    local group=bench_lat_${rate}_${commit//-/_} tps=$((rate / 10))
+    local source=(--group "$group" --tables public.bench_lat --message-prefix bench-stop)
+    "$drain_bin" create-group --url "$url" "${source[@]}" >/dev/null
+    BENCH_COMMIT=${commit%-1s} "$drain_bin" latency --url "$url" "${source[@]}" \
+      >"$work/lat.out" 2>"$work/lat.err" &
+    local pid=$!
+    # Wait until the walsender streams for it, so the load does not start before (d) does.
+    for _ in $(seq 100); do
+      [[ $(sql "SELECT count(*) FROM pg_replication_slots WHERE active") -ge 1 ]] && break
+      sleep 0.1
+    done
+    "$client_bin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c 2 -j 2 -R "$tps" \
+      -T "$latency_seconds" -f bench/latency.sql postgres >"$work/pgbench.out" 2>&1 \
+      || { cat "$work/pgbench.out" >&2; die "pgbench failed"; }
+    sql "SELECT pg_logical_emit_message(false, 'bench-stop', '')" >/dev/null
+    wait "$pid" || { cat "$work/lat.err" >&2; die "latency drain failed"; }
+    local out
+    out=$(cat "$work/lat.out")
+    local got p50 p99 p999 max
+    got=$(sed -E 's/.*"rows":([0-9]+).*/\1/' <<<"$out")
+    p50=$(sed -E 's/.*"p50_ms":([0-9.]+).*/\1/' <<<"$out")
+    p99=$(sed -E 's/.*"p99_ms":([0-9.]+).*/\1/' <<<"$out")
+    p999=$(sed -E 's/.*"p999_ms":([0-9.]+).*/\1/' <<<"$out")
+    max=$(sed -E 's/.*"max_ms":([0-9.]+).*/\1/' <<<"$out")
+    printf '%-12s %-26s %8s %8s %9s %9s %9s %9s\n' "$rate rows/s" "$commit" "$got" \
+      "$(awk -v n="$got" -v t="$latency_seconds" 'BEGIN {printf "%.0f", n / t}')" "$p50" "$p99" "$p999" "$max"
+    results+=("$(printf '{"offered_rows_per_s":%s,"commit":"%s","seconds":%s,"result":%s}' "$rate" "$commit" "$latency_seconds" "$out")")
+  done
+  done
+  local file=bench/results/$stamp-pg$pg_major-latency.json
+  printf '{"mode":"latency","date":"%s","server_version":"%s","machine":%s,"rows_per_txn":10,"results":%s}\n' \
+    "$stamp" "$server_version" "$machine_json" "$(join_json "${results[@]}")" >"$file"
+  log "wrote $file"
+}
+
+# --- one large transaction ------------------------------------------------------------------
+large() {
+  table_rows=(); json_rows=(); ceiling_rps=""
+  sql "CREATE TABLE IF NOT EXISTS bench_big (LIKE bench INCLUDING ALL)" >/dev/null
+  sql "CREATE PUBLICATION bench_big_pub FOR TABLE bench_big, bench_end" >/dev/null
+  "$drain_bin" create-group --url "$url" --group bench_big_d --tables public.bench_big,public.bench_end >/dev/null
+  sql "SELECT 1 FROM pg_create_logical_replication_slot('bench_big_base', 'pgoutput')" >/dev/null
+  log "one transaction of $large_rows inserts"
+  local t0=$SECONDS
+  psql -c "INSERT INTO bench_big SELECT g, 'customer-' || g, (g % 1000003) / 100.0,
+             timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
+             jsonb_build_object('sku', 'SKU-' || (g % 9973), 'qty', g % 17,
+                                'tags', jsonb_build_array('red', 'large'), 'gift', g % 2 = 0),
+             repeat('p', 96)
+           FROM generate_series(1, $large_rows) AS g"
+  local end_lsn
+  end_lsn=$(end_of_wal)
+  log "took $((SECONDS - t0)) s; end LSN $end_lsn"
+  copy_slot bench_big_base bench_big_a
+  warm
+  log "(a) pg_recvlogical + pgoutput, large transaction"
+  recvlogical bench_big_a "$end_lsn" /dev/null -o proto_version=1 -o publication_names=bench_big_pub
+  run_timed big_a "${recv[@]}"
+  local reached
+  reached=$(sql "SELECT confirmed_flush_lsn >= '$end_lsn' FROM pg_replication_slots WHERE slot_name = 'bench_big_a'")
+  row big_a "(a) pg_recvlogical + pgoutput → /dev/null" "$large_rows" "$([[ $reached == t ]] && echo true || echo false)"
+  log "(d) pg-changestream, large transaction"
+  run_timed big_d "$drain_bin" drain --url "$url" --group bench_big_d --tables public.bench_big,public.bench_end --stop-table bench_end --expect "$large_rows,0,0"
+  row big_d "(d) pg-changestream consumer → JSON" "$large_rows" "$(grep -q '"ok":true' "$work/big_d.out" && echo true || echo false)"
+  echo
+  echo "large transaction: PostgreSQL $server_version, one transaction of $large_rows inserts"
+  print_table
+  local file=bench/results/$stamp-pg$pg_major-large.json
+  printf '{"mode":"large","date":"%s","server_version":"%s","machine":%s,"rows":%s,"drain_d":%s,"results":%s}\n' \
+    "$stamp" "$server_version" "$machine_json" "$large_rows" "$(cat "$work/big_d.out")" \
+    "$(join_json "${json_rows[@]}")" >"$file"
+  log "wrote $file"
+  for s in bench_big_base bench_big_a; do
+    sql "SELECT pg_drop_replication_slot('$s') FROM pg_replication_slots WHERE slot_name = '$s'" >/dev/null
+  done
+}
+
+psql -f bench/workload.sql >/dev/null
+for mode in ${modes//,/ }; do
+  case "$mode" in
+    throughput) throughput ;;
+    latency) latency ;;
+    large) large ;;
+    *) die "unknown mode $mode (throughput, latency, large)" ;;
+  esac
+done
