@@ -119,6 +119,18 @@ fn event_ids(records: &[Record]) -> Vec<String> {
     records.iter().map(|r| r.event_id().to_string()).collect()
 }
 
+/// The durable cursor: (commit LSN, records done in the transaction there).
+async fn cursor(client: &Client, group: &str) -> (Lsn, i64) {
+    let row = client
+        .query_one(
+            "SELECT commit_lsn::text, records_done FROM changestream.cursors WHERE group_id = $1",
+            &[&group],
+        )
+        .await
+        .unwrap();
+    (row.get::<_, String>(0).parse().unwrap(), row.get(1))
+}
+
 async fn slot_of(client: &Client, group: &str) -> (String, Option<String>, Option<i32>) {
     let row = client
         .query_one(
@@ -255,6 +267,16 @@ async fn automatic_mode_commits_the_previous_poll_at_the_next_poll_and_on_close(
     insert(&client, 5, 5).await;
     assert_eq!(ids(&poll_n(&mut consumer, 1, 100).await), vec![5]); // commits 1-4
     drop(consumer);
+    // That commit runs in the background, so the poll did not wait for its round trip.
+    let row_4 = again[3].txn().commit_lsn;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cursor(&client, "auto").await < (row_4, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the commit of rows 1-4 never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mut consumer = builder(&config, "auto").build().await.unwrap();
     assert_eq!(
@@ -649,4 +671,40 @@ async fn tables_must_be_enabled_and_a_group_needs_one() {
         .await
         .unwrap_err();
     assert!(e.is_config(), "{e}");
+}
+
+#[tokio::test]
+async fn a_publication_dropped_behind_the_consumer_is_a_definite_error() {
+    let (_db, client, config) = setup().await;
+    let mut consumer = builder(&config, "pub gone")
+        .max_poll_interval(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let publication: String = client
+        .query_one(
+            "SELECT publication_name::text FROM changestream.partitions WHERE group_id = 'pub gone'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("DROP PUBLICATION \"{publication}\""))
+        .await
+        .unwrap();
+    insert(&client, 1, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let e = loop {
+        match consumer.poll(100, Duration::from_millis(300)).await {
+            Ok(_) => assert!(Instant::now() < deadline, "no error within 30 s"),
+            Err(e) => break e,
+        }
+    };
+    assert!(e.is_not_found() && !e.is_transient(), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("publication") && message.contains("pub gone"),
+        "{message}"
+    );
 }

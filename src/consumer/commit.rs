@@ -9,6 +9,7 @@
 //! The committer is shared by the consumer and its bundles (`bundle.commit()` may run on
 //! another task); the stream it confirms to is swapped on every reconnect.
 
+use std::sync::{Mutex as StdMutex, MutexGuard as MutexGuardStd, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
@@ -18,6 +19,7 @@ use super::position::Position;
 use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{store_cursor, Cursor};
+use crate::lsn::Lsn;
 use crate::wire::ConnectConfig;
 
 /// Where a bundle (or a poll) ended in one partition.
@@ -39,19 +41,17 @@ struct PartitionState {
     acker: Option<Acker>,
 }
 
-#[derive(Debug)]
-struct State {
-    client: Option<Client>,
-    partitions: Vec<PartitionState>,
-}
-
 /// Commits positions for a consumer's partitions.
+///
+/// Two locks: `session` is held for a commit's SQL round trip (commits are serialised);
+/// `partitions` only for moments, so polling never waits for a commit in flight.
 #[derive(Debug)]
 pub(crate) struct Committer {
     group_id: String,
     config: ConnectConfig,
     reconnect_timeout: Duration,
-    state: Mutex<State>,
+    session: Mutex<Option<Client>>,
+    partitions: StdMutex<Vec<PartitionState>>,
 }
 
 impl Committer {
@@ -76,11 +76,16 @@ impl Committer {
             group_id,
             config,
             reconnect_timeout,
-            state: Mutex::new(State {
-                client: Some(client),
-                partitions,
-            }),
+            session: Mutex::new(Some(client)),
+            partitions: StdMutex::new(partitions),
         }
+    }
+
+    fn partitions(&self) -> MutexGuardStd<'_, Vec<PartitionState>> {
+        // A panic while holding this lock leaves plain positions behind; they stay valid.
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Commits every partition up to its end in `ends`; ends not ahead of what is committed
@@ -90,25 +95,28 @@ impl Committer {
     /// Writing the cursor failed for longer than the reconnect timeout, or the group was
     /// deleted.
     pub(crate) async fn commit(&self, ends: &[PartitionEnd]) -> Result<()> {
-        let mut state = self.state.lock().await;
+        let mut session = self.session.lock().await;
         for end in ends {
-            let Some(p) = state.partitions.get(end.index) else {
-                continue;
+            let partition = {
+                let partitions = self.partitions();
+                match partitions.get(end.index) {
+                    Some(p) if end.position > p.committed => p.partition,
+                    _ => continue,
+                }
             };
-            if end.position <= p.committed {
-                continue;
-            }
-            let partition = p.partition;
             let cursor = Cursor {
                 commit_lsn: end.position.lsn,
                 records_done: end.position.records,
                 commit_time: end.commit_time,
             };
-            self.store(&mut state, partition, &cursor).await?;
-            if let Some(p) = state.partitions.get_mut(end.index) {
-                p.committed = end.position;
-                if let Some(acker) = &p.acker {
-                    acker.ack(end.position.flush_lsn());
+            self.store(&mut session, partition, &cursor).await?;
+            let mut partitions = self.partitions();
+            if let Some(p) = partitions.get_mut(end.index) {
+                if end.position > p.committed {
+                    p.committed = end.position;
+                    if let Some(acker) = &p.acker {
+                        acker.ack(end.position.flush_lsn());
+                    }
                 }
             }
         }
@@ -116,12 +124,17 @@ impl Committer {
     }
 
     /// Writes a cursor, reconnecting the SQL session with backoff on transient failures.
-    async fn store(&self, state: &mut State, partition: i32, cursor: &Cursor) -> Result<()> {
+    async fn store(
+        &self,
+        session: &mut Option<Client>,
+        partition: i32,
+        cursor: &Cursor,
+    ) -> Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
-                let client = connected(&self.config, &mut state.client).await?;
+                let client = connected(&self.config, session).await?;
                 store_cursor(client, &self.group_id, partition, cursor).await
             }
             .await;
@@ -129,7 +142,7 @@ impl Committer {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_transient() && started.elapsed() < self.reconnect_timeout => {
                     tracing::warn!(group_id = %self.group_id, error = %e, "committing failed; retrying");
-                    state.client = None;
+                    *session = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -140,9 +153,9 @@ impl Committer {
 
     /// Installs the acknowledger of partition `index`'s new stream, which starts at `start`
     /// (the higher of the committed position and the durable cursor).
-    pub(crate) async fn attach(&self, index: usize, acker: Option<Acker>, start: Position) {
-        let mut state = self.state.lock().await;
-        if let Some(p) = state.partitions.get_mut(index) {
+    pub(crate) fn attach(&self, index: usize, acker: Option<Acker>, start: Position) {
+        let mut partitions = self.partitions();
+        if let Some(p) = partitions.get_mut(index) {
             p.acker = acker;
             p.committed = p.committed.max(start);
             // The new stream sends everything after the committed position again.
@@ -150,16 +163,26 @@ impl Committer {
         }
     }
 
-    /// The committed positions, by partition index.
-    pub(crate) async fn committed(&self) -> Vec<Position> {
-        let state = self.state.lock().await;
-        state.partitions.iter().map(|p| p.committed).collect()
+    /// The committed position of partition `index`.
+    pub(crate) fn committed(&self, index: usize) -> Position {
+        self.partitions()
+            .get(index)
+            .map(|p| p.committed)
+            .unwrap_or_default()
+    }
+
+    /// The lowest committed LSN over the partitions.
+    pub(crate) fn committed_lsn(&self) -> Lsn {
+        self.partitions()
+            .iter()
+            .map(|p| p.committed.lsn)
+            .min()
+            .unwrap_or_default()
     }
 
     /// Notes that records up to `position` were handed to the application.
-    pub(crate) async fn delivered(&self, index: usize, position: Position) {
-        let mut state = self.state.lock().await;
-        if let Some(p) = state.partitions.get_mut(index) {
+    pub(crate) fn delivered(&self, index: usize, position: Position) {
+        if let Some(p) = self.partitions().get_mut(index) {
             p.delivered = p.delivered.max(position);
         }
     }
@@ -168,9 +191,8 @@ impl Committer {
     /// tables' transactions), but only while nothing it did see is uncommitted: then no
     /// record can be lost by it. Nothing durable is written; after a crash those records
     /// are simply passed over again.
-    pub(crate) async fn pass_over(&self, index: usize, position: Position) {
-        let mut state = self.state.lock().await;
-        if let Some(p) = state.partitions.get_mut(index) {
+    pub(crate) fn pass_over(&self, index: usize, position: Position) {
+        if let Some(p) = self.partitions().get_mut(index) {
             if p.committed >= p.delivered && position > p.committed {
                 p.committed = position;
                 p.delivered = position;
@@ -181,14 +203,14 @@ impl Committer {
         }
     }
 
-    /// The SQL session, reconnected if it was lost.
+    /// The SQL session, reconnected if it was lost. Holding it delays commits.
     ///
     /// # Errors
     /// Reconnecting failed.
     pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>> {
-        let mut state = self.state.lock().await;
-        connected(&self.config, &mut state.client).await?;
-        MutexGuard::try_map(state, |s| s.client.as_mut())
+        let mut session = self.session.lock().await;
+        connected(&self.config, &mut session).await?;
+        MutexGuard::try_map(session, Option::as_mut)
             .map_err(|_| Error::new(Kind::Closed, "the consumer's SQL session is gone"))
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::Stream;
+use tokio::task::JoinHandle;
 
 use super::builder::{CommitMode, ConsumerBuilder};
 use super::bundle::MessageBundle;
@@ -16,7 +17,7 @@ use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::stats::Stats;
 use super::tables::{check_enabled, join_table, leave_table};
 use crate::decode::decoder::DecoderOptions;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::group::admin::check_wal_level;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
@@ -68,6 +69,8 @@ pub struct Consumer {
     filter: RecordFilter,
     stats: Stats,
     last_poll: Vec<PartitionEnd>,
+    /// An automatic commit running in the background.
+    in_flight: Option<JoinHandle<Result<()>>>,
     last_heartbeat: Instant,
     warnings: Vec<String>,
 }
@@ -186,6 +189,7 @@ impl Consumer {
             filter,
             stats: Stats::default(),
             last_poll: Vec::new(),
+            in_flight: None,
             last_heartbeat: Instant::now(),
             warnings,
         };
@@ -246,9 +250,9 @@ impl Consumer {
     pub async fn poll(&mut self, limit: usize, wait: Duration) -> Result<MessageBundle> {
         let deadline = Instant::now() + wait;
         if self.commit_mode == CommitMode::Automatic {
-            self.committer.commit(&self.last_poll).await?;
+            self.commit_in_background().await?;
         }
-        self.heartbeat().await;
+        self.heartbeat().await?;
         let mut gather = Gather::new(limit);
         let mut ctx = reader_context!(self);
         for reader in &mut self.readers {
@@ -263,9 +267,9 @@ impl Consumer {
         let ends: Vec<PartitionEnd> = self.readers.iter().map(PartitionReader::end).collect();
         for end in &ends {
             if gather.records.is_empty() {
-                self.committer.pass_over(end.index, end.position).await;
+                self.committer.pass_over(end.index, end.position);
             } else {
-                self.committer.delivered(end.index, end.position).await;
+                self.committer.delivered(end.index, end.position);
             }
         }
         for record in &gather.records {
@@ -278,14 +282,7 @@ impl Consumer {
             .sum();
         self.stats.polls += 1;
         self.stats.wal_bytes_behind = behind;
-        self.stats.committed_lsn = self
-            .committer
-            .committed()
-            .await
-            .into_iter()
-            .map(|p| p.lsn)
-            .min()
-            .unwrap_or_default();
+        self.stats.committed_lsn = self.committer.committed_lsn();
         if let Some(last) = gather.records.last() {
             if last.txn().commit_time_micros != 0 {
                 self.stats.commit_lag = SystemTime::now()
@@ -308,7 +305,38 @@ impl Consumer {
     /// Writing the cursor failed for longer than the reconnect timeout, or the group was
     /// deleted.
     pub async fn commit(&mut self) -> Result<()> {
+        self.settle().await?;
         self.committer.commit(&self.last_poll).await
+    }
+
+    /// Automatic mode: commits the previous poll without making this poll wait for the
+    /// round trip (the cursor write commits durably, which can take a while). The commit
+    /// before it is awaited first — usually long finished — so commits stay in order, at
+    /// most one runs at a time, and its error is returned here.
+    async fn commit_in_background(&mut self) -> Result<()> {
+        self.settle().await?;
+        let ends = self.last_poll.clone();
+        let committer = Arc::clone(&self.committer);
+        if ends
+            .iter()
+            .any(|end| end.position > committer.committed(end.index))
+        {
+            self.in_flight = Some(tokio::spawn(async move { committer.commit(&ends).await }));
+        }
+        Ok(())
+    }
+
+    /// Waits for a background commit, returning its error.
+    async fn settle(&mut self) -> Result<()> {
+        match self.in_flight.take() {
+            Some(running) => running.await.unwrap_or_else(|e| {
+                Err(Error::new(
+                    Kind::Local,
+                    format!("the background commit task failed: {e}"),
+                ))
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Adds a table to the group while consuming; it starts at `location` if new to the
@@ -357,6 +385,7 @@ impl Consumer {
     /// Forgets what was polled but not committed: the next poll delivers it again, from
     /// the committed cursor.
     pub async fn reset(&mut self) -> Result<()> {
+        self.settle().await?;
         for reader in &mut self.readers {
             reader.close().await.ok();
         }
@@ -370,10 +399,12 @@ impl Consumer {
     /// # Errors
     /// The final commit failed; the consumer is stopped anyway.
     pub async fn close(mut self) -> Result<()> {
+        let settled = self.settle().await;
         let committed = match self.commit_mode {
             CommitMode::Automatic => self.committer.commit(&self.last_poll).await,
             CommitMode::Manual => Ok(()),
         };
+        let committed = settled.and(committed);
         let mut closed = Ok(());
         for reader in &mut self.readers {
             let result = reader.close().await;
@@ -407,22 +438,35 @@ impl Consumer {
         ))
     }
 
-    /// Refreshes the membership heartbeat now and then. Failing to is not fatal: the
-    /// stream reports a lost server or a deleted group on its own.
-    async fn heartbeat(&mut self) {
+    /// Now and then: refreshes the membership heartbeat and checks that the group, its
+    /// slots and publications still exist. A failing query is not fatal (the stream reports
+    /// a lost server on its own); something gone is. The check matters on PostgreSQL 18,
+    /// where pgoutput skips a dropped publication with a warning instead of failing.
+    async fn heartbeat(&mut self) -> Result<()> {
         if self.last_heartbeat.elapsed() < self.max_poll_interval / 4 {
-            return;
+            return Ok(());
         }
         self.last_heartbeat = Instant::now();
-        let result = match self.committer.client().await {
+        let beat = match self.committer.client().await {
             Ok(client) => {
                 membership::heartbeat(&*client, &self.group.group_id, &self.member_id).await
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = result {
+        if let Err(e) = beat {
             tracing::warn!(group_id = %self.group.group_id, error = %e, "heartbeat failed");
+            return Ok(());
         }
+        for reader in &self.readers {
+            match reader
+                .check_group(&self.committer, &self.group.group_id)
+                .await
+            {
+                Err(e) if !e.is_transient() && e.as_db_error().is_none() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     async fn save_resolved_starts(&mut self) -> Result<()> {

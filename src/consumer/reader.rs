@@ -20,7 +20,6 @@ use super::filter::RecordFilter;
 use super::position::Position;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::Record;
-use crate::decode::relation::PrimaryKeys;
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::full_identity_primary_keys;
@@ -174,13 +173,7 @@ impl PartitionReader {
         gather: &mut Gather,
         deadline: Instant,
     ) -> Result<()> {
-        let floor = ctx
-            .committer
-            .committed()
-            .await
-            .get(self.index)
-            .copied()
-            .unwrap_or_default();
+        let floor = ctx.committer.committed(self.index);
         loop {
             if self.stream.is_none() && !self.connect(ctx, deadline).await? {
                 return Ok(());
@@ -317,14 +310,12 @@ impl PartitionReader {
     }
 
     async fn start(&mut self, ctx: &mut ReaderContext<'_>) -> Result<()> {
-        let (durable, primary_keys) = self.check_group(ctx).await?;
-        let committed = ctx
-            .committer
-            .committed()
-            .await
-            .get(self.index)
-            .copied()
-            .unwrap_or_default();
+        let durable = self.check_group(ctx.committer, ctx.group_id).await?;
+        let primary_keys = {
+            let client = ctx.committer.client().await?;
+            full_identity_primary_keys(&*client).await?
+        };
+        let committed = ctx.committer.committed(self.index);
         let start = committed.max(durable);
         let mut options = ChangeStreamOptions::new(
             &self.info.slot_name,
@@ -346,7 +337,7 @@ impl PartitionReader {
         };
         let acker = stream.acker();
         acker.ack(start.flush_lsn());
-        ctx.committer.attach(self.index, Some(acker), start).await;
+        ctx.committer.attach(self.index, Some(acker), start);
         self.stream = Some(stream);
         self.pending = None;
         self.polled = start;
@@ -382,13 +373,15 @@ impl PartitionReader {
         Ok(())
     }
 
-    /// Checks the group, slot and publication before starting; returns the durable cursor
-    /// and the primary keys of tables with full replica identity.
-    async fn check_group(&self, ctx: &ReaderContext<'_>) -> Result<(Position, PrimaryKeys)> {
-        let client = ctx.committer.client().await?;
-        let cursor = load_cursor(&*client, ctx.group_id, self.info.partition).await?;
+    /// Checks that the group, its slot and its publication still exist and that the slot
+    /// was not invalidated; returns the durable cursor.
+    ///
+    /// # Errors
+    /// A definite error naming what is gone, or the queries failed.
+    pub(crate) async fn check_group(&self, committer: &Committer, group: &str) -> Result<Position> {
+        let client = committer.client().await?;
+        let cursor = load_cursor(&*client, group, self.info.partition).await?;
         let status = slot_status(&*client, &self.info.slot_name).await?;
-        let group = ctx.group_id;
         let slot = &self.info.slot_name;
         match status {
             None => {
@@ -423,12 +416,10 @@ impl PartitionReader {
                 ),
             ));
         }
-        let keys = full_identity_primary_keys(&*client).await?;
-        let position = Position {
+        Ok(Position {
             lsn: cursor.commit_lsn,
             records: cursor.records_done,
-        };
-        Ok((position, keys))
+        })
     }
 
     /// Turns a definite failure into an error that names the group and the remedy.
@@ -436,13 +427,7 @@ impl PartitionReader {
         let group = ctx.group_id;
         let slot = &self.info.slot_name;
         if e.is_slot_invalidated() {
-            let cursor = ctx
-                .committer
-                .committed()
-                .await
-                .get(self.index)
-                .map(|p| p.lsn)
-                .unwrap_or_default();
+            let cursor = ctx.committer.committed(self.index).lsn;
             return Error::with_source(
                 Kind::SlotInvalidated,
                 invalidated(group, slot, cursor).to_string(),
@@ -452,7 +437,7 @@ impl PartitionReader {
         match e.code() {
             Some(code) if *code == SqlState::UNDEFINED_OBJECT => {
                 // The slot or publication vanished; say which, if the catalog still can.
-                match self.check_group(ctx).await {
+                match self.check_group(ctx.committer, ctx.group_id).await {
                     Err(definite) if !definite.is_transient() => definite,
                     _ => Error::with_source(
                         Kind::NotFound,

@@ -70,7 +70,7 @@ pub struct DecoderOptions {
 impl Default for DecoderOptions {
     fn default() -> DecoderOptions {
         DecoderOptions {
-            memory_limit: 64 * 1024 * 1024,
+            memory_limit: 16 * 1024 * 1024,
             spill_dir: None,
             types: TypeCatalog::new(),
             primary_keys: PrimaryKeys::new(),
