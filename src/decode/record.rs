@@ -458,7 +458,7 @@ impl<'a> Image<'a> {
     }
 
     fn has_unchanged(&self) -> bool {
-        self.iter().any(|(_, v)| v.is_unchanged())
+        self.tuple.has_unchanged_toast() && self.iter().any(|(_, v)| v.is_unchanged())
     }
 }
 
