@@ -354,7 +354,7 @@ impl Serialize for Record {
                 map.serialize_entry("before_kind", before.kind())?;
                 if let Some(current) = current {
                     if current.has_unchanged() {
-                        map.serialize_entry("unchanged", &UnchangedColumns(current))?;
+                        map.serialize_entry("unchanged", &current.unchanged())?;
                     }
                 }
             }
@@ -457,7 +457,9 @@ impl<'a> Image<'a> {
         self.relation
     }
 
-    fn has_unchanged(&self) -> bool {
+    /// Whether some column is an unchanged TOAST value that could not be filled (left out
+    /// of the JSON object, listed by [`Image::unchanged`]).
+    pub fn has_unchanged(&self) -> bool {
         self.tuple.has_unchanged_toast() && self.iter().any(|(_, v)| v.is_unchanged())
     }
 }
@@ -482,7 +484,16 @@ impl Serialize for Image<'_> {
     }
 }
 
-struct UnchangedColumns<'a>(Image<'a>);
+/// The names of an image's unchanged TOAST columns; serialises as a JSON array.
+#[derive(Clone, Copy)]
+pub struct UnchangedColumns<'a>(Image<'a>);
+
+impl<'a> Image<'a> {
+    /// The columns whose value the server did not send and no before-image could fill.
+    pub fn unchanged(&self) -> UnchangedColumns<'a> {
+        UnchangedColumns(*self)
+    }
+}
 
 impl Serialize for UnchangedColumns<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
