@@ -10,5 +10,6 @@ mod consumer;
 mod decode;
 mod foundation;
 mod recovery;
+mod support;
 mod values;
 mod wire;
