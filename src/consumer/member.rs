@@ -32,9 +32,9 @@ use crate::group::admin::check_wal_level;
 use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
+use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{check_group_id, create_or_load_group, load_group, GroupInfo};
 use crate::group::table::TableName;
-use crate::group::membership::{fenced, Claim};
 use crate::group::{catalog, membership};
 use crate::wire::ConnectConfig;
 
