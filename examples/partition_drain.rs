@@ -117,21 +117,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let load = Instant::now();
+    // One statement per call: a DO block may COMMIT only outside a transaction block.
+    client.batch_execute("SET synchronous_commit = off").await?;
     client
         .batch_execute(&format!(
-            "SET synchronous_commit = off;
-             DO $$ BEGIN
+            "DO $$ BEGIN
                FOR i IN 0 .. {rows} / 1000 - 1 LOOP
                  INSERT INTO bench_partitions
                    SELECT g, md5(g::text), g % 100 FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g;
                  COMMIT;
                END LOOP;
-             END $$;
-             UPDATE bench_partitions SET n = n + 1;
-             SET synchronous_commit = on;
-             CHECKPOINT;"
+             END $$"
         ))
         .await?;
+    client
+        .batch_execute("UPDATE bench_partitions SET n = n + 1")
+        .await?;
+    client.batch_execute("SET synchronous_commit = on").await?;
+    client.batch_execute("CHECKPOINT").await?;
     let want = u64::try_from(rows / 1000 * 1000 * 2)?;
     eprintln!("workload: {want} changes in {:?}", load.elapsed());
     println!("PostgreSQL {version}, {want} changes (inserts in 1000-row transactions, then one update of all rows), {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
