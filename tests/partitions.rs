@@ -793,3 +793,63 @@ async fn a_silent_members_late_commit_moves_no_cursor() {
         "close gives the partition up"
     );
 }
+
+#[tokio::test]
+async fn a_walsender_holding_an_owned_partitions_slot_is_terminated() {
+    use pg_changestream::decode::stream::{ChangeStream, ChangeStreamOptions};
+    let (_db, client, config) = database().await;
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    enable_change_streaming(&config, "items", false)
+        .await
+        .unwrap();
+    let builder = || {
+        ConsumerBuilder::new(config.clone(), "held")
+            .partitions(2)
+            .add_table("items", StartLocation::Latest)
+    };
+    builder().build().await.unwrap().close().await.unwrap();
+    // Something else (a consumer that died without closing, say) streams partition 1's slot.
+    let row = client
+        .query_one(
+            "SELECT slot_name::text, publication_name::text FROM changestream.partitions
+              WHERE group_id = 'held' AND partition = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut holder = ChangeStream::start(
+        &config,
+        ChangeStreamOptions::new(row.get::<_, String>(0), vec![row.get(1)]),
+    )
+    .await
+    .unwrap();
+    let holder_pid = holder.backend_pid();
+
+    // The member owning the partition takes the slot: the holder's walsender is terminated.
+    let mut consumer = builder().build().await.unwrap();
+    assert_eq!(consumer.partitions(), vec![0, 1]);
+    assert!(!consumer.backend_pids().contains(&holder_pid));
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match holder.next_change().await {
+                Some(Ok(_)) => continue,
+                other => return other.map(|r| r.map(|_| ())),
+            }
+        }
+    })
+    .await
+    .expect("the holder's stream ends");
+    assert!(!matches!(gone, Some(Ok(()))));
+    let (a, b, _) = keys_across(&client, 2).await;
+    client
+        .batch_execute(&format!("INSERT INTO items VALUES ({a}, 1), ({b}, 2)"))
+        .await
+        .unwrap();
+    let records = poll_n(&mut consumer, 2).await;
+    let partitions: BTreeSet<u16> = records.iter().filter_map(Record::partition).collect();
+    assert_eq!(partitions.len(), 2, "both partitions stream");
+    consumer.close().await.unwrap();
+}
