@@ -9,6 +9,7 @@ mod cli;
 mod consumer;
 mod decode;
 mod foundation;
+mod partitions;
 mod recovery;
 mod support;
 mod values;

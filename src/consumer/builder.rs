@@ -54,6 +54,8 @@ pub struct ConsumerBuilder {
     pub(crate) reconnect_timeout: Duration,
     pub(crate) decoder: DecoderOptions,
     pub(crate) queue_capacity: usize,
+    pub(crate) partitions: Option<i32>,
+    pub(crate) failover: bool,
 }
 
 impl ConsumerBuilder {
@@ -73,6 +75,8 @@ impl ConsumerBuilder {
             reconnect_timeout: Duration::from_secs(60),
             decoder: DecoderOptions::default(),
             queue_capacity: 8192,
+            partitions: None,
+            failover: false,
         }
     }
 
@@ -140,6 +144,35 @@ impl ConsumerBuilder {
     /// Changes buffered between the connection task and `poll` (8192 by default).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// The number of partitions of a group created by this build (1 by default, at most
+    /// 64). A partition is a replication slot with its own walsender; each table is spread
+    /// over the partitions by a hash of its key, so the changes of one key always come
+    /// through one partition, in commit order, and the consumers of the group share the
+    /// partitions between them (each partition read by one consumer at a time).
+    ///
+    /// Fixed at creation: building an existing group with another count is an error (build
+    /// without `partitions` to use the group as it is). Every slot decodes all the
+    /// database's WAL, so partitions cost server CPU; they pay off when the consumers, not
+    /// the server, are the bottleneck.
+    ///
+    /// With more than one partition, each table needs a primary key (or a replica identity
+    /// index) of built-in, hashable types, and is not itself partitioned; a key update that
+    /// moves a row to another partition arrives as a delete of the old key and an insert of
+    /// the new one. Truncates arrive through every partition; logical messages through
+    /// partition 0.
+    pub fn partitions(mut self, partitions: u16) -> Self {
+        self.partitions = Some(i32::from(partitions));
+        self
+    }
+
+    /// Creates the group's slots as failover slots (PostgreSQL 17+), which a standby set up
+    /// for slot synchronisation (`sync_replication_slots`) keeps in step, so the group can
+    /// continue on it after a failover. Only applies when this build creates the group.
+    pub fn failover(mut self, yes: bool) -> Self {
+        self.failover = yes;
         self
     }
 

@@ -8,6 +8,12 @@
 //!
 //! The committer is shared by the consumer and its bundles (`bundle.commit()` may run on
 //! another task); the stream it confirms to is swapped on every reconnect.
+//!
+//! It knows every partition of the group but commits only those the member owns. A
+//! partition given up in a rebalance is skipped quietly (its uncommitted records go to the
+//! new owner: at least once); a partition taken while this member still thought it owned it
+//! fails the commit with [`Error::is_fenced`](crate::Error::is_fenced), because the cursor
+//! write checks the owner.
 
 use std::sync::{Mutex as StdMutex, MutexGuard as MutexGuardStd, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +25,7 @@ use super::position::Position;
 use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{store_cursor, Cursor};
+use crate::group::membership::register_session;
 use crate::lsn::Lsn;
 use crate::wire::ConnectConfig;
 
@@ -39,6 +46,8 @@ struct PartitionState {
     /// The end of the records handed to the application so far.
     delivered: Position,
     acker: Option<Acker>,
+    /// This member owns the partition (claimed and not given up).
+    owned: bool,
 }
 
 /// Commits positions for a consumer's partitions.
@@ -48,6 +57,7 @@ struct PartitionState {
 #[derive(Debug)]
 pub(crate) struct Committer {
     group_id: String,
+    member_id: String,
     config: ConnectConfig,
     reconnect_timeout: Duration,
     session: Mutex<Option<Client>>,
@@ -55,9 +65,11 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// A committer over `partitions` (partition number, committed position).
+    /// A committer for member `member_id` over `partitions` (partition number, committed
+    /// position), none of them owned yet.
     pub(crate) fn new(
         group_id: String,
+        member_id: String,
         config: ConnectConfig,
         client: Client,
         partitions: Vec<(i32, Position)>,
@@ -70,10 +82,12 @@ impl Committer {
                 committed,
                 delivered: committed,
                 acker: None,
+                owned: false,
             })
             .collect();
         Committer {
             group_id,
+            member_id,
             config,
             reconnect_timeout,
             session: Mutex::new(Some(client)),
@@ -100,7 +114,7 @@ impl Committer {
             let partition = {
                 let partitions = self.partitions();
                 match partitions.get(end.index) {
-                    Some(p) if end.position > p.committed => p.partition,
+                    Some(p) if p.owned && end.position > p.committed => p.partition,
                     _ => continue,
                 }
             };
@@ -109,10 +123,15 @@ impl Committer {
                 records_done: end.position.records,
                 commit_time: end.commit_time,
             };
-            self.store(&mut session, partition, &cursor).await?;
+            match self.store(&mut session, partition, &cursor).await {
+                // Given up in a rebalance while this commit was on its way: the new owner
+                // delivers those records again.
+                Err(e) if e.is_fenced() && !self.owns(end.index) => continue,
+                result => result?,
+            };
             let mut partitions = self.partitions();
             if let Some(p) = partitions.get_mut(end.index) {
-                if end.position > p.committed {
+                if p.owned && end.position > p.committed {
                     p.committed = end.position;
                     if let Some(acker) = &p.acker {
                         acker.ack(end.position.flush_lsn());
@@ -134,8 +153,8 @@ impl Committer {
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
-                let client = connected(&self.config, session).await?;
-                store_cursor(client, &self.group_id, partition, cursor).await
+                let client = self.connected(session).await?;
+                store_cursor(client, &self.group_id, partition, &self.member_id, cursor).await
             }
             .await;
             match attempt {
@@ -163,6 +182,39 @@ impl Committer {
         }
     }
 
+    /// Partition `index` is this member's now, committed up to `durable` (the cursor as its
+    /// previous owner left it; what this member knew of it before is stale).
+    pub(crate) fn claim(&self, index: usize, durable: Position) {
+        if let Some(p) = self.partitions().get_mut(index) {
+            p.owned = true;
+            p.committed = durable;
+            p.delivered = durable;
+            p.acker = None;
+        }
+    }
+
+    /// Partition `index` is not this member's any more: its commits are skipped.
+    pub(crate) fn release(&self, index: usize) {
+        if let Some(p) = self.partitions().get_mut(index) {
+            p.owned = false;
+            p.acker = None;
+        }
+    }
+
+    /// Whether this member owns partition `index`.
+    pub(crate) fn owns(&self, index: usize) -> bool {
+        self.partitions().get(index).is_some_and(|p| p.owned)
+    }
+
+    /// The partition numbers this member owns.
+    pub(crate) fn owned(&self) -> Vec<i32> {
+        self.partitions()
+            .iter()
+            .filter(|p| p.owned)
+            .map(|p| p.partition)
+            .collect()
+    }
+
     /// The committed position of partition `index`.
     pub(crate) fn committed(&self, index: usize) -> Position {
         self.partitions()
@@ -171,10 +223,11 @@ impl Committer {
             .unwrap_or_default()
     }
 
-    /// The lowest committed LSN over the partitions.
+    /// The lowest committed LSN over the partitions this member owns.
     pub(crate) fn committed_lsn(&self) -> Lsn {
         self.partitions()
             .iter()
+            .filter(|p| p.owned)
             .map(|p| p.committed.lsn)
             .min()
             .unwrap_or_default()
@@ -193,7 +246,7 @@ impl Committer {
     /// are simply passed over again.
     pub(crate) fn pass_over(&self, index: usize, position: Position) {
         if let Some(p) = self.partitions().get_mut(index) {
-            if p.committed >= p.delivered && position > p.committed {
+            if p.owned && p.committed >= p.delivered && position > p.committed {
                 p.committed = position;
                 p.delivered = position;
                 if let Some(acker) = &p.acker {
@@ -209,23 +262,26 @@ impl Committer {
     /// Reconnecting failed.
     pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>> {
         let mut session = self.session.lock().await;
-        connected(&self.config, &mut session).await?;
+        self.connected(&mut session).await?;
         MutexGuard::try_map(session, Option::as_mut)
             .map_err(|_| Error::new(Kind::Closed, "the consumer's SQL session is gone"))
     }
-}
 
-/// The session in `slot`, connecting a new one when there is none or it closed.
-async fn connected<'a>(config: &ConnectConfig, slot: &'a mut Option<Client>) -> Result<&'a Client> {
-    let client = match slot.take() {
-        Some(client) if !client.is_closed() => client,
-        _ => {
-            let client = config.connect_sql().await?;
-            prepare_session(&client).await?;
-            client
-        }
-    };
-    Ok(slot.insert(client))
+    /// The session in `slot`, connecting a new one when there is none or it closed. A new
+    /// session is registered as the member's at once: the others take a member whose
+    /// session ended for gone.
+    async fn connected<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a Client> {
+        let client = match slot.take() {
+            Some(client) if !client.is_closed() => client,
+            _ => {
+                let client = self.config.connect_sql().await?;
+                prepare_session(&client).await?;
+                register_session(&client, &self.group_id, &self.member_id).await?;
+                client
+            }
+        };
+        Ok(slot.insert(client))
+    }
 }
 
 /// Cursor writes must be durable when they return: a session with `synchronous_commit =

@@ -1,4 +1,14 @@
 //! [`Consumer`]: one member of a consumer group, reading its partitions.
+//!
+//! Every round (each poll, at most once a second or a quarter of `max_poll_interval`), the
+//! member refreshes its heartbeat, reads the live members and the partition owners, and
+//! computes its share ([`assignment`](crate::group::assignment)). Partitions no longer its
+//! share are handed over at a bundle boundary — the round runs only while the poll holds no
+//! records: in automatic mode what the previous poll returned from it is committed, its
+//! replication connection is closed, and its owner cleared. Partitions newly its share are
+//! claimed (from no owner, or from a gone one, which is fenced) and start at their committed
+//! cursor. A member that finds a partition of its own owned by another, or its registration
+//! gone, was fenced: the poll fails with [`Error::is_fenced`] and the consumer is done.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,8 +29,10 @@ use super::tables::{check_enabled, join_table, leave_table};
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::check_wal_level;
+use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
+use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{check_group_id, create_or_load_group, load_group, GroupInfo};
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
@@ -71,9 +83,20 @@ pub struct Consumer {
     last_poll: Vec<PartitionEnd>,
     /// An automatic commit running in the background.
     in_flight: Option<JoinHandle<Result<()>>>,
-    last_heartbeat: Instant,
+    /// The last membership round (heartbeat, hand-overs).
+    last_round: Option<Instant>,
+    /// The last check that the group's objects still exist.
+    last_check: Instant,
+    /// Where the next poll starts among the owned partitions, so none starves.
+    rotation: usize,
+    /// Set once another member took this one's partitions: every call fails.
+    fenced: Option<String>,
     warnings: Vec<String>,
 }
+
+/// How long a poll waits on one partition before looking at the next, when several are
+/// owned and none has records.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 impl Consumer {
     pub(crate) async fn build(builder: ConsumerBuilder) -> Result<Consumer> {
@@ -111,7 +134,9 @@ impl Consumer {
                 return Err(no_tables(&group_id));
             }
         }
-        let group = create_or_load_group(&mut client, &group_id, 1, false).await?;
+        let group =
+            create_or_load_group(&mut client, &group_id, builder.partitions, builder.failover)
+                .await?;
         let existing = load_group_tables(&client, &group_id).await?;
         let cursor = load_cursor(&client, &group_id, 0).await?;
         for table in &remove {
@@ -159,6 +184,7 @@ impl Consumer {
         }
         let committer = Arc::new(Committer::new(
             group_id.clone(),
+            member_id.clone(),
             builder.config.clone(),
             client,
             positions,
@@ -190,18 +216,32 @@ impl Consumer {
             stats: Stats::default(),
             last_poll: Vec::new(),
             in_flight: None,
-            last_heartbeat: Instant::now(),
+            last_round: None,
+            last_check: Instant::now(),
+            rotation: 0,
+            fenced: None,
             warnings,
         };
+        // Whatever this member's share turns out to be, a slot invalidated or an object
+        // dropped behind the group's back is reported now.
+        for reader in &consumer.readers {
+            reader
+                .check_group(&consumer.committer, &consumer.group.group_id)
+                .await?;
+        }
+        consumer.round().await?;
         let deadline = Instant::now() + consumer.reconnect_timeout;
         let mut ctx = reader_context!(consumer);
         for reader in &mut consumer.readers {
-            reader.ensure_started(&mut ctx, deadline).await?;
+            if ctx.committer.owns(reader.index()) {
+                reader.ensure_started(&mut ctx, deadline).await?;
+            }
         }
         tracing::info!(
             group_id = %consumer.group.group_id,
             member_id = %consumer.member_id,
             tables = consumer.filter.tables().count(),
+            partitions = ?consumer.committer.owned(),
             "consumer started"
         );
         Ok(consumer)
@@ -229,6 +269,22 @@ impl Consumer {
         self.stats.clone()
     }
 
+    /// This member's id in `changestream.members`.
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// The number of partitions of the group (fixed at its creation).
+    pub fn partition_count(&self) -> usize {
+        self.group.partitions.len()
+    }
+
+    /// The partitions this consumer reads now: its share of the group's partitions among
+    /// the live members, as of the last poll.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.committer.owned()
+    }
+
     /// The walsender process ids serving this consumer (to find them in
     /// `pg_stat_replication`), one per connected partition.
     pub fn backend_pids(&self) -> Vec<i32> {
@@ -249,17 +305,23 @@ impl Consumer {
     /// transient failure that outlasted the reconnect timeout.
     pub async fn poll(&mut self, limit: usize, wait: Duration) -> Result<MessageBundle> {
         let deadline = Instant::now() + wait;
+        self.check_fenced()?;
         if self.commit_mode == CommitMode::Automatic {
             self.commit_in_background().await?;
         }
-        self.heartbeat().await?;
         let mut gather = Gather::new(limit);
-        let mut ctx = reader_context!(self);
-        for reader in &mut self.readers {
-            let reconnects = reader.reconnects();
-            reader.poll(&mut ctx, &mut gather, deadline).await?;
-            self.stats.reconnects += reader.reconnects() - reconnects;
-            if !gather.records.is_empty() && Instant::now() >= deadline {
+        // Rounds run while nothing is gathered, so a hand-over falls between bundles, and a
+        // long wait keeps the heartbeat going.
+        loop {
+            self.heartbeat().await?;
+            let until = deadline.min(Instant::now() + self.round_every());
+            if let Err(e) = self.gather(&mut gather, until).await {
+                if e.is_fenced() {
+                    self.fence(&e);
+                }
+                return Err(e);
+            }
+            if !gather.records.is_empty() || Instant::now() >= deadline {
                 break;
             }
         }
@@ -299,14 +361,95 @@ impl Consumer {
         ))
     }
 
+    /// Takes records from the owned partitions into `gather` until `until` (or it is
+    /// full). One partition is waited on as long as allowed; several are first all asked
+    /// for what is ready, then waited on in short turns, starting at a different one each
+    /// time so that a busy partition cannot starve the others.
+    async fn gather(&mut self, gather: &mut Gather, until: Instant) -> Result<()> {
+        let owned: Vec<usize> = (0..self.readers.len())
+            .filter(|&i| self.committer.owns(i))
+            .collect();
+        if owned.is_empty() {
+            tokio::time::sleep_until(until.into()).await;
+            return Ok(());
+        }
+        let tag = self.group.partitions.len() > 1;
+        let start = self.rotation % owned.len();
+        self.rotation = self.rotation.wrapping_add(1);
+        let mut ctx = reader_context!(self);
+        let mut first = true;
+        loop {
+            for k in 0..owned.len() {
+                let Some(reader) = owned
+                    .get((start + k) % owned.len())
+                    .and_then(|&i| self.readers.get_mut(i))
+                else {
+                    continue;
+                };
+                let wait_until = if owned.len() == 1 {
+                    until
+                } else if first || !gather.records.is_empty() {
+                    Instant::now()
+                } else {
+                    (Instant::now() + WAIT_SLICE).min(until)
+                };
+                let before = gather.records.len();
+                let reconnects = reader.reconnects();
+                let result = reader.poll(&mut ctx, gather, wait_until).await;
+                self.stats.reconnects += reader.reconnects() - reconnects;
+                if tag {
+                    let partition = u16::try_from(reader.partition()).unwrap_or(u16::MAX);
+                    for record in gather.records.get_mut(before..).unwrap_or_default() {
+                        record.set_partition(partition);
+                    }
+                }
+                result?;
+                if gather.full() {
+                    return Ok(());
+                }
+            }
+            first = false;
+            if owned.len() == 1 || !gather.records.is_empty() || Instant::now() >= until {
+                return Ok(());
+            }
+        }
+    }
+
     /// Commits everything the last poll returned (and all before it).
     ///
     /// # Errors
-    /// Writing the cursor failed for longer than the reconnect timeout, or the group was
-    /// deleted.
+    /// Writing the cursor failed for longer than the reconnect timeout, the group was
+    /// deleted, or [`Error::is_fenced`] when this member lost its partitions.
     pub async fn commit(&mut self) -> Result<()> {
+        self.check_fenced()?;
         self.settle().await?;
-        self.committer.commit(&self.last_poll).await
+        let result = self.committer.commit(&self.last_poll).await;
+        if let Err(e) = &result {
+            if e.is_fenced() {
+                self.fence(e);
+            }
+        }
+        result
+    }
+
+    /// The error of every call once fenced.
+    fn check_fenced(&self) -> Result<()> {
+        match &self.fenced {
+            Some(what) => Err(fenced(&self.group.group_id, &self.member_id, what)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops everything after another member took this one's partitions: streams dropped
+    /// without confirming anything, nothing owned.
+    fn fence(&mut self, e: &Error) {
+        tracing::warn!(group_id = %self.group.group_id, member_id = %self.member_id, error = %e, "fenced");
+        self.fenced = Some("its partitions were taken".into());
+        for reader in &mut self.readers {
+            self.committer.release(reader.index());
+            reader.reset();
+        }
+        self.last_poll.clear();
     }
 
     /// Automatic mode: commits the previous poll without making this poll wait for the
@@ -394,17 +537,23 @@ impl Consumer {
     }
 
     /// Stops the consumer: in automatic mode commits the last poll, ends replication
-    /// cleanly and leaves the group.
+    /// cleanly and leaves the group, giving its partitions up to the other members at once.
+    /// Closing a fenced consumer commits nothing and succeeds.
     ///
     /// # Errors
     /// The final commit failed; the consumer is stopped anyway.
     pub async fn close(mut self) -> Result<()> {
         let settled = self.settle().await;
-        let committed = match self.commit_mode {
-            CommitMode::Automatic => self.committer.commit(&self.last_poll).await,
-            CommitMode::Manual => Ok(()),
+        let committed = match (self.commit_mode, &self.fenced) {
+            (_, Some(_)) => Ok(()),
+            (CommitMode::Automatic, None) => self.committer.commit(&self.last_poll).await,
+            (CommitMode::Manual, None) => Ok(()),
         };
-        let committed = settled.and(committed);
+        let committed = if self.fenced.is_some() {
+            Ok(())
+        } else {
+            settled.and(committed)
+        };
         let mut closed = Ok(());
         for reader in &mut self.readers {
             let result = reader.close().await;
@@ -438,26 +587,43 @@ impl Consumer {
         ))
     }
 
-    /// Now and then: refreshes the membership heartbeat and checks that the group, its
-    /// slots and publications still exist. A failing query is not fatal (the stream reports
-    /// a lost server on its own); something gone is. The check matters on PostgreSQL 18,
-    /// where pgoutput skips a dropped publication with a warning instead of failing.
+    /// How often membership rounds run: a quarter of `max_poll_interval`, at most a second
+    /// (so hand-overs and take-overs happen within about a second).
+    fn round_every(&self) -> Duration {
+        (self.max_poll_interval / 4).min(Duration::from_secs(1))
+    }
+
+    /// Now and then: a membership round (heartbeat, hand-overs, take-overs), and a check
+    /// that the group, its slots and publications still exist. A failing query is not fatal
+    /// (the stream reports a lost server on its own); something gone is, and so is being
+    /// fenced. The check matters on PostgreSQL 18, where pgoutput skips a dropped
+    /// publication with a warning instead of failing.
     async fn heartbeat(&mut self) -> Result<()> {
-        if self.last_heartbeat.elapsed() < self.max_poll_interval / 4 {
+        if self
+            .last_round
+            .is_some_and(|at| at.elapsed() < self.round_every())
+        {
             return Ok(());
         }
-        self.last_heartbeat = Instant::now();
-        let beat = match self.committer.client().await {
-            Ok(client) => {
-                membership::heartbeat(&*client, &self.group.group_id, &self.member_id).await
+        match self.round().await {
+            Ok(()) => {}
+            Err(e) if e.is_fenced() => {
+                self.fence(&e);
+                return Err(e);
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = beat {
-            tracing::warn!(group_id = %self.group.group_id, error = %e, "heartbeat failed");
+            Err(e) if e.is_not_found() => return Err(e),
+            Err(e) => {
+                tracing::warn!(group_id = %self.group.group_id, error = %e, "membership round failed");
+            }
+        }
+        if self.last_check.elapsed() < self.max_poll_interval / 4 {
             return Ok(());
         }
+        self.last_check = Instant::now();
         for reader in &self.readers {
+            if !self.committer.owns(reader.index()) {
+                continue;
+            }
             match reader
                 .check_group(&self.committer, &self.group.group_id)
                 .await
@@ -467,6 +633,129 @@ impl Consumer {
             }
         }
         Ok(())
+    }
+
+    /// One membership round: heartbeat, then hand over what is no longer this member's
+    /// share and claim what newly is.
+    ///
+    /// # Errors
+    /// [`Error::is_fenced`] when this member's registration is gone or another member owns a
+    /// partition it thought its own; SQL failures.
+    async fn round(&mut self) -> Result<()> {
+        self.last_round = Some(Instant::now());
+        let group_id = self.group.group_id.clone();
+        let (owners, mut live) = {
+            let client = self.committer.client().await?;
+            let owned = self.committer.owned();
+            if !membership::heartbeat(&*client, &group_id, &self.member_id, &owned).await? {
+                return Err(fenced(
+                    &group_id,
+                    &self.member_id,
+                    "its registration was removed by the member that took its partitions",
+                ));
+            }
+            (
+                membership::owners(&*client, &group_id).await?,
+                membership::live_members(&*client, &group_id).await?,
+            )
+        };
+        for (partition, owner) in &owners {
+            let Some(index) = self.index_of(*partition) else {
+                continue;
+            };
+            if self.committer.owns(index) && owner.as_deref() != Some(self.member_id.as_str()) {
+                return Err(fenced(
+                    &group_id,
+                    &self.member_id,
+                    &format!(
+                        "partition {partition} is owned by {}",
+                        owner.as_deref().unwrap_or("nobody")
+                    ),
+                ));
+            }
+        }
+        if !live.contains(&self.member_id) {
+            live.push(self.member_id.clone());
+        }
+        let all: Vec<i32> = self.group.partitions.iter().map(|p| p.partition).collect();
+        let share = partitions_for(&self.member_id, &all, &live);
+        for index in 0..self.readers.len() {
+            let partition = self.group.partitions.get(index).map(|p| p.partition);
+            let mine = partition.is_some_and(|p| share.contains(&p));
+            if self.committer.owns(index) && !mine {
+                self.hand_over(index).await?;
+            }
+        }
+        for index in 0..self.readers.len() {
+            let Some(info) = self.group.partitions.get(index).cloned() else {
+                continue;
+            };
+            if self.committer.owns(index) || !share.contains(&info.partition) {
+                continue;
+            }
+            let durable = {
+                let mut client = self.committer.client().await?;
+                let claim = membership::claim(
+                    &mut client,
+                    &group_id,
+                    info.partition,
+                    &self.member_id,
+                    &info.slot_name,
+                )
+                .await?;
+                if let Claim::Held(owner) = claim {
+                    tracing::debug!(group_id, partition = info.partition, %owner, "partition still held");
+                    continue;
+                }
+                load_cursor(&*client, &group_id, info.partition).await?
+            };
+            let durable = Position {
+                lsn: durable.commit_lsn,
+                records: durable.records_done,
+            };
+            self.committer.claim(index, durable);
+            if let Some(reader) = self.readers.get_mut(index) {
+                reader.restart_from(durable);
+            }
+            tracing::info!(group_id, partition = info.partition, member_id = %self.member_id, "partition claimed");
+        }
+        Ok(())
+    }
+
+    /// Gives partition `index` up: in automatic mode commits what the last poll returned
+    /// from it, closes its replication connection and clears its owner.
+    async fn hand_over(&mut self, index: usize) -> Result<()> {
+        self.settle().await?;
+        if self.commit_mode == CommitMode::Automatic {
+            let ends: Vec<PartitionEnd> = self
+                .last_poll
+                .iter()
+                .filter(|end| end.index == index)
+                .copied()
+                .collect();
+            self.committer.commit(&ends).await?;
+        }
+        self.committer.release(index);
+        if let Some(reader) = self.readers.get_mut(index) {
+            if let Err(e) = reader.close().await {
+                tracing::debug!(error = %e, "closing a handed-over partition's stream");
+            }
+        }
+        let Some(partition) = self.group.partitions.get(index).map(|p| p.partition) else {
+            return Ok(());
+        };
+        let client = self.committer.client().await?;
+        membership::release(&*client, &self.group.group_id, partition, &self.member_id).await?;
+        tracing::info!(group_id = %self.group.group_id, partition, member_id = %self.member_id, "partition handed over");
+        Ok(())
+    }
+
+    /// The index in the consumer's lists of a partition number.
+    fn index_of(&self, partition: i32) -> Option<usize> {
+        self.group
+            .partitions
+            .iter()
+            .position(|p| p.partition == partition)
     }
 
     async fn save_resolved_starts(&mut self) -> Result<()> {

@@ -24,7 +24,7 @@ use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::full_identity_primary_keys;
 use crate::group::cursor::load_cursor;
-use crate::group::membership::live_members;
+use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{slot_status, PartitionInfo};
 use crate::wire::ConnectConfig;
 
@@ -54,7 +54,7 @@ impl Gather {
         }
     }
 
-    fn full(&self) -> bool {
+    pub(crate) fn full(&self) -> bool {
         self.records.len() >= self.limit
     }
 }
@@ -144,6 +144,23 @@ impl PartitionReader {
     /// The walsender serving this reader, while connected.
     pub(crate) fn backend_pid(&self) -> Option<i32> {
         self.stream.as_ref().map(ChangeStream::backend_pid)
+    }
+
+    /// Drops the stream and forgets how far it got: this member just claimed the
+    /// partition, whose committed cursor is `position`.
+    pub(crate) fn restart_from(&mut self, position: Position) {
+        self.reset();
+        self.polled = position;
+    }
+
+    /// The reader's index in the consumer's lists.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The partition this reader reads.
+    pub(crate) fn partition(&self) -> i32 {
+        self.info.partition
     }
 
     /// Drops the stream: the next poll starts again from the committed position.
@@ -313,6 +330,14 @@ impl PartitionReader {
         let durable = self.check_group(ctx.committer, ctx.group_id).await?;
         let primary_keys = {
             let client = ctx.committer.client().await?;
+            // A member that lost the partition (fenced) must not take the slot back.
+            if !owns(&*client, ctx.group_id, self.info.partition, ctx.member_id).await? {
+                return Err(fenced(
+                    ctx.group_id,
+                    ctx.member_id,
+                    &format!("partition {} has another owner", self.info.partition),
+                ));
+            }
             full_identity_primary_keys(&*client).await?
         };
         let committed = ctx.committer.committed(self.index);
@@ -322,7 +347,8 @@ impl PartitionReader {
             vec![self.info.publication_name.clone()],
         );
         options.start = start.lsn;
-        options.messages = ctx.filter.wants_messages();
+        // Every slot decodes every logical message; one partition delivers them.
+        options.messages = ctx.filter.wants_messages() && self.info.partition == 0;
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
         options.queue_capacity = ctx.queue_capacity;
@@ -344,32 +370,23 @@ impl PartitionReader {
         Ok(())
     }
 
-    /// The slot is held by a walsender. If no other member of the group is alive, that
-    /// walsender serves a consumer that died without closing its connection (it would keep
-    /// the slot until `wal_sender_timeout`): terminate it so the slot frees at once.
+    /// The slot is held by a walsender although this member owns the partition (checked
+    /// just before starting): it serves a consumer that died without closing its connection
+    /// (it would keep the slot until `wal_sender_timeout`), or a member fenced since. Either
+    /// way it is terminated so the slot frees at once.
     async fn take_over_if_abandoned(&self, ctx: &ReaderContext<'_>) -> Result<()> {
         let client = ctx.committer.client().await?;
-        if !live_members(&*client, ctx.group_id, ctx.member_id)
-            .await?
-            .is_empty()
-        {
+        if !owns(&*client, ctx.group_id, self.info.partition, ctx.member_id).await? {
             return Ok(());
         }
-        let Some(pid) = slot_status(&*client, &self.info.slot_name)
-            .await?
-            .and_then(|s| s.active_pid)
-        else {
-            return Ok(());
-        };
-        tracing::warn!(
-            group_id = ctx.group_id,
-            slot = %self.info.slot_name,
-            pid,
-            "slot held by a walsender of no live member; terminating it"
-        );
-        client
-            .execute("SELECT pg_terminate_backend($1)", &[&pid])
-            .await?;
+        if let Some(pid) = terminate_slot_holder(&*client, &self.info.slot_name).await? {
+            tracing::warn!(
+                group_id = ctx.group_id,
+                slot = %self.info.slot_name,
+                pid,
+                "slot held by a walsender of no live owner; terminated it"
+            );
+        }
         Ok(())
     }
 

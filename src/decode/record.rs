@@ -88,18 +88,26 @@ impl TxnInfo {
     }
 }
 
-/// Identifies a record across redeliveries: `<commit_lsn>:<index in transaction>`.
+/// Identifies a record across redeliveries: `<commit_lsn>:<index in transaction>`, and in a
+/// group with several partitions `<commit_lsn>:<partition>:<index>` — each partition's slot
+/// sends its own share of a transaction, counted from 0, so the index alone repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId {
     /// The transaction's commit LSN.
     pub commit_lsn: Lsn,
-    /// The record's index inside the transaction, from 0.
+    /// The partition the record came from, in a group with more than one.
+    pub partition: Option<u16>,
+    /// The record's index inside the transaction (inside its partition's share of it),
+    /// from 0.
     pub index: u64,
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.commit_lsn, self.index)
+        match self.partition {
+            Some(p) => write!(f, "{}:{p}:{}", self.commit_lsn, self.index),
+            None => write!(f, "{}:{}", self.commit_lsn, self.index),
+        }
     }
 }
 
@@ -154,6 +162,8 @@ pub struct Record {
     body: Body,
     txn: Arc<TxnInfo>,
     index: u64,
+    /// The group partition it came through, when the group has several.
+    partition: Option<u16>,
 }
 
 impl Record {
@@ -170,6 +180,7 @@ impl Record {
             body: Body::Row { relation, new, old },
             txn,
             index,
+            partition: None,
         }
     }
 
@@ -189,6 +200,7 @@ impl Record {
             },
             txn,
             index,
+            partition: None,
         }
     }
 
@@ -198,6 +210,7 @@ impl Record {
             body: Body::Message { prefix, content },
             txn,
             index,
+            partition: None,
         }
     }
 
@@ -228,8 +241,20 @@ impl Record {
     pub fn event_id(&self) -> EventId {
         EventId {
             commit_lsn: self.txn.commit_lsn,
+            partition: self.partition,
             index: self.index,
         }
+    }
+
+    /// The partition of its consumer group the record came through, when the group has
+    /// several (`None` for a group with one).
+    pub fn partition(&self) -> Option<u16> {
+        self.partition
+    }
+
+    /// Marks the record as delivered through `partition` of a partitioned group.
+    pub(crate) fn set_partition(&mut self, partition: u16) {
+        self.partition = Some(partition);
     }
 
     /// The row after the change (insert, update, read), unchanged TOAST values filled from
@@ -641,9 +666,15 @@ mod tests {
     fn event_ids_print_lsn_and_index() {
         let id = EventId {
             commit_lsn: Lsn::new(0x1_0000_00AB),
+            partition: None,
             index: 7,
         };
         assert_eq!(id.to_string(), "1/AB:7");
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"1/AB:7\"");
+        let id = EventId {
+            partition: Some(3),
+            ..id
+        };
+        assert_eq!(id.to_string(), "1/AB:3:7");
     }
 }

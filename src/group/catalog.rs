@@ -23,10 +23,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "start_positions",
         include_str!("../../sql/0002_start_positions.sql"),
     ),
+    (
+        4,
+        "partition_owners",
+        include_str!("../../sql/0004_partition_owners.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.

@@ -61,15 +61,22 @@ pub async fn load_cursor(
     })
 }
 
-/// Moves the cursor forward to `cursor`; a cursor not ahead of the stored one changes
-/// nothing (committing an older bundle is a no-op). Returns whether it moved.
+/// Moves the cursor forward to `cursor`, if `owner` owns the partition; a cursor not ahead
+/// of the stored one changes nothing (committing an older bundle is a no-op). Returns
+/// whether it moved.
+///
+/// The owner is checked in the same statement that moves the cursor, so a member that lost
+/// the partition (fenced while silent) can never move it, however late its commit arrives.
 ///
 /// # Errors
-/// The cursor row is missing (the group was deleted), or the statement failed.
+/// The cursor row is missing (the group was deleted),
+/// [`Error::is_fenced`](crate::Error::is_fenced) when another member (or none) owns the
+/// partition, or the statement failed.
 pub async fn store_cursor(
     client: &impl GenericClient,
     group_id: &str,
     partition: i32,
+    owner: &str,
     cursor: &Cursor,
 ) -> Result<bool> {
     let records_done = i64::try_from(cursor.records_done).unwrap_or(i64::MAX);
@@ -79,10 +86,11 @@ pub async fn store_cursor(
                  UPDATE changestream.cursors
                     SET commit_lsn = $3::text::pg_lsn, records_done = $4,
                         commit_time = coalesce($5, commit_time), updated_at = now()
-                  WHERE group_id = $1 AND partition = $2
+                  WHERE group_id = $1 AND partition = $2 AND owner = $6
                     AND (commit_lsn, records_done) < ($3::text::pg_lsn, $4)
                  RETURNING 1)
              SELECT (SELECT count(*) FROM moved),
+                    (SELECT owner FROM changestream.cursors WHERE group_id = $1 AND partition = $2),
                     EXISTS (SELECT 1 FROM changestream.cursors WHERE group_id = $1 AND partition = $2)",
             &[
                 &group_id,
@@ -90,15 +98,27 @@ pub async fn store_cursor(
                 &cursor.commit_lsn.to_string(),
                 &records_done,
                 &cursor.commit_time,
+                &owner,
             ],
         )
         .await?;
     let moved: i64 = row.get(0);
-    let exists: bool = row.get(1);
+    let current: Option<String> = row.get(1);
+    let exists: bool = row.get(2);
     if !exists {
         return Err(Error::new(
             Kind::NotFound,
             format!("consumer group {group_id:?} was deleted while this consumer committed"),
+        ));
+    }
+    if current.as_deref() != Some(owner) {
+        return Err(crate::group::membership::fenced(
+            group_id,
+            owner,
+            &format!(
+                "partition {partition} is owned by {}, so its commit was refused",
+                current.as_deref().unwrap_or("nobody")
+            ),
         ));
     }
     Ok(moved > 0)

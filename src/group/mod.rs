@@ -6,10 +6,13 @@
 //! - [`partition`]: slots, publications and cursors per partition of a group;
 //! - [`group_tables`]: the tables a group reads and where each starts;
 //! - [`cursor`]: the durable committed cursor per partition;
-//! - [`membership`]: the consumers reading a group, with heartbeats;
+//! - [`membership`]: the consumers reading a group, with heartbeats, partition owners and
+//!   fencing;
+//! - [`assignment`]: the deterministic spread of partitions over live members;
 //! - [`admin`]: enabling and disabling change streaming per table (replica identity).
 
 pub mod admin;
+pub mod assignment;
 pub mod catalog;
 pub mod cursor;
 pub mod group_tables;

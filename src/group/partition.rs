@@ -12,6 +12,37 @@
 //! order matters: publications first (before PostgreSQL 18 pgoutput errors on a change
 //! decoded from before one of its publications existed), then slots, then the catalog rows;
 //! all of it is dropped again if a step fails.
+//!
+//! ## Partitions
+//!
+//! A group with N > 1 partitions publishes every table in all N publications, each with a
+//! row filter that keeps the rows whose key hashes to that partition:
+//!
+//! ```text
+//! WHERE ((hash_record_extended(ROW(k1, k2, ...), 0::bigint) & 9223372036854775807::bigint)
+//!        % N::bigint = p::bigint)
+//! ```
+//!
+//! - `hash_record_extended` (PostgreSQL 14+) hashes a row of any built-in types with each
+//!   type's own hash support function, so one expression covers composite keys and every key
+//!   type PostgreSQL can hash, without arithmetic that could overflow. It is immutable and
+//!   built in, which row filters require, and the hash functions are the ones hash
+//!   partitioning of tables relies on, so they stay put across releases.
+//! - The sign bit is masked, never `abs()`: `abs()` of the smallest bigint raises an error,
+//!   and a row filter that raises an error stops decoding of the whole slot.
+//! - The key is the replica identity key (the primary key, or the index of `REPLICA
+//!   IDENTITY USING INDEX`): a row filter on UPDATE and DELETE may reference only replica
+//!   identity columns, else PostgreSQL refuses the user's own UPDATE and DELETE. Under
+//!   `REPLICA IDENTITY FULL` every column qualifies and the primary key is used.
+//! - Refused, with a message saying why: tables without such a key (a row could move
+//!   between partitions on any update, so no order per row would hold), key columns of
+//!   user-defined types (enums, domains: row filters accept only built-in types) or of types
+//!   without a hash function (`json`, `point`), and partitioned tables (the root's row
+//!   filter is ignored unless the publication publishes via the root).
+//! - With a row filter, pgoutput turns an UPDATE whose old row matches and new row does not
+//!   into a DELETE (of the old key), and the reverse into an INSERT: a key update that moves
+//!   a row to another partition arrives as a delete in the old partition and an insert in
+//!   the new one.
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -22,6 +53,10 @@ use crate::lsn::Lsn;
 
 /// The longest group id accepted (it is stored, not used as an identifier).
 pub const MAX_GROUP_ID_LEN: usize = 63;
+
+/// The most partitions a group may have (each costs a slot, a walsender and a decoding
+/// pass over all WAL of the database on the server).
+pub const MAX_PARTITIONS: i32 = 64;
 
 /// The state of a group as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +175,10 @@ pub async fn load_group(client: &impl GenericClient, group_id: &str) -> Result<O
     }))
 }
 
-/// Creates a group with `partitions` partitions (slot + empty publication + cursor each),
-/// or returns the existing one. Safe against a concurrent creation of the same group.
+/// Creates a group with `partitions` partitions (slot + empty publication + cursor each; 1
+/// when `None`), or returns the existing one. Safe against a concurrent creation of the same
+/// group. `failover` creates failover slots (PostgreSQL 17+), which a standby set up for
+/// slot synchronisation keeps in step, so the group survives a failover to it.
 ///
 /// # Errors
 /// Invalid group id or partition count, a changed partition count for an existing group,
@@ -149,13 +186,13 @@ pub async fn load_group(client: &impl GenericClient, group_id: &str) -> Result<O
 pub async fn create_or_load_group(
     client: &mut Client,
     group_id: &str,
-    partitions: i32,
+    partitions: Option<i32>,
     failover: bool,
 ) -> Result<GroupInfo> {
     check_group_id(group_id)?;
-    if !(1..=64).contains(&partitions) {
+    if let Some(partitions) = partitions.filter(|p| !(1..=MAX_PARTITIONS).contains(p)) {
         return Err(Error::config(format!(
-            "partitions must be between 1 and 64, not {partitions}"
+            "partitions must be between 1 and {MAX_PARTITIONS}, not {partitions}"
         )));
     }
     catalog::migrate(client).await?;
@@ -175,19 +212,23 @@ pub async fn create_or_load_group(
 async fn create_locked(
     client: &mut Client,
     group_id: &str,
-    partitions: i32,
+    partitions: Option<i32>,
     failover: bool,
 ) -> Result<GroupInfo> {
     if let Some(existing) = load_group(&*client, group_id).await? {
-        let have = existing.partitions.len() as i32;
-        if have != partitions {
-            return Err(Error::config(format!(
-                "consumer group {group_id:?} has {have} partition(s), fixed at creation; \
-                 asked for {partitions}: delete the group to change it"
-            )));
+        let have = existing.partitions.len();
+        match partitions {
+            Some(asked) if usize::try_from(asked).ok() != Some(have) => {
+                return Err(Error::config(format!(
+                    "consumer group {group_id:?} has {have} partition(s), fixed at creation; \
+                     asked for {asked}: build it without partitions() to use it as it is, or \
+                     delete the group (delete_group) and create it again to change the count"
+                )));
+            }
+            _ => return Ok(existing),
         }
-        return Ok(existing);
     }
+    let partitions = partitions.unwrap_or(1);
     let names: Vec<String> = (0..partitions).map(|p| derived_name(group_id, p)).collect();
     // Leftovers of a creation that died half-way hold our derived names; nobody else can.
     for name in &names {
@@ -307,16 +348,25 @@ async fn create_slot(client: &Client, name: &str, failover: bool) -> Result<Lsn>
     lsn.parse()
 }
 
-/// Adds `table` to every partition's publication (no row filter: one partition for now).
-/// Returns the WAL position after which the table's changes are published.
+/// Adds `table` to every partition's publication: as it is for a group with one partition,
+/// else with each partition's row filter on the hash of the table's key (see the module
+/// docs). Returns the WAL position after which the table's changes are published.
 ///
 /// # Errors
-/// The table is already in the publication under another group state, or DDL failed.
+/// [`Error::is_config`] when a partitioned group cannot spread the table by key (no
+/// primary key, a key of a user-defined or unhashable type, a partitioned table), or DDL
+/// failed.
 pub async fn publish_table(
     client: &impl GenericClient,
     group: &GroupInfo,
     table: &TableName,
 ) -> Result<Lsn> {
+    let count = i32::try_from(group.partitions.len()).unwrap_or(MAX_PARTITIONS);
+    let hash = if count > 1 {
+        Some(key_hash(client, table, &group.group_id, count).await?)
+    } else {
+        None
+    };
     for p in &group.partitions {
         let present: bool = client
             .query_one(
@@ -326,21 +376,152 @@ pub async fn publish_table(
             )
             .await?
             .get(0);
-        if !present {
-            client
-                .batch_execute(&format!(
-                    "ALTER PUBLICATION {} ADD TABLE {}",
-                    quote_ident(&p.publication_name),
-                    table.quoted()
-                ))
-                .await?;
+        if present {
+            continue;
         }
+        let filter = match &hash {
+            Some(hash) => format!(" WHERE ({})", row_filter(hash, count, p.partition)),
+            None => String::new(),
+        };
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {} ADD TABLE {}{filter}",
+                quote_ident(&p.publication_name),
+                table.quoted()
+            ))
+            .await
+            .map_err(|e| {
+                if filter.is_empty() {
+                    return Error::from(e);
+                }
+                Error::with_source(
+                    Kind::Config,
+                    format!(
+                        "consumer group {:?}: PostgreSQL refused the row filter that spreads \
+                         table {table} over {count} partitions; read the table with a \
+                         1-partition group",
+                        group.group_id
+                    ),
+                    e,
+                )
+            })?;
     }
     let lsn: String = client
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     lsn.parse()
+}
+
+/// The row filter of partition `partition` of `partitions`, over `hash`, an SQL expression
+/// of type bigint: the sign bit masked (never `abs()`, which overflows on the smallest
+/// bigint), then the remainder. Every bigint maps to `0..partitions` without an error.
+pub fn row_filter(hash: &str, partitions: i32, partition: i32) -> String {
+    format!("(({hash}) & 9223372036854775807::bigint) % {partitions}::bigint = {partition}::bigint")
+}
+
+/// The first OID of objects created after `initdb` (`FirstNormalObjectId`): types below it
+/// are built in.
+const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
+
+/// The hash expression of `table`'s key for a group with `partitions` partitions, after
+/// checking that the table can be spread by key at all.
+async fn key_hash(
+    client: &impl GenericClient,
+    table: &TableName,
+    group_id: &str,
+    partitions: i32,
+) -> Result<String> {
+    let spread = |why: String| {
+        Error::config(format!(
+            "consumer group {group_id:?} has {partitions} partitions, spread by a hash of \
+             each table's key, but {why}"
+        ))
+    };
+    let row = client
+        .query_opt(
+            "SELECT c.relkind, c.relreplident FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&table.schema(), &table.name()],
+        )
+        .await?
+        .ok_or_else(|| {
+            Error::new(
+                Kind::NotFound,
+                format!("table {table} does not exist; check the schema and the name's case"),
+            )
+        })?;
+    let relkind: i8 = row.get(0);
+    if relkind as u8 == b'p' {
+        return Err(spread(format!(
+            "table {table} is partitioned, and PostgreSQL ignores a partitioned table's row \
+             filter unless its publication publishes via the partition root; read it with a \
+             1-partition group"
+        )));
+    }
+    // The replica identity key: a row filter on UPDATE and DELETE may use only its columns.
+    let columns = client
+        .query(
+            "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod)
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_index x ON x.indrelid = c.oid
+                AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident ELSE x.indisprimary END
+              CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+              WHERE n.nspname = $1 AND c.relname = $2
+              ORDER BY k.ord",
+            &[&table.schema(), &table.name()],
+        )
+        .await?;
+    if columns.is_empty() {
+        return Err(spread(format!(
+            "table {table} has no primary key: without a key a row has no fixed partition (any \
+             update could move it), so no order per row would hold; add a primary key, or read \
+             the table with a 1-partition group"
+        )));
+    }
+    let mut names = Vec::new();
+    let mut types = Vec::new();
+    for column in &columns {
+        let name: String = column.get(0);
+        let oid: u32 = column.get(1);
+        let type_name: String = column.get(2);
+        if oid >= FIRST_NORMAL_OBJECT_ID {
+            return Err(spread(format!(
+                "key column {name:?} of table {table} has the user-defined type {type_name}, \
+                 and PostgreSQL row filters accept only built-in types; read the table with a \
+                 1-partition group"
+            )));
+        }
+        names.push(quote_ident(&name));
+        types.push(format!("NULL::{type_name}"));
+    }
+    // hash_record_extended finds each column type's hash function when it runs; find out
+    // now, not when the first row arrives and the filter stops the slot.
+    client
+        .query_one(
+            &format!(
+                "SELECT hash_record_extended(ROW({}), 0::bigint)",
+                types.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            let cause = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            spread(format!(
+                "the key of table {table} cannot be hashed ({cause}); read the table with a \
+                 1-partition group"
+            ))
+        })?;
+    Ok(format!(
+        "hash_record_extended(ROW({}), 0::bigint)",
+        names.join(", ")
+    ))
 }
 
 /// Removes `table` from every partition's publication.
