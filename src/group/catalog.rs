@@ -24,14 +24,14 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0002_start_positions.sql"),
     ),
     (
-        4,
+        3,
         "partition_owners",
-        include_str!("../../sql/0004_partition_owners.sql"),
+        include_str!("../../sql/0003_partition_owners.sql"),
     ),
 ];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.
