@@ -8,6 +8,8 @@ mod admin;
 mod cli;
 mod consumer;
 mod decode;
+mod fault_proxy;
+mod faults;
 mod foundation;
 mod recovery;
 mod values;
