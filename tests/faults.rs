@@ -875,3 +875,404 @@ async fn connection_cuts_and_stalls_through_a_proxy_lose_nothing() {
     );
     assert_all_committed(builder()).await;
 }
+
+// ------------------------------------------------------------------------------------------
+// 4. Objects dropped or changed while streaming
+
+/// A database with `items`, a consumer of group `group` that has received and committed
+/// rows 1..=3, and the superuser client.
+async fn streaming(
+    group: &str,
+) -> (
+    pg_changestream::testing::TestDatabase,
+    Client,
+    ConnectConfig,
+    Consumer,
+) {
+    let db = server().create_database().await.unwrap();
+    let client = db.connect().await.unwrap();
+    let config = ConnectConfig::new(db.config());
+    items_table(&client, &config).await;
+    let mut consumer = ddl_builder(&config, group).build().await.unwrap();
+    insert(&client, 1, 3).await;
+    assert_eq!(ids(&mut consumer, 3).await, [1, 2, 3]);
+    consumer.commit().await.unwrap();
+    (db, client, config, consumer)
+}
+
+fn ddl_builder(config: &ConnectConfig, group: &str) -> ConsumerBuilder {
+    ConsumerBuilder::new(config.clone(), group)
+        .add_table("items", StartLocation::Latest)
+        .commit_mode(CommitMode::Manual)
+        .max_poll_interval(Duration::from_secs(1))
+        .reconnect_timeout(Duration::from_secs(20))
+}
+
+async fn insert(client: &Client, from: i32, to: i32) {
+    for id in from..=to {
+        client
+            .execute(
+                "INSERT INTO items VALUES ($1, $2, 'x')",
+                &[&id, &i64::from(id)],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The ids of the next `count` records (or fewer, when an error or 20 s come first).
+async fn ids(consumer: &mut Consumer, count: usize) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        let bundle = consumer
+            .poll(count - out.len(), Duration::from_millis(300))
+            .await
+            .unwrap();
+        for record in bundle.records() {
+            let image = record
+                .current()
+                .or_else(|| record.before().image())
+                .unwrap();
+            out.push(image.get("id").unwrap().as_i64().unwrap());
+        }
+    }
+    out
+}
+
+/// Polls until an error, or `None` after a quiet while; the ids received meanwhile.
+async fn until_error(
+    consumer: &mut Consumer,
+    within: Duration,
+) -> (Vec<i64>, Option<pg_changestream::Error>) {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        match consumer.poll(100, Duration::from_millis(300)).await {
+            Ok(bundle) => {
+                for record in bundle.records() {
+                    let image = record
+                        .current()
+                        .or_else(|| record.before().image())
+                        .unwrap();
+                    got.push(image.get("id").unwrap().as_i64().unwrap());
+                }
+            }
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
+async fn slot_name(client: &Client, group: &str) -> String {
+    client
+        .query_one(
+            "SELECT slot_name::text FROM changestream.partitions WHERE group_id = $1",
+            &[&group],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_slot_dropped_while_streaming_is_a_definite_error_and_never_recreated_silently() {
+    let (_db, client, config, mut consumer) = streaming("slot gone").await;
+    let slot = slot_name(&client, "slot gone").await;
+    // The walsender holds the slot; end it and drop the slot before the consumer is back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        client
+            .execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+                  WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+        if client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cannot drop the slot");
+    }
+    insert(&client, 4, 5).await;
+    let (got, e) = until_error(&mut consumer, Duration::from_secs(30)).await;
+    assert!(got.is_empty(), "records from a dropped slot? {got:?}");
+    let e = e.expect("a definite error, not silence");
+    assert!(e.is_not_found() && !e.is_transient(), "{e}");
+    assert!(e.to_string().contains("dropped"), "{e}");
+    drop(consumer);
+    // Building the group again must not quietly create a fresh slot: rows 4 and 5 are gone
+    // for this group and only an error can say so.
+    let e = ddl_builder(&config, "slot gone").build().await.err();
+    let slots: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        e.as_ref().is_some_and(|e| e.is_not_found()) && slots == 0,
+        "rebuilding a group whose slot was dropped: {e:?}, slot recreated: {}",
+        slots == 1
+    );
+}
+
+#[tokio::test]
+async fn a_group_whose_publication_was_dropped_cannot_be_built_again_silently() {
+    let (_db, client, config, consumer) = streaming("pub gone again").await;
+    drop(consumer);
+    let publication: String = client
+        .query_one(
+            "SELECT publication_name::text FROM changestream.partitions WHERE group_id = 'pub gone again'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("DROP PUBLICATION \"{publication}\""))
+        .await
+        .unwrap();
+    insert(&client, 4, 5).await;
+    let e = ddl_builder(&config, "pub gone again").build().await.err();
+    assert!(
+        e.as_ref()
+            .is_some_and(|e| e.is_not_found() && e.to_string().contains("publication")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_table_dropped_while_streaming_delivers_everything_before_the_drop() {
+    let (_db, client, _config, mut consumer) = streaming("table gone").await;
+    insert(&client, 4, 5).await;
+    client.batch_execute("DROP TABLE items").await.unwrap();
+    let (got, e) = until_error(&mut consumer, Duration::from_secs(5)).await;
+    assert_eq!(got, [4, 5], "changes before the drop (then: {e:?})");
+    eprintln!("after DROP TABLE the consumer reports: {e:?}");
+}
+
+#[tokio::test]
+#[ignore = "bug: after ALTER TABLE ... RENAME the consumer silently drops the table's changes (filter matches by name)"]
+async fn a_table_renamed_while_streaming_is_followed_or_a_definite_error() {
+    let (_db, client, _config, mut consumer) = streaming("renamed").await;
+    insert(&client, 4, 4).await;
+    client
+        .batch_execute("ALTER TABLE items RENAME TO items_renamed")
+        .await
+        .unwrap();
+    client
+        .execute("INSERT INTO items_renamed VALUES (5, 5, 'x')", &[])
+        .await
+        .unwrap();
+    let (got, e) = until_error(&mut consumer, Duration::from_secs(5)).await;
+    // The publication follows the table (by oid) and the server sends row 5; delivering it
+    // or failing with an error are both honest. Passing over it is silent loss.
+    assert!(
+        got == [4, 5] || (got == [4] && e.is_some()),
+        "after a rename: received {got:?}, error {e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_column_dropped_while_streaming_changes_the_schema_of_later_records() {
+    let (_db, client, _config, mut consumer) = streaming("column gone").await;
+    insert(&client, 4, 4).await;
+    client
+        .batch_execute("ALTER TABLE items DROP COLUMN pad; INSERT INTO items VALUES (5, 5)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut records = Vec::new();
+    while records.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "got {} of 2 records",
+            records.len()
+        );
+        let bundle = consumer.poll(10, Duration::from_millis(300)).await.unwrap();
+        records.extend(bundle.into_records());
+    }
+    let columns = |r: &Record| -> Vec<String> {
+        r.current()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.to_owned())
+            .collect()
+    };
+    assert_eq!(columns(&records[0]), ["id", "seq", "pad"]);
+    assert_eq!(columns(&records[1]), ["id", "seq"]);
+}
+
+// ------------------------------------------------------------------------------------------
+// 6. A consumer that stops polling
+
+async fn confirmed_flush(client: &Client, slot: &str) -> Lsn {
+    client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+        .parse()
+        .unwrap()
+}
+
+async fn walsenders(client: &Client) -> Vec<i32> {
+    client
+        .query("SELECT pid FROM pg_stat_replication", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn current_wal(client: &Client) -> Lsn {
+    client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+        .parse()
+        .unwrap()
+}
+
+/// Writes WAL the group does not read for `silence`.
+async fn busy(client: &Client, silence: Duration) {
+    let until = Instant::now() + silence;
+    while Instant::now() < until {
+        client
+            .batch_execute(
+                "INSERT INTO busy (pad) SELECT repeat('b', 500) FROM generate_series(1, 200)",
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A cluster whose walsenders end a client silent for 2 s, a consumer of `items` there
+/// that has committed rows 1..=3, the slot's name and the walsender's pid.
+async fn silent_consumer(name: &str) -> Option<(LocalCluster, Client, Consumer, String, Vec<i32>)> {
+    // Five minutes of silence, shortened: the walsender would end a silent client after 2 s.
+    let cluster = own_cluster(name, &[("wal_sender_timeout", "2s")]).await?;
+    let config = ConnectConfig::new(cluster.admin_config());
+    let client = connect(&cluster.admin_config()).await;
+    items_table(&client, &config).await;
+    client
+        .batch_execute("CREATE TABLE busy (id serial PRIMARY KEY, pad text)")
+        .await
+        .unwrap();
+    let mut consumer = ddl_builder(&config, "silent")
+        .max_poll_interval(Duration::from_secs(60))
+        .queue_capacity(4)
+        .build()
+        .await
+        .unwrap();
+    let slot = slot_name(&client, "silent").await;
+    insert(&client, 1, 3).await;
+    assert_eq!(ids(&mut consumer, 3).await, [1, 2, 3]);
+    consumer.commit().await.unwrap();
+    let pids = walsenders(&client).await;
+    assert_eq!(pids.len(), 1);
+    Some((cluster, client, consumer, slot, pids))
+}
+
+fn assert_no_replication_timeout(cluster: &LocalCluster) {
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap_or_default();
+    assert!(
+        !log.contains("terminating walsender process due to replication timeout"),
+        "the server timed the walsender out: {}",
+        log.lines()
+            .filter(|l| l.contains("walsender"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_polling_keeps_its_walsender_and_holds_only_uncommitted_wal() {
+    let name = "a consumer that stops polling";
+    let Some((cluster, client, mut consumer, slot, pids)) = silent_consumer(name).await else {
+        return;
+    };
+    // A record received and not committed, the application silent for 3.5 times
+    // wal_sender_timeout, the server busy with tables the group does not read: the
+    // walsender stays, and the slot holds from the uncommitted record on, no further.
+    insert(&client, 4, 4).await;
+    assert_eq!(ids(&mut consumer, 1).await, [4]);
+    let held = confirmed_flush(&client, &slot).await;
+    busy(&client, Duration::from_secs(7)).await;
+    assert_eq!(
+        confirmed_flush(&client, &slot).await,
+        held,
+        "the slot holds exactly the uncommitted record"
+    );
+    assert_eq!(walsenders(&client).await, pids, "the walsender stayed");
+    assert_no_replication_timeout(&cluster);
+    // Committed and polled once: the slot follows the WAL written meanwhile.
+    consumer.commit().await.unwrap();
+    let written = current_wal(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while confirmed_flush(&client, &slot).await < written {
+        assert!(
+            Instant::now() < deadline,
+            "the slot stays behind after the commit"
+        );
+        let bundle = consumer.poll(10, Duration::from_millis(300)).await.unwrap();
+        assert!(bundle.is_empty());
+    }
+    assert_eq!(consumer.stats().reconnects, 0);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "bug: a fully committed consumer that stops polling pins WAL while the last transaction's Commit waits in its queue"]
+async fn a_fully_committed_consumer_that_stops_polling_does_not_pin_wal() {
+    let name = "a fully committed consumer that stops polling";
+    let Some((cluster, client, consumer, slot, pids)) = silent_consumer(name).await else {
+        return;
+    };
+    busy(&client, Duration::from_secs(7)).await;
+    let written = current_wal(&client).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let confirmed = confirmed_flush(&client, &slot).await;
+    assert!(
+        confirmed >= written,
+        "an idle, fully committed consumer pins WAL: slot confirmed at {confirmed}, WAL \
+         written up to {written}"
+    );
+    assert_eq!(walsenders(&client).await, pids, "the walsender stayed");
+    assert_no_replication_timeout(&cluster);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "bug: with the consumer's queue full and the application not polling, the stream task stops sending status updates and wal_sender_timeout ends the walsender"]
+async fn a_consumer_that_stops_polling_with_a_full_queue_keeps_its_walsender() {
+    let name = "a consumer that stops polling with a full queue";
+    let Some((cluster, client, mut consumer, _slot, pids)) = silent_consumer(name).await else {
+        return;
+    };
+    // More records than the queue (4) holds, and the application silent.
+    insert(&client, 4, 40).await;
+    busy(&client, Duration::from_secs(7)).await;
+    assert_eq!(
+        walsenders(&client).await,
+        pids,
+        "the walsender was ended while the application was not polling"
+    );
+    assert_no_replication_timeout(&cluster);
+    assert_eq!(ids(&mut consumer, 37).await, (4..=40).collect::<Vec<_>>());
+    consumer.close().await.unwrap();
+}
