@@ -13,5 +13,6 @@ mod fault_proxy;
 mod faults;
 mod foundation;
 mod recovery;
+mod security;
 mod values;
 mod wire;
