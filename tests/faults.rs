@@ -515,7 +515,7 @@ fn crash_builder(config: ConnectConfig, mode: CommitMode) -> ConsumerBuilder {
 }
 
 async fn consumer_crashes(mode: CommitMode, name: &str) {
-    let crashes = count("PG_CHANGESTREAM_SOAK_CRASHES", 8).div_ceil(2);
+    let crashes = count("PG_CHANGESTREAM_SOAK_CRASHES", 12).div_ceil(2);
     let seed = fault_proxy::seed(name);
     let mut rng = fastrand::Rng::with_seed(seed);
     let db = server().create_database().await.unwrap();
@@ -723,7 +723,7 @@ async fn server_crashes_and_restarts_mid_stream_lose_nothing_and_repeat_nothing_
     let Some(mut cluster) = own_cluster(name, &[]).await else {
         return;
     };
-    let restarts = count("PG_CHANGESTREAM_SOAK_RESTARTS", 3);
+    let restarts = count("PG_CHANGESTREAM_SOAK_RESTARTS", 5);
     let seed = fault_proxy::seed(name);
     let mut rng = fastrand::Rng::with_seed(seed);
     let config = ConnectConfig::new(cluster.admin_config());
@@ -790,7 +790,7 @@ async fn server_crashes_and_restarts_mid_stream_lose_nothing_and_repeat_nothing_
 #[tokio::test]
 async fn connection_cuts_and_stalls_through_a_proxy_lose_nothing() {
     let name = "connection cuts and stalls";
-    let faults = count("PG_CHANGESTREAM_SOAK_CUTS", 15);
+    let faults = count("PG_CHANGESTREAM_SOAK_CUTS", 30);
     let seed = fault_proxy::seed(name);
     let mut rng = fastrand::Rng::with_seed(seed);
     let db = server().create_database().await.unwrap();
