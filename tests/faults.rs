@@ -1060,6 +1060,45 @@ async fn a_table_dropped_while_streaming_delivers_everything_before_the_drop() {
 }
 
 #[tokio::test]
+#[ignore = "bug: a table dropped and created again (and enabled) is still listed in the group but not in its publication: its changes are never delivered, without an error"]
+async fn a_table_dropped_and_created_again_is_read_again_or_a_definite_error() {
+    let (_db, client, config, mut consumer) = streaming("table again").await;
+    client.batch_execute("DROP TABLE items").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, pad text)")
+        .await
+        .unwrap();
+    // The user enables the new table as the consumer's error or docs would tell them to.
+    let enabled = enable_change_streaming(&config, "items", true).await;
+    insert(&client, 4, 5).await;
+    let (got, e) = until_error(&mut consumer, Duration::from_secs(5)).await;
+    eprintln!("a table created again: enable {enabled:?}, received {got:?}, error {e:?}");
+    let running_ok = got == [4, 5] || e.is_some() || enabled.is_err();
+    drop(consumer);
+    // A consumer built again (naming the table) must not be silent about it either.
+    let rebuilt = ddl_builder(&config, "table again").build().await;
+    insert(&client, 6, 6).await;
+    let rebuilt_ok = match rebuilt {
+        Ok(mut consumer) => {
+            let (got, e) = until_error(&mut consumer, Duration::from_secs(5)).await;
+            eprintln!("rebuilt: received {got:?}, error {e:?}");
+            got.contains(&6) || e.is_some()
+        }
+        Err(e) => {
+            eprintln!("rebuilding: {e}");
+            true
+        }
+    };
+    assert!(
+        running_ok && rebuilt_ok,
+        "the new table's rows were passed over silently (running consumer: {}, rebuilt \
+         consumer: {})",
+        if running_ok { "ok" } else { "silent" },
+        if rebuilt_ok { "ok" } else { "silent" }
+    );
+}
+
+#[tokio::test]
 #[ignore = "bug: after ALTER TABLE ... RENAME the consumer silently drops the table's changes (filter matches by name)"]
 async fn a_table_renamed_while_streaming_is_followed_or_a_definite_error() {
     let (_db, client, _config, mut consumer) = streaming("renamed").await;
