@@ -1297,13 +1297,15 @@ async fn a_fully_committed_consumer_that_stops_polling_does_not_pin_wal() {
 }
 
 #[tokio::test]
-#[ignore = "bug: with the consumer's queue full and the application not polling, the stream task stops sending status updates and wal_sender_timeout ends the walsender"]
+#[ignore = "bug: while the queue is full (application not polling) only the fixed 10 s status interval keeps the walsender alive; a wal_sender_timeout below it (here 2 s) ends it"]
 async fn a_consumer_that_stops_polling_with_a_full_queue_keeps_its_walsender() {
     let name = "a consumer that stops polling with a full queue";
     let Some((cluster, client, mut consumer, _slot, pids)) = silent_consumer(name).await else {
         return;
     };
-    // More records than the queue (4) holds, and the application silent.
+    // More records than the queue (4) holds, and the application silent. (With
+    // wal_sender_timeout above the stream's 10 s status interval — 13 s was tried — the
+    // walsender survives 30 s of this.)
     insert(&client, 4, 40).await;
     busy(&client, Duration::from_secs(7)).await;
     assert_eq!(
