@@ -78,9 +78,50 @@ impl Sub for Lsn {
     }
 }
 
+/// An LSN's text, formatted on the stack: serialising millions of records must not
+/// allocate (or go through `core::fmt`) for each of their LSNs.
+#[derive(Clone, Copy)]
+pub(crate) struct LsnText {
+    buf: [u8; 17],
+    len: usize,
+}
+
+impl LsnText {
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII hex digits and '/' are ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("0/0")
+    }
+}
+
+impl Lsn {
+    /// `X/Y` as PostgreSQL prints it: upper-case hex, no leading zeros.
+    pub(crate) fn text(self) -> LsnText {
+        let mut text = LsnText {
+            buf: [0; 17],
+            len: 0,
+        };
+        for (i, half) in [(self.0 >> 32) as u32, self.0 as u32]
+            .into_iter()
+            .enumerate()
+        {
+            if i == 1 {
+                text.buf[text.len] = b'/';
+                text.len += 1;
+            }
+            let digits = (32 - half.leading_zeros()).div_ceil(4).max(1) as usize;
+            for d in (0..digits).rev() {
+                let nibble = (half >> (4 * d)) & 0xF;
+                text.buf[text.len] = b"0123456789ABCDEF"[nibble as usize];
+                text.len += 1;
+            }
+        }
+        text
+    }
+}
+
 impl fmt::Display for Lsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -114,7 +155,7 @@ impl FromStr for Lsn {
 
 impl Serialize for Lsn {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.text().as_str())
     }
 }
 
@@ -190,6 +231,13 @@ mod tests {
         fn display_parse_roundtrip(v in any::<u64>()) {
             let lsn = Lsn::new(v);
             prop_assert_eq!(lsn.to_string().parse::<Lsn>().unwrap(), lsn);
+        }
+
+        #[test]
+        fn text_is_what_postgres_prints(v in any::<u64>()) {
+            let expected = format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF);
+            prop_assert_eq!(Lsn::new(v).to_string(), expected.clone());
+            prop_assert_eq!(serde_json::to_string(&Lsn::new(v)).unwrap(), format!("\"{expected}\""));
         }
 
         #[test]

@@ -25,6 +25,13 @@ fn cli() -> Command {
     cmd
 }
 
+/// `tail` of table `items` for `group`, with `extra` arguments.
+async fn tail(url: &str, group: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["--url", url, "tail", "-g", group, "-t", "items"];
+    args.extend_from_slice(extra);
+    run(&args).await
+}
+
 async fn run(args: &[&str]) -> Output {
     tokio::time::timeout(Duration::from_secs(120), cli().args(args).output())
         .await
@@ -58,6 +65,19 @@ fn assert_fails(output: &Output, code: i32, needle: &str) {
 }
 
 /// A database with `items (id int PRIMARY KEY, v text)` enabled through the binary.
+/// A database with `items` enabled, its URL, and a group name unique to it.
+async fn fixture() -> (TestDatabase, tokio_postgres::Client, String, String) {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = enabled_table(&db).await;
+    let url = db.url();
+    let group = db.unique_name("g");
+    (db, client, url, group)
+}
+
 async fn enabled_table(db: &TestDatabase) -> tokio_postgres::Client {
     let client = db.connect().await.unwrap();
     client
@@ -158,27 +178,9 @@ async fn demo_prints_every_operation_with_before_images() {
 
 #[tokio::test]
 async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
-    let db = TestServer::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let client = enabled_table(&db).await;
-    let url = db.url();
-    let group = db.unique_name("g");
+    let (_db, client, url, group) = fixture().await;
     // The first run creates the group and, with nothing new, leaves on --idle-exit.
-    let out = run(&[
-        "--url",
-        &url,
-        "tail",
-        "-g",
-        &group,
-        "-t",
-        "items",
-        "--idle-exit",
-        "0.3",
-    ])
-    .await;
+    let out = tail(&url, &group, &["--idle-exit", "0.3"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout_lines(&out).is_empty());
     for id in 1..=5 {
@@ -241,26 +243,8 @@ async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
 
 #[tokio::test]
 async fn sigterm_commits_what_was_written_and_exits_0() {
-    let db = TestServer::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let client = enabled_table(&db).await;
-    let url = db.url();
-    let group = db.unique_name("g");
-    let out = run(&[
-        "--url",
-        &url,
-        "tail",
-        "-g",
-        &group,
-        "-t",
-        "items",
-        "--idle-exit",
-        "0",
-    ])
-    .await;
+    let (_db, client, url, group) = fixture().await;
+    let out = tail(&url, &group, &["--idle-exit", "0"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     client
         .execute("INSERT INTO items VALUES (1, 'a')", &[])
@@ -287,18 +271,7 @@ async fn sigterm_commits_what_was_written_and_exits_0() {
         .expect("exits within 30 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let out = run(&[
-        "--url",
-        &url,
-        "tail",
-        "-g",
-        &group,
-        "-t",
-        "items",
-        "--idle-exit",
-        "0.5",
-    ])
-    .await;
+    let out = tail(&url, &group, &["--idle-exit", "0.5"]).await;
     assert!(
         stdout_lines(&out).is_empty(),
         "the record was committed before exiting"
@@ -316,14 +289,7 @@ fn send_sigterm(pid: i32) -> i32 {
 
 #[tokio::test]
 async fn the_metrics_endpoint_answers_a_real_http_request() {
-    let db = TestServer::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let client = enabled_table(&db).await;
-    let url = db.url();
-    let group = db.unique_name("g");
+    let (_db, client, url, group) = fixture().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -398,14 +364,7 @@ async fn the_metrics_endpoint_answers_a_real_http_request() {
 
 #[tokio::test]
 async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
-    let db = TestServer::shared()
-        .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let _client = enabled_table(&db).await;
-    let url = db.url();
-    let group = db.unique_name("g");
+    let (db, _client, url, group) = fixture().await;
 
     assert_fails(
         &run(&["tail", "--bogus"]).await,
@@ -445,18 +404,7 @@ async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
         "start location \"sometime\" is not one of",
     );
     assert_fails(
-        &run(&[
-            "--url",
-            &url,
-            "tail",
-            "-g",
-            &group,
-            "-t",
-            "items",
-            "--partitions",
-            "3",
-        ])
-        .await,
+        &tail(&url, &group, &["--partitions", "3"]).await,
         2,
         "--partitions 3",
     );

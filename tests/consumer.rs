@@ -6,12 +6,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use pg_changestream::consumer::{
-    delete_group, enable_change_streaming, CommitMode, Consumer, ConsumerBuilder, Op, Record,
-    StartLocation,
+    delete_group, enable_change_streaming, CommitMode, ConsumerBuilder, Op, Record, StartLocation,
 };
 use pg_changestream::testing::{TestDatabase, TestServer};
 use pg_changestream::{ConnectConfig, Lsn};
 use tokio_postgres::Client;
+
+use crate::support::{assert_quiet, cursor, event_ids, first_records, id, ids, insert, poll_n};
 
 /// A database with `public.items (id int primary key, v text)` enabled with before-images.
 async fn setup() -> (TestDatabase, Client, ConnectConfig) {
@@ -42,93 +43,6 @@ fn builder(config: &ConnectConfig, group: &str) -> ConsumerBuilder {
     ConsumerBuilder::new(config.clone(), group)
         .add_table("items", StartLocation::FirstUncommitted)
         .reconnect_timeout(Duration::from_secs(30))
-}
-
-/// Inserts rows `from..=to` of `items`, one transaction each.
-async fn insert(client: &Client, from: i32, to: i32) {
-    for id in from..=to {
-        client
-            .batch_execute(&format!("INSERT INTO items VALUES ({id}, 'v{id}')"))
-            .await
-            .unwrap();
-    }
-}
-
-/// The `id` of a record's current (or key) image.
-fn id(record: &Record) -> i64 {
-    let image = record
-        .current()
-        .or_else(|| record.key())
-        .expect("a row image");
-    let value = serde_json::to_value(image.get("id").expect("an id column")).unwrap();
-    value.as_i64().expect("id is a number")
-}
-
-/// Polls until `count` records arrived (each poll up to `limit`), or 60 s passed.
-async fn poll_n(consumer: &mut Consumer, count: usize, limit: usize) -> Vec<Record> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} records within 60 s",
-            out.len()
-        );
-        let bundle = consumer
-            .poll(limit.min(count - out.len()), Duration::from_millis(500))
-            .await
-            .unwrap();
-        out.extend(bundle.into_records());
-    }
-    assert_eq!(out.len(), count, "no more than asked for");
-    out
-}
-
-/// The records of the first poll that returns any.
-async fn first_records(consumer: &mut Consumer) -> Vec<Record> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let bundle = consumer
-            .poll(100, Duration::from_millis(500))
-            .await
-            .unwrap();
-        if !bundle.is_empty() {
-            return bundle.into_records();
-        }
-        assert!(Instant::now() < deadline, "nothing within 60 s");
-    }
-}
-
-/// Asserts that nothing arrives for a while.
-async fn assert_quiet(consumer: &mut Consumer) {
-    for _ in 0..3 {
-        let bundle = consumer
-            .poll(100, Duration::from_millis(400))
-            .await
-            .unwrap();
-        let ids: Vec<i64> = bundle.records().map(id).collect();
-        assert!(bundle.is_empty(), "unexpected records {ids:?}");
-    }
-}
-
-fn ids(records: &[Record]) -> Vec<i64> {
-    records.iter().map(id).collect()
-}
-
-fn event_ids(records: &[Record]) -> Vec<String> {
-    records.iter().map(|r| r.event_id().to_string()).collect()
-}
-
-/// The durable cursor: (commit LSN, records done in the transaction there).
-async fn cursor(client: &Client, group: &str) -> (Lsn, i64) {
-    let row = client
-        .query_one(
-            "SELECT commit_lsn::text, records_done FROM changestream.cursors WHERE group_id = $1",
-            &[&group],
-        )
-        .await
-        .unwrap();
-    (row.get::<_, String>(0).parse().unwrap(), row.get(1))
 }
 
 async fn slot_of(client: &Client, group: &str) -> (String, Option<String>, Option<i32>) {

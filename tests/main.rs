@@ -14,5 +14,6 @@ mod faults;
 mod foundation;
 mod recovery;
 mod security;
+mod support;
 mod values;
 mod wire;

@@ -5,11 +5,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pg_changestream::consumer::{
-    enable_change_streaming, CommitMode, Consumer, ConsumerBuilder, Record, StartLocation,
+    enable_change_streaming, CommitMode, ConsumerBuilder, StartLocation,
 };
 use pg_changestream::testing::{ClusterOptions, LocalCluster, ShutdownMode, TestServer};
 use pg_changestream::{ConnectConfig, Lsn};
 use tokio_postgres::{Client, NoTls};
+
+use crate::support::{assert_quiet, cursor, ids, insert, poll_n};
 
 fn server() -> &'static TestServer {
     match TestServer::shared() {
@@ -56,48 +58,6 @@ async fn items_table(client: &Client, config: &ConnectConfig) {
         .unwrap();
 }
 
-async fn insert(client: &Client, from: i32, to: i32) {
-    for id in from..=to {
-        client
-            .batch_execute(&format!("INSERT INTO items VALUES ({id}, 'v{id}')"))
-            .await
-            .unwrap();
-    }
-}
-
-fn id(record: &Record) -> i64 {
-    let image = record.current().or_else(|| record.key()).unwrap();
-    serde_json::to_value(image.get("id").unwrap())
-        .unwrap()
-        .as_i64()
-        .unwrap()
-}
-
-async fn poll_ids(consumer: &mut Consumer, count: usize) -> Vec<i64> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut out = Vec::new();
-    while out.len() < count {
-        assert!(Instant::now() < deadline, "only {out:?} within 90 s");
-        let bundle = consumer
-            .poll(count - out.len(), Duration::from_millis(500))
-            .await
-            .unwrap();
-        out.extend(bundle.records().map(id));
-    }
-    out
-}
-
-async fn assert_quiet(consumer: &mut Consumer) {
-    for _ in 0..3 {
-        let bundle = consumer
-            .poll(100, Duration::from_millis(400))
-            .await
-            .unwrap();
-        let ids: Vec<i64> = bundle.records().map(id).collect();
-        assert!(ids.is_empty(), "unexpected records {ids:?}");
-    }
-}
-
 async fn slot_confirmed(client: &Client, group: &str) -> Option<Lsn> {
     client
         .query_one(
@@ -109,19 +69,6 @@ async fn slot_confirmed(client: &Client, group: &str) -> Option<Lsn> {
         .unwrap()
         .get::<_, Option<String>>(0)
         .map(|s| s.parse().unwrap())
-}
-
-async fn cursor_lsn(client: &Client, group: &str) -> Lsn {
-    client
-        .query_one(
-            "SELECT commit_lsn::text FROM changestream.cursors WHERE group_id = $1",
-            &[&group],
-        )
-        .await
-        .unwrap()
-        .get::<_, String>(0)
-        .parse()
-        .unwrap()
 }
 
 /// The walsenders of a group's slot, gone.
@@ -159,7 +106,7 @@ async fn the_durable_cursor_wins_when_the_slot_falls_behind() {
     let mut consumer = manual().build().await.unwrap();
     insert(&client, 1, 10).await;
     assert_eq!(
-        poll_ids(&mut consumer, 10).await,
+        ids(&poll_n(&mut consumer, 10, 10).await),
         (1..=10).collect::<Vec<_>>()
     );
     // Cut the stream before committing: the commit then reaches the durable cursor but not
@@ -175,7 +122,7 @@ async fn the_durable_cursor_wins_when_the_slot_falls_behind() {
     consumer.commit().await.unwrap();
     drop(consumer);
     let slot = slot_confirmed(&client, "durable").await.unwrap();
-    let cursor = cursor_lsn(&client, "durable").await;
+    let cursor = cursor(&client, "durable").await.0;
     assert!(
         slot < cursor,
         "slot at {slot} is behind the cursor at {cursor}"
@@ -184,7 +131,7 @@ async fn the_durable_cursor_wins_when_the_slot_falls_behind() {
     let mut consumer = manual().build().await.unwrap();
     assert_quiet(&mut consumer).await;
     insert(&client, 11, 12).await;
-    assert_eq!(poll_ids(&mut consumer, 2).await, vec![11, 12]);
+    assert_eq!(ids(&poll_n(&mut consumer, 2, 2).await), vec![11, 12]);
     consumer.close().await.unwrap();
 }
 
@@ -206,11 +153,11 @@ async fn a_server_crash_right_after_a_commit_repeats_and_loses_nothing() {
     insert(&client, 1, 20).await;
     client.batch_execute("CHECKPOINT").await.unwrap();
     assert_eq!(
-        poll_ids(&mut consumer, 20).await,
+        ids(&poll_n(&mut consumer, 20, 20).await),
         (1..=20).collect::<Vec<_>>()
     );
     consumer.commit().await.unwrap();
-    let committed = cursor_lsn(&client, "crash").await;
+    let committed = cursor(&client, "crash").await.0;
     drop(client);
 
     // Immediate shutdown: no checkpoint, the slot's state on disk is what it was.
@@ -225,7 +172,7 @@ async fn a_server_crash_right_after_a_commit_repeats_and_loses_nothing() {
     let slot = slot_confirmed(&client, "crash").await.unwrap();
     eprintln!("after the crash: slot confirmed at {slot}, durable cursor at {committed}");
     assert_eq!(
-        cursor_lsn(&client, "crash").await,
+        cursor(&client, "crash").await.0,
         committed,
         "the cursor survived"
     );
@@ -233,7 +180,7 @@ async fn a_server_crash_right_after_a_commit_repeats_and_loses_nothing() {
     // The same consumer reconnects by itself and carries on after the commit.
     insert(&client, 21, 25).await;
     assert_eq!(
-        poll_ids(&mut consumer, 5).await,
+        ids(&poll_n(&mut consumer, 5, 5).await),
         (21..=25).collect::<Vec<_>>()
     );
     assert_quiet(&mut consumer).await;

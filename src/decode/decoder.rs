@@ -117,6 +117,12 @@ impl Decoder {
         }
     }
 
+    /// Whether changes are waiting to be taken with [`Decoder::next_change`] (it must return
+    /// `None` before the next [`Decoder::feed`]).
+    pub fn has_output(&self) -> bool {
+        !self.ready.is_empty() || self.replay.is_some()
+    }
+
     /// Whether a (non-streamed) transaction is between its Begin and Commit, or a
     /// committed streamed one is still being replayed.
     pub fn in_transaction(&self) -> bool {

@@ -105,7 +105,26 @@ impl fmt::Display for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        // On the stack: "<17 bytes of LSN>:<up to 20 digits>".
+        let mut buf = [0u8; 40];
+        let lsn = self.commit_lsn.text();
+        let lsn = lsn.as_str().as_bytes();
+        buf[..lsn.len()].copy_from_slice(lsn);
+        buf[lsn.len()] = b':';
+        let mut digits = [0u8; 20];
+        let mut n = self.index;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let end = lsn.len() + 1 + (digits.len() - i);
+        buf[lsn.len() + 1..end].copy_from_slice(&digits[i..]);
+        serializer.serialize_str(std::str::from_utf8(&buf[..end]).unwrap_or_default())
     }
 }
 
@@ -335,7 +354,7 @@ impl Serialize for Record {
                 map.serialize_entry("before_kind", before.kind())?;
                 if let Some(current) = current {
                     if current.has_unchanged() {
-                        map.serialize_entry("unchanged", &UnchangedColumns(current))?;
+                        map.serialize_entry("unchanged", &current.unchanged())?;
                     }
                 }
             }
@@ -438,8 +457,10 @@ impl<'a> Image<'a> {
         self.relation
     }
 
-    fn has_unchanged(&self) -> bool {
-        self.iter().any(|(_, v)| v.is_unchanged())
+    /// Whether some column is an unchanged TOAST value that could not be filled (left out
+    /// of the JSON object, listed by [`Image::unchanged`]).
+    pub fn has_unchanged(&self) -> bool {
+        self.tuple.has_unchanged_toast() && self.iter().any(|(_, v)| v.is_unchanged())
     }
 }
 
@@ -463,7 +484,16 @@ impl Serialize for Image<'_> {
     }
 }
 
-struct UnchangedColumns<'a>(Image<'a>);
+/// The names of an image's unchanged TOAST columns; serialises as a JSON array.
+#[derive(Clone, Copy)]
+pub struct UnchangedColumns<'a>(Image<'a>);
+
+impl<'a> Image<'a> {
+    /// The columns whose value the server did not send and no before-image could fill.
+    pub fn unchanged(&self) -> UnchangedColumns<'a> {
+        UnchangedColumns(*self)
+    }
+}
 
 impl Serialize for UnchangedColumns<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -503,8 +533,39 @@ struct Rfc3339(i64);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_pg_timestamp(self.0))
+        match format_pg_timestamp_on_stack(self.0) {
+            Some(buf) => serializer.serialize_str(std::str::from_utf8(&buf).unwrap_or_default()),
+            None => serializer.collect_str(&format_pg_timestamp(self.0)),
+        }
     }
+}
+
+/// [`format_pg_timestamp`] without allocating, for years 0 to 9999 (every commit time).
+fn format_pg_timestamp_on_stack(micros: i64) -> Option<[u8; 27]> {
+    let unix_micros = micros.checked_add(10_957 * 86_400 * 1_000_000)?;
+    let secs = unix_micros.div_euclid(1_000_000);
+    let frac = unix_micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, i64::from(m));
+    put(8, 2, i64::from(d));
+    put(11, 2, sod / 3600);
+    put(14, 2, sod % 3600 / 60);
+    put(17, 2, sod % 60);
+    put(20, 6, frac);
+    Some(buf)
 }
 
 /// Formats microseconds since 2000-01-01 UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
@@ -542,6 +603,29 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_formatting_matches_the_allocating_one() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..10_000 {
+            // Commit times from 1970 to 2200, and the edges.
+            let micros = rng.i64(-946_684_800_000_000..6_300_000_000_000_000);
+            let stack = format_pg_timestamp_on_stack(micros).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&stack).unwrap(),
+                format_pg_timestamp(micros)
+            );
+        }
+        assert!(format_pg_timestamp_on_stack(i64::MAX).is_none());
+        for (lsn, index) in [(0, 0), (u64::MAX, u64::MAX), (0x16_B374_D848, 12_345)] {
+            let id = EventId {
+                commit_lsn: Lsn::new(lsn),
+                index,
+            };
+            assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+            assert_eq!(id.to_string(), format!("{}:{index}", Lsn::new(lsn)));
+        }
+    }
 
     #[test]
     fn pg_timestamps_format_as_rfc3339_utc() {

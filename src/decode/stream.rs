@@ -21,19 +21,21 @@
 //! (PITFALLS: etl #429, Electric #1083). This is safe: a transaction that is still running
 //! commits later than that position and is delivered in full.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::decoder::{Change, Decoder, DecoderOptions};
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
+use crate::protocol::replication::XLogData;
 use crate::wire::{ConnectConfig, ReplicationConnection, ReplicationStream, StartOptions};
 
 /// How to open a [`ChangeStream`].
@@ -90,7 +92,9 @@ struct Shared {
 /// Decoded changes from one replication slot, as a `futures::Stream`.
 #[derive(Debug)]
 pub struct ChangeStream {
-    rx: mpsc::Receiver<Result<Change>>,
+    rx: mpsc::Receiver<Result<Vec<Change>>>,
+    /// The rest of the batch last received.
+    buffer: VecDeque<Change>,
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
@@ -122,7 +126,9 @@ impl ChangeStream {
         let backend_pid = stream.backend_pid();
         let proto_version = stream.proto_version();
         let shared = Arc::new(Shared::default());
-        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        // The queue holds batches; its capacity in changes stays about what was asked.
+        let batches = options.queue_capacity.div_ceil(MAX_BATCH).max(1);
+        let (tx, rx) = mpsc::channel(batches);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let task = Task {
             stream,
@@ -132,10 +138,12 @@ impl ChangeStream {
             delivered_end: Lsn::ZERO,
             follow_idle_wal: options.follow_idle_wal,
             status_interval: options.status_interval,
+            applied_ack: 0,
         };
         let handle = tokio::spawn(task.run(shutdown_rx));
         Ok(ChangeStream {
             rx,
+            buffer: VecDeque::new(),
             shared,
             shutdown: Some(shutdown_tx),
             task: Some(handle),
@@ -147,12 +155,31 @@ impl ChangeStream {
     /// The next change; `None` once the stream has ended (after an error was returned, or
     /// after [`ChangeStream::close`]).
     pub async fn next_change(&mut self) -> Option<Result<Change>> {
-        self.rx.recv().await
+        if let Some(change) = self.buffer.pop_front() {
+            return Some(Ok(change));
+        }
+        let batch = self.rx.recv().await;
+        self.unpack(batch)
     }
 
     /// A change if one is ready now, without waiting.
     pub fn try_next_change(&mut self) -> Option<Result<Change>> {
-        self.rx.try_recv().ok()
+        if let Some(change) = self.buffer.pop_front() {
+            return Some(Ok(change));
+        }
+        let batch = self.rx.try_recv().ok();
+        self.unpack(batch)
+    }
+
+    /// Keeps a received batch and returns its first change.
+    fn unpack(&mut self, batch: Option<Result<Vec<Change>>>) -> Option<Result<Change>> {
+        match batch? {
+            Ok(batch) => {
+                self.buffer = VecDeque::from(batch);
+                self.buffer.pop_front().map(Ok)
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Acknowledges everything up to `end_lsn` (a [`Change::Commit`]'s `end_lsn`): the
@@ -248,20 +275,32 @@ impl Stream for ChangeStream {
     type Item = Result<Change>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        if let Some(change) = self.buffer.pop_front() {
+            return Poll::Ready(Some(Ok(change)));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(batch) => Poll::Ready(self.unpack(batch)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
+
+/// Changes handed over at once, at most. Batches cut the cost of waking the reader per
+/// change; a batch is sent as soon as no more data is ready, so latency does not suffer.
+const MAX_BATCH: usize = 256;
 
 /// The background task owning the replication connection.
 struct Task {
     stream: ReplicationStream,
     decoder: Decoder,
-    tx: mpsc::Sender<Result<Change>>,
+    tx: mpsc::Sender<Result<Vec<Change>>>,
     shared: Arc<Shared>,
     /// End LSN of the last transaction handed to the queue.
     delivered_end: Lsn,
     follow_idle_wal: bool,
     status_interval: Duration,
+    /// The acknowledged position last applied to the stream.
+    applied_ack: u64,
 }
 
 /// Why the task's loop ended.
@@ -291,18 +330,43 @@ impl Task {
     async fn pump(&mut self, shutdown: &mut oneshot::Receiver<()>) -> Result<Exit> {
         let mut idle_check = tokio::time::interval(Duration::from_secs(1));
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut batch_end = None;
         loop {
-            while let Some(change) = self.decoder.next_change()? {
-                let end = match &change {
-                    Change::Commit { end_lsn, .. } => Some(*end_lsn),
-                    _ => None,
+            while batch.len() < MAX_BATCH {
+                let Some(change) = self.decoder.next_change()? else {
+                    break;
                 };
-                if let Some(exit) = self.deliver(change, shutdown).await? {
+                if let Change::Commit { end_lsn, .. } = &change {
+                    batch_end = Some(*end_lsn);
+                }
+                batch.push(change);
+            }
+            // An acknowledgement made while data keeps flowing is sent without waiting
+            // for a quiet moment.
+            if self.shared.acked.load(Ordering::Acquire) > self.applied_ack {
+                self.apply_ack();
+                self.stream.send_status_update(false).await?;
+            }
+            if batch.len() < MAX_BATCH && !self.decoder.has_output() {
+                // More data already here? Take it into this batch.
+                if let Some(message) = self.stream.next().now_or_never() {
+                    self.take(message?)?;
+                    continue;
+                }
+            }
+            if !batch.is_empty() {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+                if let Some(exit) = self.deliver(full, shutdown).await? {
                     return Ok(exit);
                 }
-                if let Some(end) = end {
+                if let Some(end) = batch_end.take() {
                     self.delivered_end = self.delivered_end.max(end);
                 }
+                continue;
+            }
+            if self.decoder.has_output() {
+                continue;
             }
             tokio::select! {
                 _ = &mut *shutdown => return Ok(Exit::Shutdown),
@@ -311,36 +375,37 @@ impl Task {
                     self.stream.send_status_update(false).await?;
                 }
                 _ = idle_check.tick() => self.follow_idle_wal(),
-                message = self.stream.next() => {
-                    self.publish_wal_end();
-                    match message? {
-                        Some(data) => self.decoder.feed(data.data)?,
-                        None => {
-                            return Err(Error::new(
-                                Kind::Closed,
-                                "the server ended the replication stream",
-                            ))
-                        }
-                    }
-                }
+                message = self.stream.next() => self.take(message?)?,
             }
         }
     }
 
-    /// Queues one change, keeping the stream alive while the queue is full.
+    /// Feeds one message from the server to the decoder.
+    fn take(&mut self, message: Option<XLogData>) -> Result<()> {
+        self.publish_wal_end();
+        match message {
+            Some(data) => self.decoder.feed(data.data),
+            None => Err(Error::new(
+                Kind::Closed,
+                "the server ended the replication stream",
+            )),
+        }
+    }
+
+    /// Queues one batch, keeping the stream alive while the queue is full.
     async fn deliver(
         &mut self,
-        change: Change,
+        batch: Vec<Change>,
         shutdown: &mut oneshot::Receiver<()>,
     ) -> Result<Option<Exit>> {
         // Fast path: room in the queue.
-        let change = match self.tx.try_reserve() {
+        let batch = match self.tx.try_reserve() {
             Ok(permit) => {
-                permit.send(Ok(change));
+                permit.send(Ok(batch));
                 return Ok(None);
             }
             Err(mpsc::error::TrySendError::Closed(())) => return Ok(Some(Exit::ReaderGone)),
-            Err(mpsc::error::TrySendError::Full(())) => change,
+            Err(mpsc::error::TrySendError::Full(())) => batch,
         };
         // The queue is full: wait for room, keeping the walsender informed meanwhile.
         let tx = self.tx.clone();
@@ -352,7 +417,7 @@ impl Task {
                 permit = tx.reserve() => {
                     return match permit {
                         Ok(permit) => {
-                            permit.send(Ok(change));
+                            permit.send(Ok(batch));
                             Ok(None)
                         }
                         Err(_) => Ok(Some(Exit::ReaderGone)),
@@ -369,7 +434,9 @@ impl Task {
     }
 
     fn apply_ack(&mut self) {
-        let acked = Lsn::new(self.shared.acked.load(Ordering::Acquire));
+        let acked = self.shared.acked.load(Ordering::Acquire);
+        self.applied_ack = acked;
+        let acked = Lsn::new(acked);
         self.stream.set_flush_position(acked);
         self.publish_confirmed();
     }

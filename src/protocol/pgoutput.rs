@@ -532,6 +532,9 @@ pub struct TupleData {
     /// The column entries (after the column count), exactly `len` of them.
     raw: Bytes,
     len: usize,
+    /// Whether any column is an unchanged TOAST value (noted while validating, so that
+    /// the common case needs no second walk).
+    unchanged_toast: bool,
 }
 
 /// One column of a [`TupleData`], borrowing the value.
@@ -565,6 +568,11 @@ impl TupleData {
     /// Whether the tuple has no columns.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether any column is an unchanged TOAST value ([`TupleColumn::UnchangedToast`]).
+    pub fn has_unchanged_toast(&self) -> bool {
+        self.unchanged_toast
     }
 
     /// Bytes of column data as sent (kinds, lengths and values).
@@ -729,13 +737,20 @@ fn read_tuple(r: &mut Reader) -> Result<TupleData, DecodeError> {
     let len = r.count16("tuple column count")?;
     let mut rest = r.rest();
     let mut buf = &rest[..];
+    let mut unchanged_toast = false;
     for _ in 0..len {
-        buf = next_column(buf)?.1;
+        let (column, next) = next_column(buf)?;
+        unchanged_toast |= column == TupleColumn::UnchangedToast;
+        buf = next;
     }
     let consumed = rest.len() - buf.len();
     let raw = rest.split_to(consumed);
     *r = Reader::new(rest);
-    Ok(TupleData { raw, len })
+    Ok(TupleData {
+        raw,
+        len,
+        unchanged_toast,
+    })
 }
 
 /// Reads the marker in front of a tuple and checks it is one of `allowed`.

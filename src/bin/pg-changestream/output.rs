@@ -18,8 +18,8 @@
 
 use std::io::{self, Write};
 
-use pg_changestream::decode::record::{format_pg_timestamp, Image, Record};
-use serde::ser::{SerializeMap, SerializeSeq};
+use pg_changestream::decode::record::{format_pg_timestamp, Record};
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 /// Writes `record` as one JSON line.
@@ -75,8 +75,8 @@ impl Serialize for RecordLine<'_> {
         map.serialize_entry("after", &after)?;
         map.serialize_entry("before_image", before.kind())?;
         if let Some(after) = after {
-            if after.iter().any(|(_, v)| v.is_unchanged()) {
-                map.serialize_entry("unchanged", &Unchanged(after))?;
+            if after.has_unchanged() {
+                map.serialize_entry("unchanged", &after.unchanged())?;
             }
         }
         if let Some((prefix, content)) = record.message_content() {
@@ -96,21 +96,6 @@ struct QualifiedName<'a>(&'a str, &'a str);
 impl Serialize for QualifiedName<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&format_args!("{}.{}", self.0, self.1))
-    }
-}
-
-/// The columns of an image whose value was not sent (unchanged TOAST).
-struct Unchanged<'a>(Image<'a>);
-
-impl Serialize for Unchanged<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(None)?;
-        for (name, value) in self.0.iter() {
-            if value.is_unchanged() {
-                seq.serialize_element(name)?;
-            }
-        }
-        seq.end()
     }
 }
 
