@@ -5,12 +5,16 @@
 //! server, started once, and run in parallel, each test in a database of its own.
 
 mod admin;
+mod bad_input;
 mod cli;
 mod consumer;
 mod decode;
+mod fault_proxy;
+mod faults;
 mod foundation;
 mod partitions;
 mod recovery;
+mod security;
 mod support;
 mod values;
 mod wire;
