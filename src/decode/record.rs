@@ -113,6 +113,9 @@ impl fmt::Display for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.partition.is_some() {
+            return serializer.collect_str(self);
+        }
         // On the stack: "<17 bytes of LSN>:<up to 20 digits>".
         let mut buf = [0u8; 40];
         let lsn = self.commit_lsn.text();
@@ -643,12 +646,16 @@ mod tests {
         }
         assert!(format_pg_timestamp_on_stack(i64::MAX).is_none());
         for (lsn, index) in [(0, 0), (u64::MAX, u64::MAX), (0x16_B374_D848, 12_345)] {
-            let id = EventId {
+            let mut id = EventId {
                 commit_lsn: Lsn::new(lsn),
+                partition: None,
                 index,
             };
             assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
             assert_eq!(id.to_string(), format!("{}:{index}", Lsn::new(lsn)));
+            id.partition = Some(3);
+            assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+            assert_eq!(id.to_string(), format!("{}:3:{index}", Lsn::new(lsn)));
         }
     }
 
