@@ -405,6 +405,7 @@ async fn hostile_names_are_quoted_and_consumed_never_executed() {
 }
 
 #[tokio::test]
+#[ignore = "superseded by partitions (issue 7): a second member joins and owns no partition; see partitions::"]
 async fn a_second_consumer_of_a_busy_group_is_refused_and_the_first_carries_on() {
     let (_db, client, config) = setup().await;
     let mut first = builder(&config, "busy").build().await.unwrap();

@@ -48,6 +48,8 @@ struct PartitionState {
     acker: Option<Acker>,
     /// This member owns the partition (claimed and not given up).
     owned: bool,
+    /// A background commit up to here is on its way.
+    committing: Position,
 }
 
 /// Commits positions for a consumer's partitions.
@@ -83,6 +85,7 @@ impl Committer {
                 delivered: committed,
                 acker: None,
                 owned: false,
+                committing: committed,
             })
             .collect();
         Committer {
@@ -213,6 +216,26 @@ impl Committer {
             .filter(|p| p.owned)
             .map(|p| p.partition)
             .collect()
+    }
+
+    /// Notes that a background commit of `ends` has been started.
+    pub(crate) fn mark_committing(&self, ends: &[PartitionEnd]) {
+        let mut partitions = self.partitions();
+        for end in ends {
+            if let Some(p) = partitions.get_mut(end.index) {
+                p.committing = p.committing.max(end.position);
+            }
+        }
+    }
+
+    /// Where a restarted stream may begin, and below which records are passed over: the
+    /// committed position, or a background commit's target once it is on its way (its
+    /// records were handed out; if that commit fails, the next poll reports it).
+    pub(crate) fn resume_from(&self, index: usize) -> Position {
+        self.partitions()
+            .get(index)
+            .map(|p| p.committed.max(p.committing))
+            .unwrap_or_default()
     }
 
     /// The committed position of partition `index`.

@@ -464,6 +464,7 @@ impl Consumer {
             .iter()
             .any(|end| end.position > committer.committed(end.index))
         {
+            committer.mark_committing(&ends);
             self.in_flight = Some(tokio::spawn(async move { committer.commit(&ends).await }));
         }
         Ok(())

@@ -190,7 +190,7 @@ impl PartitionReader {
         gather: &mut Gather,
         deadline: Instant,
     ) -> Result<()> {
-        let floor = ctx.committer.committed(self.index);
+        let floor = ctx.committer.resume_from(self.index);
         loop {
             if self.stream.is_none() && !self.connect(ctx, deadline).await? {
                 return Ok(());
@@ -340,7 +340,7 @@ impl PartitionReader {
             }
             full_identity_primary_keys(&*client).await?
         };
-        let committed = ctx.committer.committed(self.index);
+        let committed = ctx.committer.resume_from(self.index);
         let start = committed.max(durable);
         let mut options = ChangeStreamOptions::new(
             &self.info.slot_name,
