@@ -689,7 +689,6 @@ async fn sql_errors_carry_the_server_message() {
 }
 
 #[tokio::test]
-#[ignore = "bug: add_table of one table twice with different start locations is accepted (one wins silently)"]
 async fn conflicting_start_locations_are_a_config_error() {
     let (_db, client, config) = setup().await;
     refused(

@@ -106,6 +106,14 @@ impl Consumer {
             .iter()
             .map(|(name, location)| Ok((name.parse::<TableName>()?, *location)))
             .collect::<Result<Vec<_>>>()?;
+        for (i, (table, location)) in add.iter().enumerate() {
+            if let Some((_, other)) = add[..i].iter().find(|(t, l)| t == table && l != location) {
+                return Err(Error::config(format!(
+                    "table {table} is added twice, starting at {other} and at {location}; \
+                     give it one start location"
+                )));
+            }
+        }
         let remove = builder
             .remove
             .iter()
