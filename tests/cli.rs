@@ -242,6 +242,44 @@ async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
 }
 
 #[tokio::test]
+async fn tail_reads_every_partition_of_a_partitioned_group() {
+    let (_db, client, url, group) = fixture().await;
+    let out = tail(&url, &group, &["--partitions", "2", "--idle-exit", "0.3"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+        .batch_execute("INSERT INTO items SELECT g, 'p' FROM generate_series(1, 40) g")
+        .await
+        .unwrap();
+    // Without --partitions the existing group is used as it was created.
+    let out = tail(&url, &group, &["--idle-exit", "1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stdout_lines(&out);
+    let mut seen = ids(&lines);
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=40).collect::<Vec<i64>>(), "every row once");
+    for line in &lines {
+        let partition = line["partition"].as_u64().expect("a partition number");
+        assert!(partition < 2, "{line}");
+        // With more than one partition the event id names the partition (docs/architecture.md).
+        let id = line["event_id"].as_str().unwrap();
+        let parts: Vec<&str> = id.split(':').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[1], partition.to_string(), "{id}");
+    }
+    for partition in 0..2 {
+        assert!(
+            lines.iter().any(|l| l["partition"] == partition),
+            "40 keys hash to both partitions: {lines:?}"
+        );
+    }
+    assert_fails(
+        &tail(&url, &group, &["--partitions", "3"]).await,
+        2,
+        "has 2 partition(s), fixed at creation",
+    );
+}
+
+#[tokio::test]
 async fn sigterm_commits_what_was_written_and_exits_0() {
     let (_db, client, url, group) = fixture().await;
     let out = tail(&url, &group, &["--idle-exit", "0"]).await;
@@ -404,9 +442,9 @@ async fn mistakes_exit_2_or_1_with_one_line_that_says_what_to_do() {
         "start location \"sometime\" is not one of",
     );
     assert_fails(
-        &tail(&url, &group, &["--partitions", "3"]).await,
+        &tail(&url, &group, &["--partitions", "65"]).await,
         2,
-        "--partitions 3",
+        "--partitions 65: a group has 1 to 64 partitions",
     );
     assert_fails(
         &run(&["--url", &url, "enable", "missing"]).await,

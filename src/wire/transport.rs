@@ -19,6 +19,9 @@ use tokio::time::Instant;
 use crate::error::{Error, Kind, Result};
 use crate::protocol::frame::{self, BackendMessage};
 
+/// Room made in the read buffer before each read from the socket.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// One of the socket kinds a connection can run over.
 pub(crate) enum Socket {
     Tcp(TcpStream),
@@ -102,7 +105,7 @@ impl Transport {
     pub(crate) fn new(socket: Socket, peer: String) -> Transport {
         Transport {
             socket,
-            read_buf: BytesMut::with_capacity(64 * 1024),
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(1024),
             peer,
         }
@@ -199,6 +202,11 @@ impl Transport {
 
     /// Reads more bytes into the buffer. Cancel-safe (`read_buf` keeps nothing in flight).
     async fn fill(&mut self) -> Result<()> {
+        // Parsed frames are split off the front and shared with the records made from
+        // them, so the spare room left here shrinks with every frame; without this a read
+        // could take only a few bytes. Reserving a chunk makes each read take what the socket
+        // holds, up to 64 KiB (a fresh buffer when the old one is still shared).
+        self.read_buf.reserve(READ_CHUNK);
         let n = self
             .socket
             .read_buf(&mut self.read_buf)

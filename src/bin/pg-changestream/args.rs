@@ -123,9 +123,10 @@ pub struct TailArgs {
     #[arg(long = "messages", value_name = "PREFIX")]
     pub message_prefixes: Vec<String>,
 
-    /// Partitions of the group (fixed when the group is created).
-    #[arg(long, default_value_t = 1)]
-    pub partitions: u32,
+    /// Partitions of a new group (1 to 64; fixed when the group is created). Leave it out to
+    /// use an existing group as it is; a new group then gets 1.
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]

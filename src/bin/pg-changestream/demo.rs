@@ -122,7 +122,7 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
             .collect::<Result<_, pg_changestream::Error>>()?,
         ops: Vec::new(),
         message_prefixes: vec![PREFIX.into()],
-        partitions: 1,
+        partitions: Some(1),
     };
     // The tables are empty: `latest` starts them at once, with nothing to backfill.
     let mut source = source::open(config, spec).await?;

@@ -57,8 +57,8 @@ pub struct Spec {
     pub ops: Vec<Op>,
     /// Logical-message prefixes to deliver.
     pub message_prefixes: Vec<String>,
-    /// Partitions of the group.
-    pub partitions: u32,
+    /// Partitions of a new group; `None` takes an existing group as it is (1 for a new one).
+    pub partitions: Option<u32>,
 }
 
 /// A reader of one consumer group.
@@ -73,14 +73,20 @@ pub struct Source {
 /// Exit status 2 for a table that does not exist or is not enabled, a bad location or
 /// partition count, or a server without `wal_level=logical`; 1 otherwise.
 pub async fn open(config: &ConnectConfig, spec: Spec) -> Result<Source, Failure> {
-    if spec.partitions != 1 {
-        return Err(Failure::usage(format!(
-            "--partitions {}: partitioned groups are not available in this build yet; use 1",
-            spec.partitions
-        )));
-    }
     let mut builder =
         ConsumerBuilder::new(config.clone(), &spec.group).commit_mode(CommitMode::Manual);
+    if let Some(asked) = spec.partitions {
+        // The group's catalog allows 1 to 64 partitions; say so before touching the server.
+        let partitions = u16::try_from(asked)
+            .ok()
+            .filter(|p| (1..=64).contains(p))
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "--partitions {asked}: a group has 1 to 64 partitions"
+                ))
+            })?;
+        builder = builder.partitions(partitions);
+    }
     for (table, location) in &spec.tables {
         builder = builder.add_table(table.to_string(), *location);
     }

@@ -114,7 +114,7 @@ pub async fn run(
         let delivered = records
             .iter()
             .try_for_each(|r| {
-                output::write_record(out, r, group, 0)?;
+                output::write_record(out, r, group, r.partition().map_or(0, u32::from))?;
                 metrics.written(r.op());
                 Ok(())
             })
