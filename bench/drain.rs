@@ -4,7 +4,7 @@
 //! Modes, each printing one JSON object on stdout for the driver to collect:
 //!
 //! ```text
-//! bench_drain create-group --url U --group G --tables T1,T2 [--message-prefix P]
+//! bench_drain create-group --url U --group G --tables T1,T2 [--message-prefix P] [--partitions N]
 //!     enables the tables and creates the consumer group before the workload, so its slot
 //!     starts where the copied slots of the other contenders start
 //! bench_drain drain --url U SOURCE --stop-table T --expect INSERTS,UPDATES,DELETES
@@ -14,7 +14,8 @@
 //!     records poll time − commit time for every row until a `bench-stop` logical message
 //!
 //! SOURCE: --group G --tables T1,T2 [--message-prefix P]   the consumer-group API (automatic
-//!                                                          commit): contender (d)
+//!                                                          commit): contender (d), and (e)
+//!                                                          on a group made with --partitions
 //!         --slot S --publication P                         the low-level ChangeStream on a
 //!                                                          copied slot: the consumer's
 //!                                                          overhead is the difference
@@ -201,6 +202,12 @@ fn group_builder(
     if let Ok(prefix) = args.get("message-prefix") {
         builder = builder.message_prefix(prefix);
     }
+    if let Ok(partitions) = args.get("partitions") {
+        let partitions = partitions
+            .parse()
+            .map_err(|e| format!("--partitions {partitions}: {e}"))?;
+        builder = builder.partitions(partitions);
+    }
     Ok(builder)
 }
 
@@ -267,7 +274,11 @@ async fn drain(args: &Args) -> Result<String, String> {
     let mut sink = CountingSink(0);
     let mut batch = Vec::with_capacity(limit);
     let mut first_record = None;
-    'outer: loop {
+    // With several partitions the end marker reaches one of them while the others may still
+    // be behind: the drain ends once the marker was seen and every expected row arrived.
+    let total = inserts + updates + deletes;
+    let mut marker_seen = false;
+    while !(marker_seen && counts.rows() >= total) {
         source.poll(&mut batch, limit, IDLE_TIMEOUT).await?;
         if batch.is_empty() {
             return Err(format!(
@@ -278,7 +289,8 @@ async fn drain(args: &Args) -> Result<String, String> {
         first_record.get_or_insert_with(Instant::now);
         for record in &batch {
             if record.relation().is_some_and(|r| r.name() == stop_table) {
-                break 'outer;
+                marker_seen = true;
+                continue;
             }
             counts.add(record.op());
             serialise(&mut sink, record)?;

@@ -7,6 +7,7 @@
 #   bench/run.sh --small-txns          # one row per transaction instead of 100
 #   bench/run.sh --pg 18               # another major (scripts/postgres.sh fetches it)
 #   bench/run.sh --modes throughput,latency,large   # the default: all three
+#   bench/run.sh --partitions 2,4      # the partition counts of contender (e) ("" skips it)
 #
 # Throughput: one base pgoutput slot is created before the workload; after it, the slot
 # is copied once per contender (pg_copy_logical_replication_slot) so each drains the same
@@ -17,6 +18,8 @@
 #   (d) this library's consumer group (automatic commit), every record serialised to JSON
 #       into a counting sink (bench/drain.rs); its group is created before the workload
 #  (d0) the same over the low-level ChangeStream on a copied slot (the consumer's overhead)
+#   (e) (d) on groups of 2 and 4 partitions (--partitions "2 4"; "" for none), one member
+#       reading them all: every partition's slot decodes all of the WAL on the server
 # Latency: a steady offered load (pgbench --rate, 10-row transactions) for --latency-seconds
 # at each of --latency-rates rows/s; (d) records poll time - commit time per row.
 # Large transaction: one transaction of --large-rows inserts; wall time and peak RSS of (d)
@@ -34,6 +37,7 @@ pg_major=15
 rows=1000000
 per_txn=100
 modes=throughput,latency,large
+partitions="2 4"
 port=55490
 latency_seconds=30
 latency_rates=1000,10000
@@ -48,6 +52,7 @@ while (($#)); do
     --rows) rows=$2; shift 2 ;;
     --small-txns) per_txn=1; shift ;;
     --modes) modes=$2; shift 2 ;;
+    --partitions) partitions=${2//,/ }; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --latency-seconds) latency_seconds=$2; shift 2 ;;
     --latency-rates) latency_rates=$2; shift 2 ;;
@@ -194,6 +199,11 @@ throughput() {
   # (d)'s consumer group makes its own slot; created before the workload, it starts where
   # the base slot does.
   "$drain_bin" create-group --url "$url" --group bench_d --tables "$d_tables" >/dev/null
+  local n
+  for n in $partitions; do
+    "$drain_bin" create-group --url "$url" --group "bench_e$n" --tables "$d_tables" \
+      --partitions "$n" >/dev/null
+  done
   sql "SELECT 1 FROM pg_create_logical_replication_slot('bench_base', 'pgoutput')" >/dev/null
   log "workload: $n_ins inserts, $n_upd updates, $n_del deletes, $per_txn rows per transaction"
   local t0=$SECONDS
@@ -245,6 +255,14 @@ throughput() {
   run_timed d0 "$drain_bin" drain --url "$url" --slot bench_d0 --publication bench_pub \
     --stop-table bench_end --expect "$expect"
   row d0 "(d0) pg-changestream ChangeStream → JSON" "$total" "$(grep -q '"ok":true' "$work/d0.out" && echo true || echo false)"
+
+  for n in $partitions; do
+    log "(e) pg-changestream consumer group with $n partitions"
+    run_timed "e$n" "$drain_bin" drain --url "$url" --group "bench_e$n" --tables "$d_tables" \
+      --stop-table bench_end --expect "$expect"
+    row "e$n" "(e) consumer, $n partitions → JSON" "$total" \
+      "$(grep -q '"ok":true' "$work/e$n.out" && echo true || echo false)"
+  done
 
   echo
   echo "throughput: PostgreSQL $server_version, $n_ins inserts + $n_upd updates + $n_del deletes, $per_txn rows/txn, $((wal_bytes / 1048576)) MiB WAL"
