@@ -7,7 +7,7 @@
 //! bench_drain create-group --url U --group G --tables T1,T2 [--message-prefix P] [--partitions N]
 //!     enables the tables and creates the consumer group before the workload, so its slot
 //!     starts where the copied slots of the other contenders start
-//! bench_drain drain --url U SOURCE --stop-table T --expect INSERTS,UPDATES,DELETES
+//! bench_drain drain --url U SOURCE --stop-table T --expect INSERTS,UPDATES,DELETES [--idle-timeout S]
 //!     drains until the first row of table T (the driver's end marker, committed right
 //!     after the workload), then checks the counts per operation
 //! bench_drain latency --url U SOURCE
@@ -47,7 +47,8 @@ const STOP_PREFIX: &str = "bench-stop";
 const POLL_LIMIT: usize = 4096;
 
 /// How long the drain may see nothing before it gives up (a wrong slot or publication
-/// would otherwise hang the benchmark).
+/// would otherwise hang the benchmark); `--idle-timeout SECONDS`. A large transaction shows
+/// nothing until its commit, so the large-transaction mode passes more.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A sink that counts bytes, standing in for a socket or a file.
@@ -269,6 +270,7 @@ async fn drain(args: &Args) -> Result<String, String> {
     let stop_table = args.get("stop-table")?;
     let started = Instant::now();
     let limit = args.poll_limit()?;
+    let idle_timeout = args.idle_timeout()?;
     let mut source = Source::open(args).await?;
     let mut counts = Counts::default();
     let mut sink = CountingSink(0);
@@ -279,10 +281,10 @@ async fn drain(args: &Args) -> Result<String, String> {
     let total = inserts + updates + deletes;
     let mut marker_seen = false;
     while !(marker_seen && counts.rows() >= total) {
-        source.poll(&mut batch, limit, IDLE_TIMEOUT).await?;
+        source.poll(&mut batch, limit, idle_timeout).await?;
         if batch.is_empty() {
             return Err(format!(
-                "nothing arrived for {IDLE_TIMEOUT:?} after {} rows",
+                "nothing arrived for {idle_timeout:?} after {} rows",
                 counts.rows()
             ));
         }
@@ -397,6 +399,16 @@ impl Args {
         match self.0.get("poll-limit") {
             None => Ok(POLL_LIMIT),
             Some(n) => n.parse().map_err(|e| format!("--poll-limit {n}: {e}")),
+        }
+    }
+
+    fn idle_timeout(&self) -> Result<Duration, String> {
+        match self.0.get("idle-timeout") {
+            None => Ok(IDLE_TIMEOUT),
+            Some(s) => s
+                .parse()
+                .map(Duration::from_secs)
+                .map_err(|e| format!("--idle-timeout {s}: {e}")),
         }
     }
 

@@ -352,7 +352,7 @@ large() {
   reached=$(sql "SELECT confirmed_flush_lsn >= '$end_lsn' FROM pg_replication_slots WHERE slot_name = 'bench_big_a'")
   row big_a "(a) pg_recvlogical + pgoutput → /dev/null" "$large_rows" "$([[ $reached == t ]] && echo true || echo false)"
   log "(d) pg-changestream, large transaction"
-  run_timed big_d "$drain_bin" drain --url "$url" --group bench_big_d --tables public.bench_big,public.bench_end --stop-table bench_end --expect "$large_rows,0,0"
+  run_timed big_d "$drain_bin" drain --url "$url" --group bench_big_d --tables public.bench_big,public.bench_end --stop-table bench_end --expect "$large_rows,0,0" --idle-timeout 1800
   row big_d "(d) pg-changestream consumer → JSON" "$large_rows" "$(grep -q '"ok":true' "$work/big_d.out" && echo true || echo false)"
   echo
   echo "large transaction: PostgreSQL $server_version, one transaction of $large_rows inserts"

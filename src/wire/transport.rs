@@ -19,8 +19,11 @@ use tokio::time::Instant;
 use crate::error::{Error, Kind, Result};
 use crate::protocol::frame::{self, BackendMessage};
 
-/// Room made in the read buffer before each read from the socket.
+/// Room made in the read buffer once less than [`MIN_READ`] is left.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The least room a read from the socket is given.
+const MIN_READ: usize = 8 * 1024;
 
 /// One of the socket kinds a connection can run over.
 pub(crate) enum Socket {
@@ -203,10 +206,14 @@ impl Transport {
     /// Reads more bytes into the buffer. Cancel-safe (`read_buf` keeps nothing in flight).
     async fn fill(&mut self) -> Result<()> {
         // Parsed frames are split off the front and shared with the records made from
-        // them, so the spare room left here shrinks with every frame; without this a read
-        // could take only a few bytes. Reserving a chunk makes each read take what the socket
-        // holds, up to 64 KiB (a fresh buffer when the old one is still shared).
-        self.read_buf.reserve(READ_CHUNK);
+        // them, so the spare room left here shrinks with every frame, and a read into a few
+        // bytes of room would take only those. Once the room is small a fresh chunk is
+        // reserved (a new buffer while the old one is still shared). Not sooner: every
+        // buffer stays alive as long as any record made from it, so a buffer only partly
+        // filled would hold far more memory than the records the decoder counts.
+        if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
+            self.read_buf.reserve(READ_CHUNK);
+        }
         let n = self
             .socket
             .read_buf(&mut self.read_buf)

@@ -523,6 +523,36 @@ proptest! {
     }
 
     #[test]
+    fn serialised_dates_and_timestamps_equal_their_display(
+        days in -1_000_000i64..100_000_000,
+        seconds in 0u32..86_400,
+        micros in 0u32..1_000_000,
+    ) {
+        // Serialising takes a formatting shortcut for years 1..=9999; its text must be the
+        // Display text for every date, inside that range and outside it.
+        let ymd = Ymd::from_days(days);
+        prop_assume!(ymd.year >= -4712 && ymd.year <= 294_276);
+        let (year, bc) = if ymd.year <= 0 { (1 - ymd.year, " BC") } else { (ymd.year, "") };
+        let date = format!("{year:04}-{:02}-{:02}", ymd.month, ymd.day);
+        let time = format!(
+            "{:02}:{:02}:{:02}.{micros:06}", seconds / 3600, seconds / 60 % 60, seconds % 60
+        );
+        for (type_oid, text) in [
+            (oid::DATE, format!("{date}{bc}")),
+            (oid::TIMESTAMP, format!("{date} {time}{bc}")),
+            (oid::TIMESTAMPTZ, format!("{date} {time}+00{bc}")),
+        ] {
+            let value = Value::from_text(ValueKind::for_type(type_oid), &text);
+            let display = match &value {
+                Value::Date(d) => d.to_string(),
+                Value::Timestamp(ts) | Value::TimestampTz(ts) => ts.to_string(),
+                other => return Err(TestCaseError::fail(format!("{text}: {other:?}"))),
+            };
+            prop_assert_eq!(serde_json::to_string(&value).unwrap(), format!("\"{display}\""));
+        }
+    }
+
+    #[test]
     fn timestamptz_offsets_convert_like_arithmetic(
         days in -700_000i64..700_000,
         seconds in 0u32..86_400,
