@@ -432,8 +432,14 @@ async fn big_transaction_child() {
     assert_eq!(next_id - 1, rows, "complete");
     let grown = peak_rss_bytes().saturating_sub(before);
     eprintln!("2M-row transaction: peak RSS grew {grown} bytes for {data_bytes} bytes of row data");
+    // The decoder counts the bytes of the changes it holds (8 MiB here); what it holds,
+    // with the read buffers those changes point into and the queue, stays within a few
+    // times that. Measured here: about 10 MB. (The large-transaction mode of bench/run.sh
+    // watches the same bound at 10M rows; it found read buffers kept alive half-empty.)
+    let bound = 48 * 1024 * 1024;
     assert!(
-        grown < data_bytes / 2,
-        "peak RSS grew by {grown} bytes for {data_bytes} bytes of row data: spill did not bound memory"
+        grown < bound,
+        "peak RSS grew by {grown} bytes (bound {bound}) for {data_bytes} bytes of row data: \
+         spill did not bound memory"
     );
 }
