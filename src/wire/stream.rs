@@ -107,8 +107,9 @@ impl StartOptions {
         self
     }
 
-    /// How often [`ReplicationStream::next`] sends a status update on its own. Keep it
-    /// well below the server's `wal_sender_timeout`.
+    /// How often [`ReplicationStream::next`] sends a status update on its own. Starting
+    /// replication shortens it to a third of the server's `wal_sender_timeout` when that is
+    /// less ([`ReplicationStream::status_interval`] tells the interval in use).
     pub fn status_interval(mut self, every: Duration) -> StartOptions {
         self.status_interval = every.max(Duration::from_millis(10));
         self
