@@ -788,6 +788,57 @@ async fn server_crashes_and_restarts_mid_stream_lose_nothing_and_repeat_nothing_
 // 3. Connection cuts and stalls through the fault proxy
 
 #[tokio::test]
+async fn a_replication_connection_gone_silent_without_a_close_is_reconnected_losing_nothing() {
+    let db = server().create_database().await.unwrap();
+    let client = db.connect().await.unwrap();
+    items_table(&client, &ConnectConfig::new(db.config())).await;
+    let pg = db.config();
+    let host = match &pg.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("the proxy needs a TCP server, not {other:?}"),
+    };
+    let upstream = tokio::net::lookup_host((host.as_str(), pg.get_ports()[0]))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    // Never armed: it only forwards, until it becomes a black hole.
+    let proxy = FaultProxy::start(upstream, 0, 1 << 30).await;
+    let mut through = tokio_postgres::Config::new();
+    through
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .dbname(db.name())
+        .user(pg.get_user().unwrap())
+        // A short walsender timeout, so the client's receive limit (twice it, at least
+        // 5 s) comes soon.
+        .options("-c wal_sender_timeout=2s");
+    if let Some(password) = pg.get_password() {
+        through.password(password);
+    }
+    let mut config = ConnectConfig::new(through);
+    config.set_ssl_mode(pg_changestream::wire::SslMode::Disable);
+    let mut consumer = ConsumerBuilder::new(config, "black hole")
+        .add_table("items", StartLocation::Latest)
+        .commit_mode(CommitMode::Manual)
+        .max_poll_interval(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    insert(&client, 1, 3).await;
+    assert_eq!(ids(&mut consumer, 3).await, [1, 2, 3]);
+    consumer.commit().await.unwrap();
+    // The replication connection now swallows everything and is never closed; rows
+    // written meanwhile must arrive over a new one.
+    proxy.blackhole_replication();
+    insert(&client, 4, 6).await;
+    assert_eq!(ids(&mut consumer, 3).await, [4, 5, 6]);
+    assert!(consumer.stats().reconnects >= 1, "{:?}", consumer.stats());
+    consumer.commit().await.unwrap();
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn connection_cuts_and_stalls_through_a_proxy_lose_nothing() {
     let name = "connection cuts and stalls";
     let faults = count("PG_CHANGESTREAM_SOAK_CUTS", 30);

@@ -409,10 +409,10 @@ impl ReplicationConnection {
         let proto_version = options.effective_proto_version(self.server_version_num);
         // The walsender ends a client silent for wal_sender_timeout; status updates must
         // come well inside it, also when the server's setting is shorter than ours.
-        let timeout = self.show("wal_sender_timeout").await?;
+        let timeout = parse_duration_setting(&self.show("wal_sender_timeout").await?);
         let mut options = options.clone();
-        options.status_interval =
-            status_interval_within(options.status_interval, parse_duration_setting(&timeout));
+        options.status_interval = status_interval_within(options.status_interval, timeout);
+        options.receive_timeout = receive_timeout_for(timeout);
         let options = &options;
         let sql = start_replication_command(slot, start, proto_version, options)?;
         self.transport.queue(|b| frontend::query(&sql, b))?;
@@ -880,6 +880,16 @@ pub(crate) fn status_interval_within(interval: Duration, timeout: Option<Duratio
     }
 }
 
+/// How long the server may stay silent before the connection is taken for dead: twice
+/// its `wal_sender_timeout` (at least 5 s), during which the stream asks it for replies
+/// every status interval; a live walsender answers at once. `None` when the server has no
+/// timeout (`0`) or it could not be read: then the stream waits as long as it takes.
+pub(crate) fn receive_timeout_for(wal_sender_timeout: Option<Duration>) -> Option<Duration> {
+    wal_sender_timeout
+        .filter(|t| !t.is_zero())
+        .map(|t| (t * 2).max(Duration::from_secs(5)))
+}
+
 /// A time setting as `SHOW` prints it (`60s`, `500ms`, `1min`, `2h`, `1d`, or `0`); `None`
 /// when it does not read as one.
 pub(crate) fn parse_duration_setting(text: &str) -> Option<Duration> {
@@ -1112,6 +1122,16 @@ mod tests {
             Duration::from_millis(100)
         );
         assert_eq!(status_interval_within(ten, Some(Duration::ZERO)), ten);
+        assert_eq!(
+            receive_timeout_for(Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            receive_timeout_for(Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(receive_timeout_for(Some(Duration::ZERO)), None);
+        assert_eq!(receive_timeout_for(None), None);
         assert_eq!(status_interval_within(ten, None), ten);
     }
 
