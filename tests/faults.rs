@@ -1179,6 +1179,35 @@ async fn a_table_renamed_while_streaming_is_followed_or_a_definite_error() {
 }
 
 #[tokio::test]
+async fn a_table_dropped_and_created_again_is_read_once_added_back_as_the_error_says() {
+    let (_db, client, config, mut consumer) = streaming("table back").await;
+    client
+        .batch_execute(
+            "DROP TABLE items;
+             CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, pad text)",
+        )
+        .await
+        .unwrap();
+    let (_, e) = until_error(&mut consumer, Duration::from_secs(10)).await;
+    let e = e.expect("a dropped table is a definite error");
+    assert!(
+        e.is_not_found() && e.to_string().contains("add_table"),
+        "{e}"
+    );
+    // What the error says to do: enable the new table and add it back.
+    enable_change_streaming(&config, "items", true)
+        .await
+        .unwrap();
+    consumer
+        .add_table("items", StartLocation::Latest)
+        .await
+        .unwrap();
+    insert(&client, 7, 8).await;
+    assert_eq!(ids(&mut consumer, 2).await, [7, 8]);
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_renamed_table_read_under_its_new_name_as_the_error_says_loses_nothing() {
     let (_db, client, config, mut consumer) = streaming("renamed then followed").await;
     insert(&client, 4, 4).await;

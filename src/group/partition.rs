@@ -4,8 +4,10 @@
 //! A slot streams to one walsender at a time, which makes it the natural lock on a
 //! partition. Slot names may only contain `[a-z0-9_]` (at most 63 bytes) while a group id
 //! may contain anything, so names are derived: a sanitised prefix of the group id and a hash
-//! of all of it (`pcs_orders_9f3c2a1b_p0`). The derived names are stored in
-//! `changestream.partitions` and read back from there, never recomputed for existing groups.
+//! of the database name and all of the group id (`pcs_orders_9f3c2a1b_p0`) — slot names are
+//! server-wide, groups live in one database, so one group id in two databases must not
+//! share a slot. The derived names are stored in `changestream.partitions` and read back
+//! from there, never recomputed for existing groups.
 //!
 //! Slots are created through SQL (`pg_create_logical_replication_slot`), which needs no
 //! replication connection; it must run outside a transaction that has written. Creation
