@@ -366,6 +366,11 @@ impl Task {
                 if let Some(end) = batch_end.take() {
                     self.delivered_end = self.delivered_end.max(end);
                 }
+                // Replaying a large streamed transaction reads nothing from the server for
+                // as long as it takes; the walsender must still hear from us.
+                if self.stream.status_due() {
+                    self.stream.send_status_update(false).await?;
+                }
                 continue;
             }
             if self.decoder.has_output() {

@@ -400,6 +400,13 @@ impl ReplicationStream {
         self.status_interval
     }
 
+    /// Whether the periodic status update is due: a caller busy without calling
+    /// [`ReplicationStream::next`] for long (replaying a large transaction, say) sends one
+    /// with [`ReplicationStream::send_status_update`] to keep the walsender.
+    pub fn status_due(&self) -> bool {
+        Instant::now() >= self.next_status
+    }
+
     /// The walsender's process id (`pg_stat_replication.pid`).
     pub fn backend_pid(&self) -> i32 {
         self.conn.backend_pid()
