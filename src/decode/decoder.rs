@@ -421,3 +421,78 @@ fn message_name(message: &PgOutputMessage) -> &'static str {
         PgOutputMessage::StreamPrepare(_) => "Stream Prepare",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds a captured scenario (`tests/data/pgoutput/<version>/<scenario>-NNNN-<tag>.bin`)
+    /// and returns everything the decoder produced.
+    fn decode_capture(version: &str, scenario: &str) -> Vec<Change> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/pgoutput")
+            .join(version);
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(&format!("{scenario}-")) && n.ends_with(".bin"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no capture {version}/{scenario}");
+        let mut decoder = Decoder::new(DecoderOptions::default());
+        let mut out = Vec::new();
+        for name in files {
+            let body = std::fs::read(dir.join(&name)).unwrap();
+            decoder
+                .feed(Bytes::from(body))
+                .unwrap_or_else(|e| panic!("{version}/{name}: {e}"));
+            while let Some(change) = decoder.next_change().unwrap() {
+                out.push(change);
+            }
+        }
+        assert!(
+            !decoder.in_transaction(),
+            "{version}/{scenario} ends inside a transaction"
+        );
+        out
+    }
+
+    #[test]
+    fn the_last_record_of_each_transaction_carries_its_end_and_only_it() {
+        for version in ["pg15", "pg18"] {
+            for scenario in [
+                "basic", "full", "toast", "truncate", "message", "origin", "stream",
+            ] {
+                let mut since_commit: Vec<Record> = Vec::new();
+                let mut transactions = 0;
+                for change in decode_capture(version, scenario) {
+                    match change {
+                        Change::Record(record) => since_commit.push(record),
+                        Change::Commit {
+                            end_lsn, records, ..
+                        } => {
+                            let case = format!("{version}/{scenario} txn ending {end_lsn}");
+                            assert_eq!(since_commit.len() as u64, records, "{case}");
+                            if let Some((last, rest)) = since_commit.split_last() {
+                                assert_eq!(last.txn_end(), Some(end_lsn), "{case}");
+                                assert!(rest.iter().all(|r| r.txn_end().is_none()), "{case}");
+                                // Held back, not reordered.
+                                let indexes: Vec<u64> =
+                                    since_commit.iter().map(Record::index).collect();
+                                let expected: Vec<u64> = (0..records).collect();
+                                assert_eq!(indexes, expected, "{case}");
+                            }
+                            since_commit.clear();
+                            transactions += 1;
+                        }
+                    }
+                }
+                assert!(
+                    since_commit.is_empty(),
+                    "{version}/{scenario}: records after the last commit"
+                );
+                assert!(transactions > 0, "{version}/{scenario}: no transaction");
+            }
+        }
+    }
+}
