@@ -113,6 +113,7 @@ impl FaultProxy {
     /// Turns every replication connection open now into a black hole, as a network that
     /// drops everything would: no byte goes through either way, no FIN or reset reaches
     /// the client, ever (also after the server gives up). Later connections work.
+    /// Replication connections are told by their startup packet, so only plaintext ones.
     pub fn blackhole_replication(&self) {
         let upto = self.shared.counts.connections.load(Ordering::SeqCst);
         self.shared.blackhole_upto.store(upto, Ordering::SeqCst);
