@@ -283,9 +283,44 @@ impl fmt::Display for Error {
             write!(f, ": {}", self.0.message)?;
         }
         if let Some(source) = &self.0.source {
-            write!(f, ": {source}")?;
+            match source.downcast_ref::<tokio_postgres::Error>() {
+                Some(sql) => write_sql_error(f, sql)?,
+                None => write!(f, ": {source}")?,
+            }
         }
         Ok(())
+    }
+}
+
+/// tokio-postgres prints only its own kind ("db error", "error connecting to server") and
+/// keeps the server's report or the I/O failure as its source; a user needs that part most
+/// ("role x does not exist"), so it is printed too. Server messages never hold the
+/// password sent.
+fn write_sql_error(f: &mut fmt::Formatter<'_>, e: &tokio_postgres::Error) -> fmt::Result {
+    match e.as_db_error() {
+        Some(db) => {
+            write!(
+                f,
+                ": {} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            )?;
+            if let Some(detail) = db.detail() {
+                write!(f, " (detail: {detail})")?;
+            }
+            if let Some(hint) = db.hint() {
+                write!(f, " (hint: {hint})")?;
+            }
+            Ok(())
+        }
+        None => {
+            write!(f, ": {e}")?;
+            match StdError::source(e) {
+                Some(cause) => write!(f, ": {cause}"),
+                None => Ok(()),
+            }
+        }
     }
 }
 

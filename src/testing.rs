@@ -419,9 +419,12 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if !self.drop_on_drop {
-            return;
-        }
+        // On a server of our own (thrown away after the run) the database stays and its
+        // sessions are left alone (some tests keep a client after dropping this handle),
+        // but its idle replication slots go: every group of every test holds one (slot
+        // names are server-wide, one per database and group), and a whole run would
+        // otherwise exhaust max_replication_slots.
+        let drop_database = self.drop_on_drop;
         let admin = self.admin.clone();
         let name = self.name.clone();
         // Detached: a test must not wait for the cleanup, and at process exit an unfinished
@@ -429,30 +432,55 @@ impl Drop for TestDatabase {
         let _ = std::thread::Builder::new()
             .name("pcs-drop-database".into())
             .spawn(move || {
-                let _ = block_on(move || async move {
+                let shown = name.clone();
+                let result = block_on(move || async move {
                     let client = connect(&admin, "the test server").await?;
-                    client
-                        .execute(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE datname = $1 AND pid <> pg_backend_pid()",
-                            &[&name],
-                        )
-                        .await?;
-                    client
-                        .execute(
-                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                             WHERE database = $1 AND NOT active",
-                            &[&name],
-                        )
-                        .await?;
-                    client
-                        .batch_execute(&format!(
-                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                            quote_ident(&name)
-                        ))
-                        .await?;
+                    if drop_database {
+                        client
+                            .execute(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                                &[&name],
+                            )
+                            .await?;
+                    }
+                    // A walsender just terminated (or whose client just went) may hold its
+                    // slot a moment longer; a slot left behind keeps the database too. On a
+                    // server of our own, a slot still in use after a second stays.
+                    let attempts = if drop_database { 50 } else { 10 };
+                    for _ in 0..attempts {
+                        client
+                            .execute(
+                                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                                 WHERE database = $1 AND NOT active",
+                                &[&name],
+                            )
+                            .await?;
+                        let left: i64 = client
+                            .query_one(
+                                "SELECT count(*) FROM pg_replication_slots WHERE database = $1",
+                                &[&name],
+                            )
+                            .await?
+                            .get(0);
+                        if left == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    if drop_database {
+                        client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                                quote_ident(&name)
+                            ))
+                            .await?;
+                    }
                     Ok(())
                 });
+                if let Err(e) = result {
+                    eprintln!("pcs test harness: cleaning up database {shown}: {e}");
+                }
             });
     }
 }

@@ -442,7 +442,6 @@ async fn a_second_consumer_of_a_busy_group_is_refused_and_the_first_carries_on()
 }
 
 #[tokio::test]
-#[ignore = "bug: slot and publication names derive from the group id only, so the same group id in two databases of one server collides"]
 async fn the_same_group_id_in_two_databases_are_two_groups() {
     let (_a, client_a, config_a) = setup().await;
     let (_b, client_b, config_b) = setup().await;
@@ -564,7 +563,6 @@ async fn a_server_that_is_not_postgresql_or_too_old_is_a_clear_error() {
 }
 
 #[tokio::test]
-#[ignore = "bug: nothing checks server_version at connect; a PostgreSQL 14 server is accepted and fails later with unrelated errors"]
 async fn a_server_older_than_15_is_refused_at_connect() {
     let old = postgres_14().await;
     let mut pg = to_port(old);
@@ -635,7 +633,6 @@ async fn wal_level_not_logical_is_a_setup_error_that_changes_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "bug: without REPLICATION, build fails with \"sql error: db error\" (not is_server_setup, no remedy)"]
 async fn a_role_without_replication_is_a_setup_error_that_changes_nothing() {
     let db = server().create_database().await.unwrap();
     let client = db.connect().await.unwrap();
@@ -676,7 +673,6 @@ async fn a_role_without_replication_is_a_setup_error_that_changes_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "bug: errors from tokio-postgres display as \"db error\" without the server's message (role does not exist, password authentication failed)"]
 async fn sql_errors_carry_the_server_message() {
     let db = server().create_database().await.unwrap();
     let mut wrong = db.config();

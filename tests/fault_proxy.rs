@@ -49,6 +49,9 @@ struct Shared {
     /// The most bytes a direction forwards before its next fault is due.
     max_gap: usize,
     counts: ProxyCounts,
+    /// Replication connections up to this number are black holes: everything is
+    /// swallowed both ways and nothing is closed (see `FaultProxy::blackhole_replication`).
+    blackhole_upto: AtomicU64,
 }
 
 /// The proxy; dropping it stops accepting (live connections end with their peers).
@@ -76,6 +79,7 @@ impl FaultProxy {
             budget: AtomicUsize::new(0),
             max_gap: max_gap.max(1),
             counts: ProxyCounts::default(),
+            blackhole_upto: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, upstream, Arc::clone(&shared)));
         FaultProxy {
@@ -104,6 +108,15 @@ impl FaultProxy {
     /// Faults not yet injected of those armed.
     pub fn remaining(&self) -> usize {
         self.shared.budget.load(Ordering::SeqCst)
+    }
+
+    /// Turns every replication connection open now into a black hole, as a network that
+    /// drops everything would: no byte goes through either way, no FIN or reset reaches
+    /// the client, ever (also after the server gives up). Later connections work.
+    /// Replication connections are told by their startup packet, so only plaintext ones.
+    pub fn blackhole_replication(&self) {
+        let upto = self.shared.counts.connections.load(Ordering::SeqCst);
+        self.shared.blackhole_upto.store(upto, Ordering::SeqCst);
     }
 
     /// The counters.
@@ -144,13 +157,40 @@ async fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>, num
     let base = shared
         .seed
         .wrapping_add(number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let upstream_pump = pump(client_read, server_write, Arc::clone(&shared), base);
-    let downstream_pump = pump(server_read, client_write, Arc::clone(&shared), !base);
+    let replication = Arc::new(AtomicBool::new(false));
+    let hole = Hole {
+        number,
+        replication: Arc::clone(&replication),
+        upstream: true,
+    };
+    let upstream_pump = pump(client_read, server_write, Arc::clone(&shared), base, hole);
+    let hole = Hole {
+        number,
+        replication,
+        upstream: false,
+    };
+    let downstream_pump = pump(server_read, client_write, Arc::clone(&shared), !base, hole);
     // Whichever direction ends first ends the connection: dropping the halves closes both
     // sockets (a cut the peers see as a connection reset or an end of file).
     tokio::select! {
         _ = upstream_pump => {}
         _ = downstream_pump => {}
+    }
+}
+
+/// What a pump needs to know to act as a black hole.
+struct Hole {
+    number: u64,
+    /// Set once the client's startup packet asked for a replication connection.
+    replication: Arc<AtomicBool>,
+    /// Client to server.
+    upstream: bool,
+}
+
+impl Hole {
+    fn active(&self, shared: &Shared) -> bool {
+        self.replication.load(Ordering::SeqCst)
+            && self.number <= shared.blackhole_upto.load(Ordering::SeqCst)
     }
 }
 
@@ -161,15 +201,33 @@ async fn pump(
     mut to: OwnedWriteHalf,
     shared: Arc<Shared>,
     seed: u64,
+    hole: Hole,
 ) -> End {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut due = rng.usize(0..shared.max_gap);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut first = true;
     loop {
         let n = match from.read(&mut buf).await {
+            // A black hole keeps the client's socket open after the server closed.
+            Ok(0) | Err(_) if !hole.upstream && hole.active(&shared) => {
+                std::future::pending::<()>().await;
+                return End::Closed;
+            }
             Ok(0) | Err(_) => return End::Closed,
             Ok(n) => n,
         };
+        if hole.upstream && first {
+            // The startup packet (perhaps after an SSLRequest, which is 8 bytes).
+            let startup = &buf[..n];
+            if startup.windows(12).any(|w| w == b"replication\0") {
+                hole.replication.store(true, Ordering::SeqCst);
+            }
+            first = n == 8;
+        }
+        if hole.active(&shared) {
+            continue;
+        }
         let mut chunk = &buf[..n];
         while !chunk.is_empty() {
             if due >= chunk.len() {

@@ -56,6 +56,12 @@ pub(crate) struct RecordFilter {
     tables: Vec<TableStart>,
     /// Relation id → index in `tables` (or none), filled on first sight of each relation.
     by_relation: HashMap<u32, Option<usize>>,
+    /// Relation id (OID) → the group table it is, as named at `oids_at`. pgoutput names a
+    /// relation as of each change: under another name, a change committed before `oids_at`
+    /// is from before a rename the group already follows (delivered as the table), one
+    /// committed after it means the table was renamed since (see `renamed_table`).
+    by_oid: HashMap<u32, TableName>,
+    oids_at: Lsn,
     ops: OpSet,
     prefixes: Vec<String>,
     /// AtTime starts reached in the stream since last taken: (table, commit LSN).
@@ -67,6 +73,8 @@ impl RecordFilter {
         RecordFilter {
             tables,
             by_relation: HashMap::new(),
+            by_oid: HashMap::new(),
+            oids_at: Lsn::ZERO,
             ops,
             prefixes,
             resolved: Vec::new(),
@@ -90,7 +98,37 @@ impl RecordFilter {
     /// Stops delivering a table.
     pub(crate) fn remove_table(&mut self, table: &TableName) {
         self.tables.retain(|t| &t.table != table);
+        self.by_oid.retain(|_, t| t != table);
         self.by_relation.clear();
+    }
+
+    /// The relation ids of the tables as named at WAL position `at` (see `by_oid`).
+    pub(crate) fn set_relation_ids(&mut self, ids: Vec<(u32, TableName)>, at: Lsn) {
+        self.by_oid = ids.into_iter().collect();
+        self.oids_at = at;
+        self.by_relation.clear();
+    }
+
+    /// The group table relation `oid` was when its id was last taken.
+    pub(crate) fn table_of_relation(&self, oid: u32) -> Option<&TableName> {
+        self.by_oid.get(&oid)
+    }
+
+    /// When `record` belongs to a group table that now has another name: that table and
+    /// the new name. Matching by name alone would pass its records over in silence.
+    pub(crate) fn renamed_table(&self, record: &Record) -> Option<(TableName, String)> {
+        let relation = record.relation()?;
+        let table = self.by_oid.get(&relation.id())?;
+        if (table.schema() == relation.schema() && table.name() == relation.name())
+            || record.txn().commit_lsn < self.oids_at
+        {
+            return None;
+        }
+        let new = TableName::new(relation.schema(), relation.name()).map_or_else(
+            |_| format!("{}.{}", relation.schema(), relation.name()),
+            |t| t.to_string(),
+        );
+        Some((table.clone(), new))
     }
 
     /// Whether logical messages are wanted at all.
@@ -117,17 +155,23 @@ impl RecordFilter {
             return false;
         };
         let tables = &self.tables;
+        let known = self.by_oid.get(&relation.id());
         let index = *self.by_relation.entry(relation.id()).or_insert_with(|| {
-            tables.iter().position(|t| {
-                t.table.schema() == relation.schema() && t.table.name() == relation.name()
+            tables.iter().position(|t| match known {
+                // By relation id: the table under an earlier name is still the table.
+                Some(table) => &t.table == table,
+                None => t.table.schema() == relation.schema() && t.table.name() == relation.name(),
             })
         });
-        // A relation id is reused only after a drop; names are checked again so a
-        // recreated table of another name is never taken for the old one.
+        // A relation id is reused only after a drop; names are checked again (for tables
+        // not known by id) so a recreated table of another name is never taken for the old
+        // one.
         let Some(start) = index.and_then(|i| self.tables.get_mut(i)) else {
             return false;
         };
-        if start.table.schema() != relation.schema() || start.table.name() != relation.name() {
+        if known.is_none()
+            && (start.table.schema() != relation.schema() || start.table.name() != relation.name())
+        {
             self.by_relation.clear();
             return self.admit(record);
         }

@@ -33,9 +33,12 @@ use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
 use crate::group::membership::{fenced, Claim};
-use crate::group::partition::{check_group_id, create_or_load_group, load_group, GroupInfo};
+use crate::group::partition::{
+    check_group_id, create_or_load_group, load_group, relation_ids, GroupInfo,
+};
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
+use crate::lsn::Lsn;
 use crate::wire::ConnectConfig;
 
 fn no_tables(group_id: &str) -> Error {
@@ -92,6 +95,22 @@ pub struct Consumer {
     /// Set once another member took this one's partitions: every call fails.
     fenced: Option<String>,
     warnings: Vec<String>,
+    /// Group tables found outside the publication (dropped, or dropped and created again),
+    /// reported once the streams have passed the point where they were found missing, so
+    /// that everything committed before the drop is delivered first.
+    tables_gone: Option<TablesGone>,
+}
+
+/// See `Consumer::tables_gone`.
+#[derive(Debug)]
+struct TablesGone {
+    error: Error,
+    /// The server's WAL position when the tables were found missing.
+    at: Lsn,
+    /// Every owned stream had passed `at` with nothing left to deliver at the last poll;
+    /// one more empty poll and the error is given (records decoded just before `at` may
+    /// still have been on their way into the queue).
+    passed: bool,
 }
 
 /// How long a poll waits on one partition before looking at the next, when several are
@@ -152,7 +171,11 @@ impl Consumer {
         }
         let mut warnings = Vec::new();
         for (table, location) in &add {
-            let current = existing.iter().find(|t| &t.table == table);
+            // A table both removed and added joins afresh (the way to add back a table
+            // that was dropped and created again).
+            let current = existing
+                .iter()
+                .find(|t| &t.table == table && !remove.contains(&t.table));
             let joined = join_table(
                 &client,
                 &group,
@@ -229,6 +252,7 @@ impl Consumer {
             rotation: 0,
             fenced: None,
             warnings,
+            tables_gone: None,
         };
         // Whatever this member's share turns out to be, a slot invalidated or an object
         // dropped behind the group's back is reported now.
@@ -236,6 +260,12 @@ impl Consumer {
             reader
                 .check_group(&consumer.committer, &consumer.group.group_id)
                 .await?;
+            if let Some((e, _)) = reader
+                .check_tables(&consumer.committer, &consumer.group.group_id, None)
+                .await?
+            {
+                return Err(e);
+            }
         }
         consumer.round().await?;
         let deadline = Instant::now() + consumer.reconnect_timeout;
@@ -331,6 +361,11 @@ impl Consumer {
             }
             if !gather.records.is_empty() || Instant::now() >= deadline {
                 break;
+            }
+        }
+        if gather.records.is_empty() {
+            if let Some(e) = self.tables_gone_error() {
+                return Err(e);
             }
         }
         self.save_resolved_starts().await?;
@@ -516,6 +551,14 @@ impl Consumer {
         };
         self.warnings.extend(joined.warning);
         self.filter.set_table(TableStart::from(&joined.table));
+        let tables: Vec<TableName> = self.filter.tables().map(|t| t.table.clone()).collect();
+        let (ids, at) = {
+            let client = self.committer.client().await?;
+            relation_ids(&*client, &tables).await?
+        };
+        self.filter.set_relation_ids(ids, at);
+        // A table added back after being dropped is a reason to look again.
+        self.tables_gone = None;
         Ok(())
     }
 
@@ -531,6 +574,7 @@ impl Consumer {
             leave_table(&client, &self.group, &table).await?;
         }
         self.filter.remove_table(&table);
+        self.tables_gone = None;
         Ok(())
     }
 
@@ -640,8 +684,44 @@ impl Consumer {
                 Err(e) if !e.is_transient() && e.as_db_error().is_none() => return Err(e),
                 _ => {}
             }
+            if self.tables_gone.is_none() {
+                match reader
+                    .check_tables(&self.committer, &self.group.group_id, Some(&self.filter))
+                    .await
+                {
+                    Ok(Some((error, at))) => {
+                        self.tables_gone = Some(TablesGone {
+                            error,
+                            at,
+                            passed: false,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(group_id = %self.group.group_id, error = %e, "checking the group's tables failed");
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// After a poll that found nothing: the error about dropped tables, once every owned
+    /// stream has delivered all it received before they were found missing.
+    fn tables_gone_error(&mut self) -> Option<Error> {
+        let gone = self.tables_gone.as_mut()?;
+        let passed = self.readers.iter().all(|r| {
+            !self.committer.owns(r.index()) || r.server_wal_end().is_some_and(|end| end >= gone.at)
+        });
+        if !passed {
+            gone.passed = false;
+            return None;
+        }
+        if !gone.passed {
+            gone.passed = true;
+            return None;
+        }
+        self.tables_gone.take().map(|g| g.error)
     }
 
     /// One membership round: heartbeat, then hand over what is no longer this member's

@@ -15,8 +15,21 @@ pub(crate) struct Position {
 }
 
 impl Position {
-    /// Just after `record`.
+    /// Just after `record`; after the last record of a transaction, after the whole
+    /// transaction, so that committing it lets the slot move past the transaction even
+    /// when its Commit has not been taken from the stream yet.
     pub(crate) fn after(record: &Record) -> Position {
+        match record.txn_end() {
+            Some(end_lsn) => Position::after_commit(end_lsn),
+            None => Position::within(record),
+        }
+    }
+
+    /// Counting `record` inside its transaction: `(commit LSN, index + 1)`, also for its
+    /// last record. A record is already done when this is at or below a committed position,
+    /// whether that position counts records inside the transaction or lies past its end
+    /// (cursors written before last records carried the end have the former shape).
+    pub(crate) fn within(record: &Record) -> Position {
         Position {
             lsn: record.txn().commit_lsn,
             records: record.index() + 1,

@@ -25,7 +25,11 @@ use crate::error::{Error, Kind, Result};
 use crate::group::admin::full_identity_primary_keys;
 use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
-use crate::group::partition::{slot_status, PartitionInfo};
+use crate::group::partition::{
+    relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
+};
+use crate::group::table::TableName;
+use crate::lsn::Lsn;
 use crate::wire::ConnectConfig;
 
 /// What every reader of a consumer shares.
@@ -204,13 +208,24 @@ impl PartitionReader {
             };
             match change {
                 Ok(Change::Record(record)) => {
-                    let after = Position::after(&record);
-                    if after <= floor {
+                    if Position::within(&record) <= floor {
                         continue;
                     }
+                    let after = Position::after(&record);
                     if gather.full() {
                         self.pending = Some(Change::Record(record));
                         return Ok(());
+                    }
+                    if let Some(old) = ctx.filter.renamed_table(&record) {
+                        // Held back for every later poll too, so nothing after it is
+                        // taken (and committed) past it; what came before is handed out.
+                        let error = renamed(ctx.group_id, &old.0, &old.1, record.txn().commit_lsn);
+                        self.pending = Some(Change::Record(record));
+                        return if gather.records.is_empty() {
+                            Err(error)
+                        } else {
+                            Ok(())
+                        };
                     }
                     if ctx.filter.admit(&record) {
                         if record.txn().commit_time_micros != 0 {
@@ -328,6 +343,9 @@ impl PartitionReader {
 
     async fn start(&mut self, ctx: &mut ReaderContext<'_>) -> Result<()> {
         let durable = self.check_group(ctx.committer, ctx.group_id).await?;
+        if let Some((e, _)) = self.check_tables(ctx.committer, ctx.group_id, None).await? {
+            return Err(e);
+        }
         let primary_keys = {
             let client = ctx.committer.client().await?;
             // A member that lost the partition (fenced) must not take the slot back.
@@ -338,6 +356,9 @@ impl PartitionReader {
                     &format!("partition {} has another owner", self.info.partition),
                 ));
             }
+            let tables: Vec<TableName> = ctx.filter.tables().map(|t| t.table.clone()).collect();
+            let (ids, at) = relation_ids(&*client, &tables).await?;
+            ctx.filter.set_relation_ids(ids, at);
             full_identity_primary_keys(&*client).await?
         };
         let committed = ctx.committer.resume_from(self.index);
@@ -439,6 +460,52 @@ impl PartitionReader {
         })
     }
 
+    /// Checks that every table of the group is still in this partition's publication.
+    /// Returns the error to give, and the WAL position by which the server had dropped the
+    /// table (the stream delivers everything before it first). With `filter`, a table
+    /// renamed while the stream runs is left to the stream, which reports it when its first
+    /// record under the new name arrives — held back, in order.
+    ///
+    /// # Errors
+    /// The queries failed.
+    pub(crate) async fn check_tables(
+        &self,
+        committer: &Committer,
+        group: &str,
+        filter: Option<&RecordFilter>,
+    ) -> Result<Option<(Error, Lsn)>> {
+        let client = committer.client().await?;
+        let publication = &self.info.publication_name;
+        let mut outside = tables_outside_publication(&*client, group, publication).await?;
+        if outside.is_empty() {
+            return Ok(None);
+        }
+        let unlisted = unlisted_published_tables(&*client, group, publication).await?;
+        if let Some(filter) = filter {
+            for (oid, _) in relation_ids(&*client, &unlisted).await?.0 {
+                if let Some(old) = filter.table_of_relation(oid) {
+                    outside.retain(|t| t != old);
+                }
+            }
+            if outside.is_empty() {
+                return Ok(None);
+            }
+        }
+        let lsn: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        Ok(Some((
+            tables_gone(group, &outside, &unlisted),
+            lsn.parse()?,
+        )))
+    }
+
+    /// The server's WAL end as the stream last reported it: everything before it was sent.
+    pub(crate) fn server_wal_end(&self) -> Option<Lsn> {
+        self.stream.as_ref().map(ChangeStream::server_wal_end)
+    }
+
     /// Turns a definite failure into an error that names the group and the remedy.
     async fn explain(&self, ctx: &ReaderContext<'_>, e: Error) -> Error {
         let group = ctx.group_id;
@@ -476,7 +543,56 @@ impl PartitionReader {
     }
 }
 
-fn invalidated(group: &str, slot: &str, cursor: crate::lsn::Lsn) -> Error {
+/// Group tables no longer in the group's publication: pgoutput sends nothing for them, so
+/// only this check can tell. A table dropped and created again is a new relation, which
+/// the publication does not hold; a renamed one stays in it under its new name.
+fn tables_gone(group: &str, outside: &[TableName], unlisted: &[TableName]) -> Error {
+    let names = |tables: &[TableName]| {
+        tables
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let renamed = if unlisted.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (the publication now holds {}, which the group does not list: renamed?)",
+            names(unlisted)
+        )
+    };
+    Error::new(
+        Kind::NotFound,
+        format!(
+            "consumer group {group:?}: table {} is no longer in the group's publication: it was \
+             dropped, or dropped and created again, or renamed{renamed}; its changes since are \
+             not delivered. If it was created again, enable it and add it back \
+             (Consumer::add_table, or build with remove_table and add_table of it): changes \
+             made before that are not delivered. If it was renamed, enable the new name and \
+             build the consumer with remove_table of the old name and add_table of the new \
+             one (StartLocation::FirstUncommitted resumes at the committed cursor)",
+            names(outside)
+        ),
+    )
+}
+
+/// A record of a group table that arrives under another name: the table was renamed while
+/// the group read it. The record is held back, not passed over.
+fn renamed(group: &str, old: &TableName, new: &str, commit_lsn: Lsn) -> Error {
+    Error::new(
+        Kind::NotFound,
+        format!(
+            "consumer group {group:?}: table {old} was renamed to {new} while the group read \
+             it; its changes from {commit_lsn} on are held back, nothing is lost. To read it \
+             under the new name: enable_change_streaming({new}), then build the consumer with \
+             remove_table({old}) and add_table({new}, StartLocation::FirstUncommitted), \
+             which resumes at the committed cursor"
+        ),
+    )
+}
+
+fn invalidated(group: &str, slot: &str, cursor: Lsn) -> Error {
     Error::new(
         Kind::SlotInvalidated,
         format!(

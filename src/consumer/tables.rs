@@ -80,9 +80,9 @@ pub(crate) async fn join_table(
         .await?;
     let now_lsn: Lsn = row.get::<_, String>(0).parse()?;
     let now_time: SystemTime = row.get(1);
-    if existing.is_none() {
-        publish_table(client, group, table).await?;
-    }
+    // Also for a table already in the group that is reset: one dropped and created again
+    // is a new relation, outside the publication until added again (idempotent otherwise).
+    publish_table(client, group, table).await?;
     // The oldest change of this table the group can still deliver: for a new table, the
     // join; for one in the group, the later of its join and the group's cursor.
     let (oldest_lsn, oldest_time) = match existing {
@@ -157,8 +157,10 @@ pub(crate) async fn leave_table(
     group: &GroupInfo,
     table: &TableName,
 ) -> Result<()> {
-    unpublish_table(client, group, table).await?;
-    delete_group_table(client, &group.group_id, table).await
+    // The list first: a table listed but outside the publication is reported as dropped
+    // by the other members' checks.
+    delete_group_table(client, &group.group_id, table).await?;
+    unpublish_table(client, group, table).await
 }
 
 impl From<&GroupTable> for TableStart {

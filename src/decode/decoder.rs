@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! Begin ─ Origin? ─ (Relation | Type | Insert | Update | Delete | Truncate | Message)* ─ Commit
-//!   → Record per change (commit LSN and time known from Begin), then Change::Commit
+//!   → Record per change (commit LSN and time known from Begin; the last one is held
+//!     until the Commit and carries the end LSN too), then Change::Commit
 //!
 //! Stream Start ─ changes ─ Stream Stop   (repeated, interleaved with other transactions)
 //!   → buffered per xid in decode::txn (raw bytes, spilling past the memory bound)
@@ -102,6 +103,10 @@ pub struct Decoder {
     open: Option<Open>,
     replay: Option<Replay>,
     ready: VecDeque<Change>,
+    /// The open transaction's latest record, held until the next one or the Commit: at
+    /// the Commit it is marked as the last ([`Record::txn_end`]). Costs no latency: the
+    /// walsender sends a transaction's changes only once it committed, Commit right behind.
+    held: Option<Record>,
 }
 
 impl Decoder {
@@ -114,6 +119,7 @@ impl Decoder {
             open: None,
             replay: None,
             ready: VecDeque::new(),
+            held: None,
         }
     }
 
@@ -229,58 +235,56 @@ impl Decoder {
             PgOutputMessage::Insert(insert) => {
                 let relation = Arc::clone(self.relations.get(insert.relation_id)?);
                 let (txn, index) = self.next_index("Insert")?;
-                self.ready.push_back(Change::Record(Record::row(
+                self.emit(Record::row(
                     Op::Insert,
                     relation,
                     Some(insert.new),
                     None,
                     txn,
                     index,
-                )));
+                ));
             }
             PgOutputMessage::Update(update) => {
                 let relation = Arc::clone(self.relations.get(update.relation_id)?);
                 let (txn, index) = self.next_index("Update")?;
-                self.ready.push_back(Change::Record(Record::row(
+                self.emit(Record::row(
                     Op::Update,
                     relation,
                     Some(update.new),
                     update.old,
                     txn,
                     index,
-                )));
+                ));
             }
             PgOutputMessage::Delete(delete) => {
                 let relation = Arc::clone(self.relations.get(delete.relation_id)?);
                 let (txn, index) = self.next_index("Delete")?;
-                self.ready.push_back(Change::Record(Record::row(
+                self.emit(Record::row(
                     Op::Delete,
                     relation,
                     None,
                     Some(delete.old),
                     txn,
                     index,
-                )));
+                ));
             }
             PgOutputMessage::Truncate(truncate) => {
                 for id in &truncate.relation_ids {
                     let relation = Arc::clone(self.relations.get(*id)?);
                     let (txn, index) = self.next_index("Truncate")?;
-                    self.ready.push_back(Change::Record(Record::truncate(
+                    self.emit(Record::truncate(
                         relation,
                         truncate.cascade(),
                         truncate.restart_identity(),
                         txn,
                         index,
-                    )));
+                    ));
                 }
             }
             PgOutputMessage::Message(m) if !m.transactional() => self.non_transactional(m)?,
             PgOutputMessage::Message(m) => {
                 let (txn, index) = self.next_index("Message")?;
-                self.ready.push_back(Change::Record(Record::message(
-                    m.prefix, m.content, txn, index,
-                )));
+                self.emit(Record::message(m.prefix, m.content, txn, index));
             }
             PgOutputMessage::StreamStart(_) | PgOutputMessage::StreamStop => {}
             PgOutputMessage::StreamCommit(commit) => {
@@ -322,19 +326,21 @@ impl Decoder {
             commit_time_micros: 0,
             origin: None,
         });
-        self.ready.push_back(Change::Record(Record::message(
-            m.prefix,
-            m.content,
-            Arc::clone(&txn),
-            0,
-        )));
         // The server skips a message only when its LSN is *below* the start position, so
         // confirming the message's own LSN would have it sent again after a restart; one
         // byte past it is the first position that excludes it (and no other record can
         // start inside it).
+        let end_lsn = m.lsn + 1;
+        let mut record = Record::message(m.prefix, m.content, Arc::clone(&txn), 0);
+        record.set_txn_end(end_lsn);
+        // Whatever came before it goes out before it.
+        if let Some(held) = self.held.take() {
+            self.ready.push_back(Change::Record(held));
+        }
+        self.ready.push_back(Change::Record(record));
         self.ready.push_back(Change::Commit {
             txn,
-            end_lsn: m.lsn + 1,
+            end_lsn,
             records: 1,
         });
         Ok(())
@@ -353,11 +359,22 @@ impl Decoder {
         Ok((Arc::clone(&open.txn), index))
     }
 
+    /// Queues the record held back and holds `record` in its place (see `held`).
+    fn emit(&mut self, record: Record) {
+        if let Some(previous) = self.held.replace(record) {
+            self.ready.push_back(Change::Record(previous));
+        }
+    }
+
     fn finish(&mut self, end_lsn: Lsn) -> Result<()> {
         let open = self
             .open
             .take()
             .ok_or_else(|| Error::protocol("Commit without Begin"))?;
+        if let Some(mut last) = self.held.take() {
+            last.set_txn_end(end_lsn);
+            self.ready.push_back(Change::Record(last));
+        }
         self.ready.push_back(Change::Commit {
             txn: open.txn,
             end_lsn,
@@ -402,5 +419,80 @@ fn message_name(message: &PgOutputMessage) -> &'static str {
         PgOutputMessage::CommitPrepared(_) => "Commit Prepared",
         PgOutputMessage::RollbackPrepared(_) => "Rollback Prepared",
         PgOutputMessage::StreamPrepare(_) => "Stream Prepare",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds a captured scenario (`tests/data/pgoutput/<version>/<scenario>-NNNN-<tag>.bin`)
+    /// and returns everything the decoder produced.
+    fn decode_capture(version: &str, scenario: &str) -> Vec<Change> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/pgoutput")
+            .join(version);
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(&format!("{scenario}-")) && n.ends_with(".bin"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no capture {version}/{scenario}");
+        let mut decoder = Decoder::new(DecoderOptions::default());
+        let mut out = Vec::new();
+        for name in files {
+            let body = std::fs::read(dir.join(&name)).unwrap();
+            decoder
+                .feed(Bytes::from(body))
+                .unwrap_or_else(|e| panic!("{version}/{name}: {e}"));
+            while let Some(change) = decoder.next_change().unwrap() {
+                out.push(change);
+            }
+        }
+        assert!(
+            !decoder.in_transaction(),
+            "{version}/{scenario} ends inside a transaction"
+        );
+        out
+    }
+
+    #[test]
+    fn the_last_record_of_each_transaction_carries_its_end_and_only_it() {
+        for version in ["pg15", "pg18"] {
+            for scenario in [
+                "basic", "full", "toast", "truncate", "message", "origin", "stream",
+            ] {
+                let mut since_commit: Vec<Record> = Vec::new();
+                let mut transactions = 0;
+                for change in decode_capture(version, scenario) {
+                    match change {
+                        Change::Record(record) => since_commit.push(record),
+                        Change::Commit {
+                            end_lsn, records, ..
+                        } => {
+                            let case = format!("{version}/{scenario} txn ending {end_lsn}");
+                            assert_eq!(since_commit.len() as u64, records, "{case}");
+                            if let Some((last, rest)) = since_commit.split_last() {
+                                assert_eq!(last.txn_end(), Some(end_lsn), "{case}");
+                                assert!(rest.iter().all(|r| r.txn_end().is_none()), "{case}");
+                                // Held back, not reordered.
+                                let indexes: Vec<u64> =
+                                    since_commit.iter().map(Record::index).collect();
+                                let expected: Vec<u64> = (0..records).collect();
+                                assert_eq!(indexes, expected, "{case}");
+                            }
+                            since_commit.clear();
+                            transactions += 1;
+                        }
+                    }
+                }
+                assert!(
+                    since_commit.is_empty(),
+                    "{version}/{scenario}: records after the last commit"
+                );
+                assert!(transactions > 0, "{version}/{scenario}: no transaction");
+            }
+        }
     }
 }

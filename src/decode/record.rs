@@ -167,6 +167,8 @@ pub struct Record {
     index: u64,
     /// The group partition it came through, when the group has several.
     partition: Option<u16>,
+    /// The transaction's end LSN, on its last record only.
+    txn_end: Option<Lsn>,
 }
 
 impl Record {
@@ -184,6 +186,7 @@ impl Record {
             txn,
             index,
             partition: None,
+            txn_end: None,
         }
     }
 
@@ -204,6 +207,7 @@ impl Record {
             txn,
             index,
             partition: None,
+            txn_end: None,
         }
     }
 
@@ -214,6 +218,7 @@ impl Record {
             txn,
             index,
             partition: None,
+            txn_end: None,
         }
     }
 
@@ -256,6 +261,20 @@ impl Record {
     }
 
     /// Marks the record as delivered through `partition` of a partitioned group.
+    /// Where the transaction ends (its Commit's end LSN), on the last record of a
+    /// transaction only; `None` on the others.
+    ///
+    /// Whoever has taken the last record has taken the whole transaction and can confirm
+    /// past it at once, without waiting for the Commit behind it (which a consumer that
+    /// stops polling might never take, pinning WAL).
+    pub fn txn_end(&self) -> Option<Lsn> {
+        self.txn_end
+    }
+
+    pub(crate) fn set_txn_end(&mut self, end_lsn: Lsn) {
+        self.txn_end = Some(end_lsn);
+    }
+
     pub(crate) fn set_partition(&mut self, partition: u16) {
         self.partition = Some(partition);
     }

@@ -57,7 +57,8 @@ pub struct ChangeStreamOptions {
     pub decoder: DecoderOptions,
     /// Changes queued between the connection task and the reader.
     pub queue_capacity: usize,
-    /// How often a status update is sent at least.
+    /// How often a status update is sent at least (at most a third of the server's
+    /// `wal_sender_timeout`, whatever is set here).
     pub status_interval: Duration,
     /// Follow the server's WAL end when nothing is unacknowledged (see the module docs).
     pub follow_idle_wal: bool,
@@ -134,6 +135,7 @@ impl ChangeStream {
             .start_replication(&options.slot, options.start, &start)
             .await?;
         let backend_pid = stream.backend_pid();
+        let status_interval = stream.status_interval();
         let proto_version = stream.proto_version();
         let shared = Arc::new(Shared::default());
         // The queue holds batches; its capacity in changes stays about what was asked.
@@ -148,7 +150,8 @@ impl ChangeStream {
             delivered_end: Lsn::ZERO,
             follow_idle_wal: options.follow_idle_wal,
             linger: options.linger,
-            status_interval: options.status_interval,
+            // Possibly shortened to fit the server's wal_sender_timeout.
+            status_interval,
             applied_ack: 0,
         };
         let handle = tokio::spawn(task.run(shutdown_rx));
@@ -379,6 +382,11 @@ impl Task {
                     self.delivered_end = self.delivered_end.max(end);
                 }
                 flowing = true;
+                // Replaying a large streamed transaction reads nothing from the server for
+                // as long as it takes; the walsender must still hear from us.
+                if self.stream.status_due() {
+                    self.stream.send_status_update(false).await?;
+                }
                 continue;
             }
             if self.decoder.has_output() {
@@ -468,9 +476,12 @@ impl Task {
         if !self.follow_idle_wal || self.decoder.in_transaction() {
             return;
         }
+        // Everything queued belongs to transactions that ended by `delivered_end` (an open
+        // one returned above), so once that is acknowledged the queue need not be empty: a
+        // consumer that took a transaction's last record and committed it, but not yet the
+        // Commit behind it, must not pin WAL.
         let acked = Lsn::new(self.shared.acked.load(Ordering::Acquire));
-        let queue_empty = self.tx.capacity() == self.tx.max_capacity();
-        if queue_empty && acked >= self.delivered_end {
+        if acked >= self.delivered_end {
             self.stream.set_flush_position(self.stream.server_wal_end());
             self.publish_confirmed();
         }

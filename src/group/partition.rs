@@ -4,8 +4,10 @@
 //! A slot streams to one walsender at a time, which makes it the natural lock on a
 //! partition. Slot names may only contain `[a-z0-9_]` (at most 63 bytes) while a group id
 //! may contain anything, so names are derived: a sanitised prefix of the group id and a hash
-//! of all of it (`pcs_orders_9f3c2a1b_p0`). The derived names are stored in
-//! `changestream.partitions` and read back from there, never recomputed for existing groups.
+//! of the database name and all of the group id (`pcs_orders_9f3c2a1b_p0`) — slot names are
+//! server-wide, groups live in one database, so one group id in two databases must not
+//! share a slot. The derived names are stored in `changestream.partitions` and read back
+//! from there, never recomputed for existing groups.
 //!
 //! Slots are created through SQL (`pg_create_logical_replication_slot`), which needs no
 //! replication connection; it must run outside a transaction that has written. Creation
@@ -119,18 +121,24 @@ pub fn check_group_id(group_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The slot (and publication) name of a partition: `pcs_<prefix>_<hash>_p<n>`.
-pub fn derived_name(group_id: &str, partition: i32) -> String {
+/// The slot (and publication) name of a partition of a group in `database`:
+/// `pcs_<prefix>_<hash>_p<n>`, the hash over the database name and the group id.
+///
+/// Slot names are server-wide while groups live in one database, so the same group id in
+/// two databases must give two names. Only creation derives names; existing groups use the
+/// names stored in `changestream.partitions` (groups created before the database was part
+/// of the hash keep theirs).
+pub fn derived_name(database: &str, group_id: &str, partition: i32) -> String {
     let prefix: String = group_id
         .chars()
         .map(|c| c.to_ascii_lowercase())
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(32)
         .collect();
-    format!(
-        "pcs_{prefix}_{:08x}_p{partition}",
-        fnv1a(group_id.as_bytes()) as u32
-    )
+    // A NUL separates the two parts: neither can contain one, so no two pairs hash the
+    // same bytes.
+    let key = [database.as_bytes(), &[0], group_id.as_bytes()].concat();
+    format!("pcs_{prefix}_{:08x}_p{partition}", fnv1a(&key) as u32)
 }
 
 /// FNV-1a: tiny, stable across versions and platforms (unlike `DefaultHasher`).
@@ -229,13 +237,21 @@ async fn create_locked(
         }
     }
     let partitions = partitions.unwrap_or(1);
-    let names: Vec<String> = (0..partitions).map(|p| derived_name(group_id, p)).collect();
-    // Leftovers of a creation that died half-way hold our derived names; nobody else can.
+    let role = check_replication_privilege(client, group_id).await?;
+    let database: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await?
+        .get(0);
+    let names: Vec<String> = (0..partitions)
+        .map(|p| derived_name(&database, group_id, p))
+        .collect();
+    // Leftovers of a creation that died half-way hold our derived names; nobody else in
+    // this database can (a slot of another database is never touched).
     for name in &names {
         client
             .execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                  WHERE slot_name = $1 AND NOT active",
+                  WHERE slot_name = $1 AND NOT active AND database = current_database()",
                 &[name],
             )
             .await?;
@@ -253,7 +269,14 @@ async fn create_locked(
                 .await?;
         }
         for name in &names {
-            let lsn = create_slot(client, name, failover).await?;
+            let lsn = create_slot(client, name, failover).await.map_err(|e| {
+                // Checked before; a role changed meanwhile, or a check the server adds.
+                if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                    missing_replication(group_id, &role, Some(e))
+                } else {
+                    e
+                }
+            })?;
             slots.push(lsn);
         }
         let tx = client.transaction().await?;
@@ -302,6 +325,38 @@ async fn create_locked(
             format!("consumer group {group_id:?} vanished"),
         )
     })
+}
+
+/// Creating and reading slots needs the REPLICATION attribute (or superuser); checked
+/// before anything is created, so the error names the role and the remedy and nothing is
+/// left behind.
+async fn check_replication_privilege(client: &Client, group_id: &str) -> Result<String> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles
+              WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (role, allowed): (String, bool) = (row.get(0), row.get(1));
+    if allowed {
+        return Ok(role);
+    }
+    Err(missing_replication(group_id, &role, None))
+}
+
+/// The error for a role without the REPLICATION attribute.
+fn missing_replication(group_id: &str, role: &str, source: Option<Error>) -> Error {
+    let message = format!(
+        "consumer group {group_id:?}: role {} lacks the REPLICATION attribute needed for \
+         replication slots; run ALTER ROLE {} REPLICATION as a superuser (see sql/role.sql)",
+        quote_ident(role),
+        quote_ident(role)
+    );
+    match source {
+        Some(e) => Error::with_source(Kind::ServerSetup, message, e),
+        None => Error::new(Kind::ServerSetup, message),
+    }
 }
 
 async fn create_slot(client: &Client, name: &str, failover: bool) -> Result<Lsn> {
@@ -553,6 +608,97 @@ pub async fn unpublish_table(
     Ok(())
 }
 
+/// The tables of `group_id` that are not (or no longer) in `publication`: dropped, perhaps
+/// created again (a new table is a new relation, outside the publication), or renamed.
+/// Membership is by relation (`pg_publication_rel`), as the server decides what it sends.
+///
+/// # Errors
+/// The query failed.
+pub async fn tables_outside_publication(
+    client: &impl GenericClient,
+    group_id: &str,
+    publication: &str,
+) -> Result<Vec<TableName>> {
+    let rows = client
+        .query(
+            "SELECT t.schema_name, t.table_name FROM changestream.group_tables t
+              WHERE t.group_id = $1
+                AND NOT EXISTS (
+                    SELECT 1 FROM pg_publication_rel pr
+                      JOIN pg_publication p ON p.oid = pr.prpubid
+                     WHERE p.pubname = $2
+                       AND pr.prrelid = to_regclass(format('%I.%I', t.schema_name, t.table_name)))
+              ORDER BY 1, 2",
+            &[&group_id, &publication],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect()
+}
+
+/// The tables in `publication` under a name the group does not list (a table renamed
+/// while in the group keeps its place in the publication).
+///
+/// # Errors
+/// The query failed.
+pub async fn unlisted_published_tables(
+    client: &impl GenericClient,
+    group_id: &str,
+    publication: &str,
+) -> Result<Vec<TableName>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_publication_rel pr
+               JOIN pg_publication p ON p.oid = pr.prpubid
+               JOIN pg_class c ON c.oid = pr.prrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE p.pubname = $2
+                AND NOT EXISTS (SELECT 1 FROM changestream.group_tables t
+                                 WHERE t.group_id = $1 AND t.schema_name = n.nspname
+                                   AND t.table_name = c.relname)
+              ORDER BY 1, 2",
+            &[&group_id, &publication],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect()
+}
+
+/// The relation ids (OIDs) of `tables` as they are named now (missing tables are left
+/// out), and the WAL position read just after. pgoutput identifies relations by OID, which
+/// a rename keeps.
+///
+/// # Errors
+/// The queries failed.
+pub async fn relation_ids(
+    client: &impl GenericClient,
+    tables: &[TableName],
+) -> Result<(Vec<(u32, TableName)>, Lsn)> {
+    let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    let rows = client
+        .query(
+            "SELECT to_regclass(q)::oid, i::int FROM unnest($1::text[]) WITH ORDINALITY AS u(q, i)
+              WHERE to_regclass(q) IS NOT NULL",
+            &[&quoted],
+        )
+        .await?;
+    let ids = rows
+        .iter()
+        .filter_map(|r| {
+            let oid: u32 = r.get(0);
+            let index = usize::try_from(r.get::<_, i32>(1)).ok()?.checked_sub(1)?;
+            Some((oid, tables.get(index)?.clone()))
+        })
+        .collect();
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    Ok((ids, lsn.parse()?))
+}
+
 /// The server's view of a slot, or `None` when the slot does not exist.
 ///
 /// # Errors
@@ -680,7 +826,7 @@ mod tests {
         let ids = ["orders", "Orders", "x\"; DROP --", "表", &"long".repeat(15)];
         let mut seen = std::collections::HashSet::new();
         for id in ids {
-            let name = derived_name(id, 3);
+            let name = derived_name("db", id, 3);
             assert!(name.len() <= 63, "{name}");
             assert!(
                 name.bytes()
@@ -690,7 +836,17 @@ mod tests {
             assert!(name.ends_with("_p3"));
             assert!(seen.insert(name), "{id}");
         }
-        assert_eq!(derived_name("orders", 0), derived_name("orders", 0));
+        assert_eq!(
+            derived_name("db", "orders", 0),
+            derived_name("db", "orders", 0)
+        );
+        // Slot names are server-wide: one group id in two databases is two names, and the
+        // separator keeps ("ab", "c") apart from ("a", "bc").
+        assert_ne!(
+            derived_name("a", "orders", 0),
+            derived_name("b", "orders", 0)
+        );
+        assert_ne!(derived_name("ab", "c", 0), derived_name("a", "bc", 0));
     }
 
     #[test]

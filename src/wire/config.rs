@@ -224,11 +224,20 @@ impl ConnectConfig {
                     }
                     None => Error::with_source(Kind::Sql, format!("sql connection {target}"), e),
                 })?;
+        let peer = target.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(target = %target, error = %e, "sql connection ended with an error");
             }
         });
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+                &[],
+            )
+            .await?;
+        let version_num = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+        super::connection::check_server_version(version_num, Some(row.get(1)), &peer)?;
         Ok(client)
     }
 

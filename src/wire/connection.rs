@@ -407,6 +407,13 @@ impl ReplicationConnection {
     ) -> Result<ReplicationStream> {
         self.require_version(MIN_SERVER_VERSION_NUM, "logical replication with pgoutput")?;
         let proto_version = options.effective_proto_version(self.server_version_num);
+        // The walsender ends a client silent for wal_sender_timeout; status updates must
+        // come well inside it, also when the server's setting is shorter than ours.
+        let timeout = parse_duration_setting(&self.show("wal_sender_timeout").await?);
+        let mut options = options.clone();
+        options.status_interval = status_interval_within(options.status_interval, timeout);
+        options.receive_timeout = receive_timeout_for(timeout);
+        let options = &options;
         let sql = start_replication_command(slot, start, proto_version, options)?;
         self.transport.queue(|b| frontend::query(&sql, b))?;
         self.transport.flush().await?;
@@ -853,7 +860,77 @@ async fn connect_one(
                 .map_err(|_| Error::protocol(format!("server_version_num {v:?} is not a number")))?
         }
     };
+    check_server_version(
+        conn.server_version_num,
+        conn.parameter("server_version"),
+        conn.peer(),
+    )?;
     Ok(conn)
+}
+
+/// The status interval to use under a walsender timeout of `timeout` (`None` or zero: no
+/// timeout): a third of it at most, so that a status update lost or delayed once still
+/// leaves one more before the server gives up, and never below 100 ms.
+pub(crate) fn status_interval_within(interval: Duration, timeout: Option<Duration>) -> Duration {
+    match timeout {
+        Some(timeout) if !timeout.is_zero() => {
+            interval.min(timeout / 3).max(Duration::from_millis(100))
+        }
+        _ => interval,
+    }
+}
+
+/// How long the server may stay silent before the connection is taken for dead: twice
+/// its `wal_sender_timeout` (at least 5 s), during which the stream asks it for replies
+/// every status interval; a live walsender answers at once. `None` when the server has no
+/// timeout (`0`) or it could not be read: then the stream waits as long as it takes.
+pub(crate) fn receive_timeout_for(wal_sender_timeout: Option<Duration>) -> Option<Duration> {
+    wal_sender_timeout
+        .filter(|t| !t.is_zero())
+        .map(|t| (t * 2).max(Duration::from_secs(5)))
+}
+
+/// A time setting as `SHOW` prints it (`60s`, `500ms`, `1min`, `2h`, `1d`, or `0`); `None`
+/// when it does not read as one.
+pub(crate) fn parse_duration_setting(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let value: u64 = text[..digits].parse().ok()?;
+    let unit_ms = match text[digits..].trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(value.checked_mul(unit_ms)?))
+}
+
+/// Refuses a server older than [`MIN_SERVER_VERSION_NUM`] at connect, before anything
+/// fails later for a reason that would not name the version.
+///
+/// # Errors
+/// [`Error::is_server_setup`], naming the version found and the supported range.
+pub(crate) fn check_server_version(
+    version_num: u32,
+    version: Option<&str>,
+    peer: &str,
+) -> Result<()> {
+    if version_num >= MIN_SERVER_VERSION_NUM {
+        return Ok(());
+    }
+    let found = match version {
+        Some(text) => text.to_owned(),
+        None => format!("server_version_num {version_num}"),
+    };
+    Err(Error::new(
+        Kind::ServerSetup,
+        format!(
+            "server {peer} runs PostgreSQL {found}; pg-changestream supports PostgreSQL 15 to 18: \
+             connect to (or upgrade to) a PostgreSQL 15 or newer server"
+        ),
+    ))
 }
 
 /// SSLRequest (or direct TLS) per the TLS policy.
@@ -1013,6 +1090,49 @@ mod tests {
             sql,
             "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names '\"p\"')"
         );
+    }
+
+    #[test]
+    fn walsender_timeouts_parse_and_bound_the_status_interval() {
+        let ten = Duration::from_secs(10);
+        for (text, expected) in [
+            ("60s", Some(Duration::from_secs(60))),
+            ("2s", Some(Duration::from_secs(2))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("1min", Some(Duration::from_secs(60))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("1d", Some(Duration::from_secs(86_400))),
+            ("0", Some(Duration::ZERO)),
+            ("", None),
+            ("soon", None),
+            ("99999999999999999999d", None),
+        ] {
+            assert_eq!(parse_duration_setting(text), expected, "{text:?}");
+        }
+        assert_eq!(
+            status_interval_within(ten, Some(Duration::from_secs(60))),
+            ten
+        );
+        assert_eq!(
+            status_interval_within(ten, Some(Duration::from_secs(3))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            status_interval_within(ten, Some(Duration::from_millis(30))),
+            Duration::from_millis(100)
+        );
+        assert_eq!(status_interval_within(ten, Some(Duration::ZERO)), ten);
+        assert_eq!(
+            receive_timeout_for(Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            receive_timeout_for(Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(receive_timeout_for(Some(Duration::ZERO)), None);
+        assert_eq!(receive_timeout_for(None), None);
+        assert_eq!(status_interval_within(ten, None), ten);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct StartOptions {
     pub(crate) streaming: bool,
     pub(crate) max_proto_version: Option<u32>,
     pub(crate) status_interval: Duration,
+    /// Silence from the server after which the connection is taken for dead; set from
+    /// the server's `wal_sender_timeout` when replication starts.
+    pub(crate) receive_timeout: Option<Duration>,
 }
 
 impl Default for StartOptions {
@@ -72,6 +75,7 @@ impl Default for StartOptions {
             streaming: true,
             max_proto_version: None,
             status_interval: DEFAULT_STATUS_INTERVAL,
+            receive_timeout: None,
         }
     }
 }
@@ -107,8 +111,9 @@ impl StartOptions {
         self
     }
 
-    /// How often [`ReplicationStream::next`] sends a status update on its own. Keep it
-    /// well below the server's `wal_sender_timeout`.
+    /// How often [`ReplicationStream::next`] sends a status update on its own. Starting
+    /// replication shortens it to a third of the server's `wal_sender_timeout` when that is
+    /// less ([`ReplicationStream::status_interval`] tells the interval in use).
     pub fn status_interval(mut self, every: Duration) -> StartOptions {
         self.status_interval = every.max(Duration::from_millis(10));
         self
@@ -151,6 +156,11 @@ pub struct ReplicationStream {
     status_interval: Duration,
     next_status: Instant,
     state: State,
+    receive_timeout: Option<Duration>,
+    /// When a message last arrived (or listening resumed after a pause).
+    last_heard: Instant,
+    /// When `next()` was last entered.
+    last_entered: Instant,
 }
 
 impl ReplicationStream {
@@ -170,6 +180,9 @@ impl ReplicationStream {
             status_interval: options.status_interval,
             next_status: Instant::now() + options.status_interval,
             state: State::Streaming,
+            receive_timeout: options.receive_timeout,
+            last_heard: Instant::now(),
+            last_entered: Instant::now(),
         }
     }
 
@@ -209,16 +222,38 @@ impl ReplicationStream {
     }
 
     async fn next_inner(&mut self) -> Result<Option<XLogData>> {
+        let now = Instant::now();
+        if let Some(limit) = self.receive_timeout {
+            // Not called for a while (the caller's queue was full): that silence was ours,
+            // not the server's.
+            if now.duration_since(self.last_entered) > limit / 4 {
+                self.last_heard = now;
+            }
+        }
+        self.last_entered = now;
         loop {
             if self.conn.transport.has_unsent() {
                 self.conn.transport.flush().await?;
             }
             if Instant::now() >= self.next_status {
-                self.send_status_update(false).await?;
+                // Silent past a status interval: ask for a reply, so that a live server
+                // always has something to say before the receive timeout.
+                let silent = self.last_heard.elapsed() >= self.status_interval;
+                self.send_status_update(silent).await?;
             }
-            let Some(msg) = self.conn.transport.recv_until(self.next_status).await? else {
+            let wake = match self.receive_timeout {
+                Some(limit) => self.next_status.min(self.last_heard + limit),
+                None => self.next_status,
+            };
+            let Some(msg) = self.conn.transport.recv_until(wake).await? else {
+                if let Some(limit) = self.receive_timeout {
+                    if self.last_heard.elapsed() >= limit {
+                        return Err(self.presumed_dead(limit));
+                    }
+                }
                 continue; // a status update is due
             };
+            self.last_heard = Instant::now();
             match msg {
                 BackendMessage::CopyData(body) => match replication::parse(body).map_err(|e| {
                     Error::with_source(
@@ -267,6 +302,21 @@ impl ReplicationStream {
                 }
             }
         }
+    }
+
+    /// The error for a server silent past the receive timeout although asked to reply: the
+    /// connection is taken for dead (a network that drops everything and sends no reset),
+    /// so the caller reconnects instead of waiting forever.
+    fn presumed_dead(&self, limit: Duration) -> Error {
+        Error::new(
+            Kind::Io,
+            format!(
+                "no message from server {} for {:?} although replies were asked for (the \
+                 limit is twice its wal_sender_timeout); the connection is presumed dead",
+                self.peer(),
+                limit
+            ),
+        )
     }
 
     /// Sends a standby status update now with the current write / flush / apply positions.
@@ -348,6 +398,13 @@ impl ReplicationStream {
     /// The interval of automatic status updates.
     pub fn status_interval(&self) -> Duration {
         self.status_interval
+    }
+
+    /// Whether the periodic status update is due: a caller busy without calling
+    /// [`ReplicationStream::next`] for long (replaying a large transaction, say) sends one
+    /// with [`ReplicationStream::send_status_update`] to keep the walsender.
+    pub fn status_due(&self) -> bool {
+        Instant::now() >= self.next_status
     }
 
     /// The walsender's process id (`pg_stat_replication.pid`).
