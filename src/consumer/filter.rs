@@ -93,11 +93,6 @@ impl RecordFilter {
         self.by_relation.clear();
     }
 
-    /// Whether logical messages are wanted at all.
-    pub(crate) fn wants_messages(&self) -> bool {
-        !self.prefixes.is_empty()
-    }
-
     /// AtTime starts resolved since the last call.
     pub(crate) fn take_resolved(&mut self) -> Vec<(TableName, Lsn)> {
         std::mem::take(&mut self.resolved)
@@ -108,7 +103,9 @@ impl RecordFilter {
         if record.op() == Op::Message {
             return record
                 .message_content()
-                .is_some_and(|(prefix, _)| self.prefixes.iter().any(|p| p == prefix));
+                .is_some_and(|(prefix, _)| {
+                    !crate::snapshot::is_internal(prefix) && self.prefixes.iter().any(|p| p == prefix)
+                });
         }
         if !self.ops.contains(record.op()) {
             return false;
