@@ -158,7 +158,9 @@ fn spawn_writers(
                 while !stop.load(Ordering::SeqCst) {
                     let id = rng.i32(1..=ROWS);
                     let sql = match rng.u8(0..10) {
-                        0..=2 => format!("UPDATE bf SET v = 'upd {done}', n = n + 1 WHERE id = {id}"),
+                        0..=2 => {
+                            format!("UPDATE bf SET v = 'upd {done}', n = n + 1 WHERE id = {id}")
+                        }
                         3 | 4 => "INSERT INTO bf SELECT nextval('bf_new'), 'new', 0".to_owned(),
                         5 => format!("DELETE FROM bf WHERE id = {id}"),
                         6 | 7 => format!("UPDATE bf SET id = nextval('bf_new') WHERE id = {id}"),
@@ -197,7 +199,10 @@ async fn consume_to_end(
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut marked = false;
     while !view.end_seen {
-        assert!(Instant::now() < deadline, "backfill did not finish in 300 s");
+        assert!(
+            Instant::now() < deadline,
+            "backfill did not finish in 300 s"
+        );
         let bundle = consumer
             .poll(5000, Duration::from_millis(200))
             .await
@@ -222,8 +227,17 @@ async fn consume_to_end(
 }
 
 fn assert_view_equals(view: &View, table: &BTreeMap<i64, Value>) {
-    let missing: Vec<_> = table.keys().filter(|k| !view.rows.contains_key(k)).take(5).collect();
-    let extra: Vec<_> = view.rows.keys().filter(|k| !table.contains_key(k)).take(5).collect();
+    let missing: Vec<_> = table
+        .keys()
+        .filter(|k| !view.rows.contains_key(k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = view
+        .rows
+        .keys()
+        .filter(|k| !table.contains_key(k))
+        .take(5)
+        .collect();
     let stale: Vec<_> = table
         .iter()
         .filter(|(k, v)| view.rows.get(k).is_some_and(|w| w != *v))
@@ -281,7 +295,10 @@ async fn a_table_backfilled_under_concurrent_writers_equals_the_view() {
     assert_view_equals(&view, &table);
     let progress = consumer.stats().backfill;
     assert_eq!(progress.len(), 1, "{progress:?}");
-    assert!(progress[0].rows_done >= u64::try_from(ROWS).unwrap() / 2, "{progress:?}");
+    assert!(
+        progress[0].rows_done >= u64::try_from(ROWS).unwrap() / 2,
+        "{progress:?}"
+    );
     eprintln!(
         "backfill under writers: {} reads, {writes} concurrent writes, {} rows at the end",
         view.reads,
@@ -337,7 +354,10 @@ async fn a_consumer_killed_mid_backfill_resumes_from_its_committed_progress() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some((rows, _, done)) = committed_progress(&client).await {
-            assert!(!done, "the backfill finished before the kill; make the table larger");
+            assert!(
+                !done,
+                "the backfill finished before the kill; make the table larger"
+            );
             if rows >= 20_000 {
                 break;
             }
@@ -346,7 +366,10 @@ async fn a_consumer_killed_mid_backfill_resumes_from_its_committed_progress() {
             let err = std::fs::read_to_string(dir.path().join("child.err")).unwrap_or_default();
             panic!("the child exited by itself ({status}): {err}");
         }
-        assert!(Instant::now() < deadline, "no committed progress within 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "no committed progress within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.start_kill().unwrap(); // SIGKILL
@@ -363,7 +386,10 @@ async fn a_consumer_killed_mid_backfill_resumes_from_its_committed_progress() {
         view.apply(&a);
         child_reads += u64::from(a.op == "read");
     }
-    assert!(child_reads > 0, "the child delivered no reads before the kill");
+    assert!(
+        child_reads > 0,
+        "the child delivered no reads before the kill"
+    );
     view.first_read = None;
     let reads_before = view.reads;
 
@@ -397,7 +423,10 @@ async fn a_consumer_killed_mid_backfill_resumes_from_its_committed_progress() {
     let (_, _, done) = committed_progress(&client).await.unwrap();
     consumer.close().await.unwrap();
     let (_, _, done_after_close) = committed_progress(&client).await.unwrap();
-    assert!(done || done_after_close, "the final progress is committed as done");
+    assert!(
+        done || done_after_close,
+        "the final progress is committed as done"
+    );
 }
 
 fn kill_builder(config: &ConnectConfig) -> ConsumerBuilder {
@@ -498,16 +527,28 @@ async fn a_table_added_at_earliest_to_a_live_group_gets_its_rows_and_leaves_the_
     let mut view = View::default();
     // Stream items for a while, committing, before the table joins.
     while items.len() < 50 {
-        let bundle = consumer.poll(100, Duration::from_millis(200)).await.unwrap();
+        let bundle = consumer
+            .poll(100, Duration::from_millis(200))
+            .await
+            .unwrap();
         bundle.commit().await.unwrap();
         collect(bundle.into_records(), &mut items, &mut view);
     }
-    consumer.add_table("bf", StartLocation::Earliest).await.unwrap();
+    consumer
+        .add_table("bf", StartLocation::Earliest)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut marked = false;
     while !view.end_seen {
-        assert!(Instant::now() < deadline, "backfill did not finish in 120 s");
-        let bundle = consumer.poll(700, Duration::from_millis(200)).await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "backfill did not finish in 120 s"
+        );
+        let bundle = consumer
+            .poll(700, Duration::from_millis(200))
+            .await
+            .unwrap();
         bundle.commit().await.unwrap();
         collect(bundle.into_records(), &mut items, &mut view);
         if !marked && all_done(&consumer) {
@@ -525,11 +566,17 @@ async fn a_table_added_at_earliest_to_a_live_group_gets_its_rows_and_leaves_the_
     let last = writer.await.unwrap();
     // The writer may have committed a few after the marker.
     while items.len() < usize::try_from(last).unwrap() {
-        let bundle = consumer.poll(700, Duration::from_millis(200)).await.unwrap();
+        let bundle = consumer
+            .poll(700, Duration::from_millis(200))
+            .await
+            .unwrap();
         bundle.commit().await.unwrap();
         collect(bundle.into_records(), &mut items, &mut view);
     }
-    assert_eq!(view.reads, 20_000, "every existing row read once (no writes to bf)");
+    assert_eq!(
+        view.reads, 20_000,
+        "every existing row read once (no writes to bf)"
+    );
     assert_view_equals(&view, &table_state(&client).await);
     // The other table: every insert, in commit order, none twice, none missing.
     let first = items[0];
@@ -544,7 +591,10 @@ async fn a_table_added_at_earliest_to_a_live_group_gets_its_rows_and_leaves_the_
         .unwrap();
     let bundle = again.poll(100, Duration::from_millis(700)).await.unwrap();
     let redelivered: Vec<String> = bundle.records().map(|r| r.event_id().to_string()).collect();
-    assert!(redelivered.is_empty(), "committed records came again: {redelivered:?}");
+    assert!(
+        redelivered.is_empty(),
+        "committed records came again: {redelivered:?}"
+    );
     again.close().await.unwrap();
 }
 
@@ -564,8 +614,12 @@ async fn a_table_without_primary_key_is_refused_for_backfill_with_the_reason() {
         .await
         .unwrap();
     let config = ConnectConfig::new(db.config());
-    enable_change_streaming(&config, "heap", true).await.unwrap();
-    enable_change_streaming(&config, "keyed", false).await.unwrap();
+    enable_change_streaming(&config, "heap", true)
+        .await
+        .unwrap();
+    enable_change_streaming(&config, "keyed", false)
+        .await
+        .unwrap();
     for location in [StartLocation::Earliest, StartLocation::FirstUncommitted] {
         let err = ConsumerBuilder::new(config.clone(), "no key")
             .add_table("heap", location)
@@ -574,7 +628,10 @@ async fn a_table_without_primary_key_is_refused_for_backfill_with_the_reason() {
             .unwrap_err();
         assert!(err.is_config(), "{err}");
         let text = err.to_string();
-        assert!(text.contains("table public.heap has no primary key"), "{text}");
+        assert!(
+            text.contains("table public.heap has no primary key"),
+            "{text}"
+        );
         assert!(text.contains("add a primary key"), "{text}");
     }
     // Nothing was created by the failed builds.
@@ -634,7 +691,9 @@ async fn two_partitions_backfill_each_row_exactly_once_and_hide_their_watermarks
             assert_eq!(record.op(), Op::Read, "no writes happen");
             assert!(record.message_content().is_none());
             *reads.entry(crate::support::id(record)).or_default() += 1;
-            let p = record.partition().expect("a partitioned group tags records");
+            let p = record
+                .partition()
+                .expect("a partitioned group tags records");
             by_partition[usize::from(p)] += 1;
             assert!(event_ids.insert(record.event_id()), "event ids are unique");
         }
@@ -648,7 +707,11 @@ async fn two_partitions_backfill_each_row_exactly_once_and_hide_their_watermarks
     );
     assert_eq!(by_partition[0] + by_partition[1], 6_000);
     let progress = second.stats().backfill;
-    assert_eq!(progress.len(), 2, "one progress per partition: {progress:?}");
+    assert_eq!(
+        progress.len(),
+        2,
+        "one progress per partition: {progress:?}"
+    );
     consumer.close().await.unwrap();
     second.close().await.unwrap();
 }

@@ -188,8 +188,14 @@ impl Committer {
             let attempt = async {
                 let client = self.connected(session).await?;
                 if progress.is_empty() {
-                    return store_cursor(client, &self.group_id, partition, &self.member_id, cursor)
-                        .await;
+                    return store_cursor(
+                        client,
+                        &self.group_id,
+                        partition,
+                        &self.member_id,
+                        cursor,
+                    )
+                    .await;
                 }
                 client.batch_execute("BEGIN").await?;
                 let written = async {

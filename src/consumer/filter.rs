@@ -101,11 +101,9 @@ impl RecordFilter {
     /// Whether to deliver `record`.
     pub(crate) fn admit(&mut self, record: &Record) -> bool {
         if record.op() == Op::Message {
-            return record
-                .message_content()
-                .is_some_and(|(prefix, _)| {
-                    !crate::snapshot::is_internal(prefix) && self.prefixes.iter().any(|p| p == prefix)
-                });
+            return record.message_content().is_some_and(|(prefix, _)| {
+                !crate::snapshot::is_internal(prefix) && self.prefixes.iter().any(|p| p == prefix)
+            });
         }
         if !self.ops.contains(record.op()) {
             return false;

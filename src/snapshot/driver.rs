@@ -211,7 +211,11 @@ impl Backfill {
                 .into_iter()
                 .map(|progress| {
                     let kept = (self.keep && !self.reset.contains(&progress.table))
-                        .then(|| known.iter().position(|t| t.progress.table == progress.table))
+                        .then(|| {
+                            known
+                                .iter()
+                                .position(|t| t.progress.table == progress.table)
+                        })
                         .flatten();
                     match kept {
                         Some(i) => known.swap_remove(i),
@@ -413,7 +417,8 @@ impl Backfill {
                 .collect();
             let raw: Key = key.iter().map(|k| k.as_bytes().to_vec()).collect();
             if chunk.window.keeps(&raw) {
-                let tuple = TupleData::from_text(row.iter().map(|v| v.as_deref().map(str::as_bytes)));
+                let tuple =
+                    TupleData::from_text(row.iter().map(|v| v.as_deref().map(str::as_bytes)));
                 let index = reads.len() as u64;
                 reads.push(Record::row(
                     Op::Read,

@@ -147,14 +147,16 @@ impl TablePlan {
                 .collect(),
             types,
         );
+        // Columns are qualified with the table alias `r` everywhere: ORDER BY a bare name
+        // would pick the output column of that name — the `::text` value, in text order.
         let select = names
             .iter()
-            .map(|n| format!("{}::text", quote_ident(n)))
+            .map(|n| format!("r.{}::text", quote_ident(n)))
             .collect::<Vec<_>>()
             .join(", ");
         let order = key
             .iter()
-            .map(|k| quote_ident(&k.name))
+            .map(|k| format!("r.{}", quote_ident(&k.name)))
             .collect::<Vec<_>>()
             .join(", ");
         let bound = key
@@ -170,7 +172,7 @@ impl TablePlan {
                 partition,
             )
         });
-        let from = format!("SELECT {select} FROM {}", table.quoted());
+        let from = format!("SELECT {select} FROM {} AS r", table.quoted());
         let tail = format!("ORDER BY {order} LIMIT {chunk_size}");
         let (first_sql, next_sql) = match &share {
             Some(share) => (
