@@ -203,7 +203,8 @@ impl Committer {
                         store_cursor(client, &self.group_id, partition, &self.member_id, cursor)
                             .await?;
                     for p in progress {
-                        store_progress(client, &self.group_id, partition, p).await?;
+                        store_progress(client, &self.group_id, partition, &self.member_id, p)
+                            .await?;
                     }
                     Ok(moved)
                 }
@@ -259,6 +260,47 @@ impl Committer {
                 records: chunk.records,
             };
             p.chunks.push_back((end, chunk.progress));
+        }
+    }
+
+    /// Stores the progress of chunks that produced no read records (every row dropped, or
+    /// the last, empty chunk) once every chunk before them is committed: nothing of theirs
+    /// needs the cursor — the changes that dropped their rows are in the stream after the
+    /// committed position and come again after a restart. Without this, a consumer that
+    /// never receives a record (so never commits) would select such chunks again forever.
+    ///
+    /// # Errors
+    /// The SQL session failed.
+    pub(crate) async fn store_quiet_chunks(&self) -> Result<()> {
+        loop {
+            let next = self.partitions().iter().enumerate().find_map(|(index, p)| {
+                match p.chunks.front() {
+                    Some((end, progress)) if p.owned && end.records == 0 => {
+                        Some((index, p.partition, *end, progress.clone()))
+                    }
+                    _ => None,
+                }
+            });
+            let Some((index, partition, end, progress)) = next else {
+                return Ok(());
+            };
+            {
+                let mut session = self.session.lock().await;
+                let client = self.connected(&mut session).await?;
+                store_progress(
+                    client,
+                    &self.group_id,
+                    partition,
+                    &self.member_id,
+                    &progress,
+                )
+                .await?;
+            }
+            if let Some(p) = self.partitions().get_mut(index) {
+                if p.chunks.front().is_some_and(|(e, _)| *e == end) {
+                    p.chunks.pop_front();
+                }
+            }
         }
     }
 
@@ -356,12 +398,6 @@ impl Committer {
     pub(crate) fn pass_over(&self, index: usize, position: Position) {
         if let Some(p) = self.partitions().get_mut(index) {
             if p.owned && p.committed >= p.delivered && position > p.committed {
-                if p.chunks.front().is_some_and(|(end, _)| *end <= position) {
-                    // Backfill progress (a chunk all of whose rows were dropped, or the
-                    // last, empty one) needs a cursor write: leave it to the next commit.
-                    p.delivered = position;
-                    return;
-                }
                 p.committed = position;
                 p.delivered = position;
                 if let Some(acker) = &p.acker {

@@ -360,6 +360,10 @@ impl Consumer {
             }
         }
         self.save_resolved_starts().await?;
+        if let Err(e) = self.committer.store_quiet_chunks().await {
+            // Only progress: the chunk is selected again if this never succeeds.
+            tracing::warn!(group_id = %self.group.group_id, error = %e, "storing backfill progress failed");
+        }
         let ends: Vec<PartitionEnd> = self.readers.iter().map(PartitionReader::end).collect();
         for end in &ends {
             if gather.records.is_empty() {

@@ -113,7 +113,8 @@ pub(crate) async fn load_backfills(
         .collect()
 }
 
-/// Stores the progress of a committed chunk (run inside the cursor's transaction).
+/// Stores the progress of a committed chunk (inside the cursor's transaction, or alone for
+/// a chunk that produced no read records), if `owner` still owns the partition.
 ///
 /// # Errors
 /// SQL failed.
@@ -121,6 +122,7 @@ pub(crate) async fn store_progress(
     client: &impl GenericClient,
     group_id: &str,
     partition: i32,
+    owner: &str,
     progress: &StoredProgress,
 ) -> Result<()> {
     let rows_done = i64::try_from(progress.rows_done).unwrap_or(i64::MAX);
@@ -131,7 +133,9 @@ pub(crate) async fn store_progress(
         .execute(
             "UPDATE changestream.backfills
                 SET last_key = $5, rows_done = $6, estimated_total = $7, done = $8
-              WHERE group_id = $1 AND partition = $2 AND schema_name = $3 AND table_name = $4",
+              WHERE group_id = $1 AND partition = $2 AND schema_name = $3 AND table_name = $4
+                AND EXISTS (SELECT 1 FROM changestream.cursors c
+                             WHERE c.group_id = $1 AND c.partition = $2 AND c.owner = $9)",
             &[
                 &group_id,
                 &partition,
@@ -141,6 +145,7 @@ pub(crate) async fn store_progress(
                 &rows_done,
                 &total,
                 &progress.done,
+                &owner,
             ],
         )
         .await?;
