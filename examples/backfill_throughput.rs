@@ -62,9 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "DROP TABLE IF EXISTS bench_backfill;
              CREATE TABLE bench_backfill (id bigint PRIMARY KEY, v text, n int, t timestamptz);
              INSERT INTO bench_backfill
-               SELECT g, md5(g::text), g % 100, now() FROM generate_series(1, {rows}) g;
-             VACUUM ANALYZE bench_backfill;"
+               SELECT g, md5(g::text), g % 100, now() FROM generate_series(1, {rows}) g;"
         ))
+        .await?;
+    // Alone: VACUUM cannot run inside the implicit transaction of a multi-statement query.
+    client
+        .batch_execute("VACUUM ANALYZE bench_backfill")
         .await?;
     enable_change_streaming(&config, "bench_backfill", false).await?;
     println!(

@@ -232,6 +232,24 @@ impl PartitionReader {
                 }
                 self.polled = self.polled.max(after);
             }
+            if self.backfill.needs_load() {
+                // On the consumer's session: a partition with nothing to backfill opens none.
+                let loaded = match ctx.committer.client().await {
+                    Ok(client) => self.backfill.load(&client).await,
+                    Err(e) => Err(e),
+                };
+                match loaded {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(
+                            group_id = ctx.group_id,
+                            error = %e,
+                            "loading backfill progress failed; retrying"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             if self.pending.is_none() {
                 self.backfill.advance(ctx.config).await?;
             }

@@ -160,16 +160,61 @@ impl Backfill {
             .collect()
     }
 
+    /// Whether the list of tables must be (re)loaded before the next chunk.
+    pub(crate) fn needs_load(&self) -> bool {
+        !self.loaded
+    }
+
+    /// Loads this partition's backfills (committed progress) from `client`. Known tables'
+    /// progress is kept after [`Backfill::refresh`] (the database lags behind it by the
+    /// chunks not committed yet), except the reset ones'.
+    ///
+    /// # Errors
+    /// SQL failed.
+    pub(crate) async fn load(&mut self, client: &Client) -> Result<()> {
+        let stored = load_backfills(client, &self.group_id, self.partition).await?;
+        let mut known = std::mem::take(&mut self.tables);
+        self.tables = stored
+            .into_iter()
+            .map(|progress| {
+                let kept = (self.keep && !self.reset.contains(&progress.table))
+                    .then(|| {
+                        known
+                            .iter()
+                            .position(|t| t.progress.table == progress.table)
+                    })
+                    .flatten();
+                match kept {
+                    Some(i) => known.swap_remove(i),
+                    None => TableState {
+                        progress,
+                        plan: None,
+                    },
+                }
+            })
+            .collect();
+        self.loaded = true;
+        self.keep = false;
+        self.reset.clear();
+        if self.tables.iter().all(|t| t.progress.done) {
+            // Nothing to do: no session kept open for it.
+            self.client = None;
+        }
+        Ok(())
+    }
+
     /// Selects the next chunk if none is in flight and a table still needs one. Transient
-    /// failures are retried later (with backoff) and do not stop the stream.
+    /// failures are retried later (with backoff) and do not stop the stream; a table
+    /// dropped meanwhile is skipped with a warning.
     ///
     /// # Errors
     /// A definite failure (a table that cannot be read, permission denied).
     pub(crate) async fn advance(&mut self, config: &ConnectConfig) -> Result<()> {
-        if self.chunk.is_some() || self.retry_at.is_some_and(|at| at > Instant::now()) {
-            return Ok(());
-        }
-        if self.loaded && self.tables.iter().all(|t| t.progress.done) {
+        if !self.loaded
+            || self.chunk.is_some()
+            || self.retry_at.is_some_and(|at| at > Instant::now())
+            || self.tables.iter().all(|t| t.progress.done)
+        {
             return Ok(());
         }
         match self.select_chunk(config).await {
@@ -191,6 +236,22 @@ impl Backfill {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 Ok(())
             }
+            Err(e)
+                if e.is_not_found()
+                    || e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                if let Some(t) = self.tables.iter_mut().find(|t| !t.progress.done) {
+                    tracing::warn!(
+                        group_id = %self.group_id,
+                        partition = self.partition,
+                        table = %t.progress.table,
+                        error = %e,
+                        "table to backfill is gone; skipping it"
+                    );
+                    t.progress.done = true;
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -204,32 +265,6 @@ impl Backfill {
         let Some(client) = self.client.as_mut() else {
             return Ok(());
         };
-        if !self.loaded {
-            let stored = load_backfills(&*client, &self.group_id, self.partition).await?;
-            let mut known = std::mem::take(&mut self.tables);
-            self.tables = stored
-                .into_iter()
-                .map(|progress| {
-                    let kept = (self.keep && !self.reset.contains(&progress.table))
-                        .then(|| {
-                            known
-                                .iter()
-                                .position(|t| t.progress.table == progress.table)
-                        })
-                        .flatten();
-                    match kept {
-                        Some(i) => known.swap_remove(i),
-                        None => TableState {
-                            progress,
-                            plan: None,
-                        },
-                    }
-                })
-                .collect();
-            self.loaded = true;
-            self.keep = false;
-            self.reset.clear();
-        }
         let Some(index) = self.tables.iter().position(|t| !t.progress.done) else {
             return Ok(());
         };
