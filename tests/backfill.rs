@@ -568,6 +568,11 @@ async fn a_table_added_at_earliest_to_a_live_group_gets_its_rows_and_leaves_the_
     let last = writer.await.unwrap();
     // The writer may have committed a few after the marker.
     while items.len() < usize::try_from(last).unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {last} items arrived",
+            items.len()
+        );
         let bundle = consumer
             .poll(700, Duration::from_millis(200))
             .await
