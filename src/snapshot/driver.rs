@@ -436,9 +436,12 @@ impl Backfill {
             );
             return None;
         }
+        // pgoutput reports the high watermark at the end of its WAL record, which is where a
+        // transaction's commit record may start; reads are placed one byte before, so they
+        // sort (and resume) before that transaction: (H - 1, i).
         let txn = std::sync::Arc::new(TxnInfo {
             xid: 0,
-            commit_lsn: lsn,
+            commit_lsn: Lsn::new(lsn.as_u64().saturating_sub(1)),
             commit_time_micros: chunk.time_micros,
             origin: None,
         });
@@ -483,7 +486,7 @@ impl Backfill {
         }
         Some(Emitted {
             done: ChunkDone {
-                lsn,
+                lsn: txn.commit_lsn,
                 records: reads.len() as u64,
                 progress: progress.clone(),
             },
