@@ -1,6 +1,6 @@
 //! Positions in a partition's stream, as the consumer counts them.
 
-use crate::decode::record::Record;
+use crate::decode::record::{Op, Record};
 use crate::lsn::Lsn;
 
 /// Every transaction that committed before `lsn`, plus the first `records` records of the
@@ -15,10 +15,19 @@ pub(crate) struct Position {
 }
 
 impl Position {
-    /// Just after `record`.
+    /// Just after `record`. A non-transactional message is reported at the end of its WAL
+    /// record, where a transaction committing next would sit at `(lsn, 1…)`: the position
+    /// after the message is `(lsn, 0)` — everything before that LSN, the message included.
     pub(crate) fn after(record: &Record) -> Position {
+        let txn = record.txn();
+        if txn.xid == 0 && record.op() == Op::Message {
+            return Position {
+                lsn: txn.commit_lsn,
+                records: 0,
+            };
+        }
         Position {
-            lsn: record.txn().commit_lsn,
+            lsn: txn.commit_lsn,
             records: record.index() + 1,
         }
     }

@@ -71,12 +71,6 @@ pub(crate) struct PartitionReader {
     stream: Option<ChangeStream>,
     /// A change taken from the stream that did not fit in the last poll.
     pending: Option<Change>,
-    /// A non-transactional message passed over (a watermark, or not the application's):
-    /// its Commit does not move the position. pgoutput reports such a message at the *end*
-    /// of its WAL record, where the next record — possibly a transaction's commit — starts;
-    /// the position one past it (the Commit's end) would sort after that transaction's
-    /// records and pass over them when committed.
-    passed_message: Option<crate::lsn::Lsn>,
     /// This partition's backfill, and the read records of its last chunk not yet taken
     /// (at most one chunk).
     backfill: Backfill,
@@ -102,7 +96,6 @@ impl PartitionReader {
             info,
             stream: None,
             pending: None,
-            passed_message: None,
             backfill,
             reads: VecDeque::new(),
             polled: Position::default(),
@@ -272,22 +265,19 @@ impl PartitionReader {
                     if let Some((prefix, content)) = record.message_content() {
                         let non_transactional = record.txn().xid == 0;
                         if is_internal(prefix) {
-                            // A watermark: never delivered, and the position does not move
-                            // for it (see `passed_message`).
+                            // A watermark: never delivered; its Commit moves the position.
                             if let Some(emitted) =
                                 self.backfill.watermark(content, record.txn().commit_lsn)
                             {
                                 ctx.committer.chunk_done(self.index, emitted.done);
                                 self.reads.extend(emitted.reads);
                             }
-                            self.passed_message = Some(record.txn().commit_lsn);
                             continue;
                         }
                         // Every partition asks for messages (for its watermarks); the
                         // application's own arrive once, through partition 0.
                         let wanted = self.info.partition == 0 && ctx.filter.admit(&record);
                         if non_transactional && !wanted {
-                            self.passed_message = Some(record.txn().commit_lsn);
                             continue;
                         }
                     }
@@ -310,9 +300,6 @@ impl PartitionReader {
                     self.polled = self.polled.max(after);
                 }
                 Ok(Change::Commit { txn, end_lsn, .. }) => {
-                    if txn.xid == 0 && self.passed_message.take() == Some(txn.commit_lsn) {
-                        continue;
-                    }
                     let after = Position::after_commit(end_lsn);
                     if after > self.polled {
                         self.polled = after;

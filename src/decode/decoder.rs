@@ -328,13 +328,15 @@ impl Decoder {
             Arc::clone(&txn),
             0,
         )));
-        // The server skips a message only when its LSN is *below* the start position, so
-        // confirming the message's own LSN would have it sent again after a restart; one
-        // byte past it is the first position that excludes it (and no other record can
-        // start inside it).
+        // pgoutput reports a non-transactional message at the *end* of its WAL record (the
+        // LSN `pg_logical_emit_message` returns), which is where the next record starts —
+        // possibly another transaction's commit record. The server skips the message when
+        // its record *starts* below the start position, so confirming its reported LSN
+        // excludes it and keeps a transaction committing right there; one byte more would
+        // skip that transaction.
         self.ready.push_back(Change::Commit {
             txn,
-            end_lsn: m.lsn + 1,
+            end_lsn: m.lsn,
             records: 1,
         });
         Ok(())
