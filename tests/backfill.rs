@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_changestream::consumer::{
-    enable_change_streaming, BeforeImage, CommitMode, Consumer, ConsumerBuilder, Op, Record,
-    StartLocation,
+    delete_group, enable_change_streaming, BeforeImage, CommitMode, Consumer, ConsumerBuilder, Op,
+    Record, StartLocation,
 };
 use pg_changestream::testing::{TestDatabase, TestServer};
 use pg_changestream::ConnectConfig;
@@ -307,6 +307,10 @@ async fn a_table_backfilled_under_concurrent_writers_equals_the_view() {
         table.len()
     );
     consumer.close().await.unwrap();
+    // Slots are cluster-wide: free this one now rather than at the database's drop.
+    delete_group(&config, "backfill under writers", true)
+        .await
+        .unwrap();
 }
 
 /// After the writers stopped: a second marker, then everything before it.
@@ -429,6 +433,8 @@ async fn a_consumer_killed_mid_backfill_resumes_from_its_committed_progress() {
         done || done_after_close,
         "the final progress is committed as done"
     );
+    // Slots are cluster-wide: free this one now rather than at the database's drop.
+    delete_group(&config, KILL_GROUP, true).await.unwrap();
 }
 
 fn kill_builder(config: &ConnectConfig) -> ConsumerBuilder {
@@ -605,6 +611,8 @@ async fn a_table_added_at_earliest_to_a_live_group_gets_its_rows_and_leaves_the_
         "committed records came again: {redelivered:?}"
     );
     again.close().await.unwrap();
+    // Slots are cluster-wide: free this one now rather than at the database's drop.
+    delete_group(&config, group, true).await.unwrap();
 }
 
 #[tokio::test]
@@ -663,6 +671,8 @@ async fn a_table_without_primary_key_is_refused_for_backfill_with_the_reason() {
         .unwrap_err();
     assert!(err.is_config(), "{err}");
     consumer.close().await.unwrap();
+    // Slots are cluster-wide: free this one now rather than at the database's drop.
+    delete_group(&config, "no key", true).await.unwrap();
 }
 
 #[tokio::test]
@@ -742,4 +752,8 @@ async fn two_partitions_backfill_each_row_exactly_once_and_hide_their_watermarks
         u64::try_from(rows).unwrap()
     );
     consumer.close().await.unwrap();
+    // Slots are cluster-wide: free this one now rather than at the database's drop.
+    delete_group(&config, "backfill partitions", true)
+        .await
+        .unwrap();
 }
