@@ -44,7 +44,7 @@ impl Write for CountingSink {
 
 fn builder(config: &ConnectConfig, group: &str) -> ConsumerBuilder {
     ConsumerBuilder::new(config.clone(), group)
-        .add_table("bench_partitions", StartLocation::FirstUncommitted)
+        .add_table("bench_partitions", StartLocation::Latest)
         .max_poll_interval(Duration::from_secs(60))
 }
 

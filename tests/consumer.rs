@@ -41,7 +41,7 @@ async fn setup() -> (TestDatabase, Client, ConnectConfig) {
 
 fn builder(config: &ConnectConfig, group: &str) -> ConsumerBuilder {
     ConsumerBuilder::new(config.clone(), group)
-        .add_table("items", StartLocation::FirstUncommitted)
+        .add_table("items", StartLocation::Latest)
         .reconnect_timeout(Duration::from_secs(30))
 }
 
@@ -424,7 +424,7 @@ async fn an_idle_group_lets_the_slot_follow_a_busy_server() {
 async fn operations_messages_and_tables_added_and_removed_while_consuming() {
     let (_db, client, config) = setup().await;
     let mut consumer = ConsumerBuilder::new(config.clone(), "filters")
-        .add_table("items", StartLocation::FirstUncommitted)
+        .add_table("items", StartLocation::Latest)
         .operations(&[Op::Insert, Op::Delete])
         .message_prefix("app")
         .build()

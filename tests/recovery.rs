@@ -100,7 +100,7 @@ async fn the_durable_cursor_wins_when_the_slot_falls_behind() {
     items_table(&client, &config).await;
     let manual = || {
         ConsumerBuilder::new(config.clone(), "durable")
-            .add_table("items", StartLocation::FirstUncommitted)
+            .add_table("items", StartLocation::Latest)
             .commit_mode(CommitMode::Manual)
     };
     let mut consumer = manual().build().await.unwrap();
@@ -145,7 +145,7 @@ async fn a_server_crash_right_after_a_commit_repeats_and_loses_nothing() {
     items_table(&client, &config).await;
     let manual = || {
         ConsumerBuilder::new(config.clone(), "crash")
-            .add_table("items", StartLocation::FirstUncommitted)
+            .add_table("items", StartLocation::Latest)
             .commit_mode(CommitMode::Manual)
             .reconnect_timeout(Duration::from_secs(90))
     };
@@ -207,7 +207,7 @@ async fn an_invalidated_slot_is_a_definite_error_that_says_so() {
     items_table(&client, &config).await;
     let builder = || {
         ConsumerBuilder::new(config.clone(), "lagging")
-            .add_table("items", StartLocation::FirstUncommitted)
+            .add_table("items", StartLocation::Latest)
             .queue_capacity(1)
     };
     // A consumer that stops polling: its walsender stalls and the slot holds WAL.

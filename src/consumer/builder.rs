@@ -56,6 +56,7 @@ pub struct ConsumerBuilder {
     pub(crate) queue_capacity: usize,
     pub(crate) partitions: Option<i32>,
     pub(crate) failover: bool,
+    pub(crate) backfill_chunk_size: usize,
 }
 
 impl ConsumerBuilder {
@@ -77,6 +78,7 @@ impl ConsumerBuilder {
             queue_capacity: 8192,
             partitions: None,
             failover: false,
+            backfill_chunk_size: 4096,
         }
     }
 
@@ -173,6 +175,14 @@ impl ConsumerBuilder {
     /// continue on it after a failover. Only applies when this build creates the group.
     pub fn failover(mut self, yes: bool) -> Self {
         self.failover = yes;
+        self
+    }
+
+    /// Rows per backfill chunk (4096 by default). Each chunk is one select and two
+    /// watermarks; a partition holds at most one chunk in memory. Larger chunks read
+    /// faster; smaller ones hold less memory and drop fewer rows to concurrent writes.
+    pub fn backfill_chunk_size(mut self, rows: usize) -> Self {
+        self.backfill_chunk_size = rows.max(1);
         self
     }
 

@@ -15,6 +15,7 @@
 //! fails the commit with [`Error::is_fenced`](crate::Error::is_fenced), because the cursor
 //! write checks the owner.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex as StdMutex, MutexGuard as MutexGuardStd, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,7 +27,10 @@ use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{store_cursor, Cursor};
 use crate::group::membership::register_session;
+use crate::group::table::TableName;
 use crate::lsn::Lsn;
+use crate::snapshot::driver::ChunkDone;
+use crate::snapshot::progress::{store_progress, StoredProgress};
 use crate::wire::ConnectConfig;
 
 /// Where a bundle (or a poll) ended in one partition.
@@ -50,6 +54,9 @@ struct PartitionState {
     owned: bool,
     /// A background commit up to here is on its way.
     committing: Position,
+    /// Backfill chunks whose read records were produced, oldest first, with the position
+    /// just after their last read record: committing that position commits their progress.
+    chunks: VecDeque<(Position, StoredProgress)>,
 }
 
 /// Commits positions for a consumer's partitions.
@@ -86,6 +93,7 @@ impl Committer {
                 acker: None,
                 owned: false,
                 committing: committed,
+                chunks: VecDeque::new(),
             })
             .collect();
         Committer {
@@ -126,7 +134,24 @@ impl Committer {
                 records_done: end.position.records,
                 commit_time: end.commit_time,
             };
-            match self.store(&mut session, partition, &cursor).await {
+            // The progress of every chunk whose reads this commit covers, latest per table.
+            let mut progress: Vec<StoredProgress> = Vec::new();
+            {
+                let partitions = self.partitions();
+                if let Some(p) = partitions.get(end.index) {
+                    for (chunk_end, chunk) in &p.chunks {
+                        if *chunk_end > end.position {
+                            break;
+                        }
+                        progress.retain(|c| c.table != chunk.table);
+                        progress.push(chunk.clone());
+                    }
+                }
+            }
+            match self
+                .store(&mut session, partition, &cursor, &progress)
+                .await
+            {
                 // Given up in a rebalance while this commit was on its way: the new owner
                 // delivers those records again.
                 Err(e) if e.is_fenced() && !self.owns(end.index) => continue,
@@ -140,24 +165,62 @@ impl Committer {
                         acker.ack(end.position.flush_lsn());
                     }
                 }
+                while p.chunks.front().is_some_and(|(e, _)| *e <= end.position) {
+                    p.chunks.pop_front();
+                }
             }
         }
         Ok(())
     }
 
-    /// Writes a cursor, reconnecting the SQL session with backoff on transient failures.
+    /// Writes a cursor (and with it, in one transaction, backfill progress), reconnecting
+    /// the SQL session with backoff on transient failures.
     async fn store(
         &self,
         session: &mut Option<Client>,
         partition: i32,
         cursor: &Cursor,
+        progress: &[StoredProgress],
     ) -> Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
                 let client = self.connected(session).await?;
-                store_cursor(client, &self.group_id, partition, &self.member_id, cursor).await
+                if progress.is_empty() {
+                    return store_cursor(
+                        client,
+                        &self.group_id,
+                        partition,
+                        &self.member_id,
+                        cursor,
+                    )
+                    .await;
+                }
+                client.batch_execute("BEGIN").await?;
+                let written = async {
+                    let moved =
+                        store_cursor(client, &self.group_id, partition, &self.member_id, cursor)
+                            .await?;
+                    for p in progress {
+                        store_progress(client, &self.group_id, partition, &self.member_id, p)
+                            .await?;
+                    }
+                    Ok(moved)
+                }
+                .await;
+                match written {
+                    Ok(moved) => {
+                        client.batch_execute("COMMIT").await?;
+                        Ok(moved)
+                    }
+                    Err(e) => {
+                        // A failed session is replaced anyway; a live one must not stay
+                        // inside the aborted transaction.
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        Err(e)
+                    }
+                }
             }
             .await;
             match attempt {
@@ -182,6 +245,69 @@ impl Committer {
             p.committed = p.committed.max(start);
             // The new stream sends everything after the committed position again.
             p.delivered = p.committed;
+            // Chunks whose reads were not handed out for committing are read again, at new
+            // watermarks; their progress must never be written.
+            let kept = p.committed.max(p.committing);
+            p.chunks.retain(|(end, _)| *end <= kept);
+        }
+    }
+
+    /// A backfill chunk's read records were produced in partition `index`.
+    pub(crate) fn chunk_done(&self, index: usize, chunk: ChunkDone) {
+        if let Some(p) = self.partitions().get_mut(index) {
+            let end = Position {
+                lsn: chunk.lsn,
+                records: chunk.records,
+            };
+            p.chunks.push_back((end, chunk.progress));
+        }
+    }
+
+    /// Stores the progress of chunks that produced no read records (every row dropped, or
+    /// the last, empty chunk) once every chunk before them is committed: nothing of theirs
+    /// needs the cursor — the changes that dropped their rows are in the stream after the
+    /// committed position and come again after a restart. Without this, a consumer that
+    /// never receives a record (so never commits) would select such chunks again forever.
+    ///
+    /// # Errors
+    /// The SQL session failed.
+    pub(crate) async fn store_quiet_chunks(&self) -> Result<()> {
+        loop {
+            let next = self.partitions().iter().enumerate().find_map(|(index, p)| {
+                match p.chunks.front() {
+                    Some((end, progress)) if p.owned && end.records == 0 => {
+                        Some((index, p.partition, *end, progress.clone()))
+                    }
+                    _ => None,
+                }
+            });
+            let Some((index, partition, end, progress)) = next else {
+                return Ok(());
+            };
+            {
+                let mut session = self.session.lock().await;
+                let client = self.connected(&mut session).await?;
+                store_progress(
+                    client,
+                    &self.group_id,
+                    partition,
+                    &self.member_id,
+                    &progress,
+                )
+                .await?;
+            }
+            if let Some(p) = self.partitions().get_mut(index) {
+                if p.chunks.front().is_some_and(|(e, _)| *e == end) {
+                    p.chunks.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Forgets chunks of `table` not yet committed: its backfill started again.
+    pub(crate) fn forget_table(&self, table: &TableName) {
+        for p in self.partitions().iter_mut() {
+            p.chunks.retain(|(_, c)| &c.table != table);
         }
     }
 
@@ -193,6 +319,7 @@ impl Committer {
             p.committed = durable;
             p.delivered = durable;
             p.acker = None;
+            p.chunks.clear();
         }
     }
 
@@ -201,6 +328,7 @@ impl Committer {
         if let Some(p) = self.partitions().get_mut(index) {
             p.owned = false;
             p.acker = None;
+            p.chunks.clear();
         }
     }
 

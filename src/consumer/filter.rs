@@ -131,11 +131,6 @@ impl RecordFilter {
         Some((table.clone(), new))
     }
 
-    /// Whether logical messages are wanted at all.
-    pub(crate) fn wants_messages(&self) -> bool {
-        !self.prefixes.is_empty()
-    }
-
     /// AtTime starts resolved since the last call.
     pub(crate) fn take_resolved(&mut self) -> Vec<(TableName, Lsn)> {
         std::mem::take(&mut self.resolved)
@@ -144,9 +139,9 @@ impl RecordFilter {
     /// Whether to deliver `record`.
     pub(crate) fn admit(&mut self, record: &Record) -> bool {
         if record.op() == Op::Message {
-            return record
-                .message_content()
-                .is_some_and(|(prefix, _)| self.prefixes.iter().any(|p| p == prefix));
+            return record.message_content().is_some_and(|(prefix, _)| {
+                !crate::snapshot::is_internal(prefix) && self.prefixes.iter().any(|p| p == prefix)
+            });
         }
         if !self.ops.contains(record.op()) {
             return false;

@@ -19,14 +19,15 @@ use crate::protocol::replication::system_to_pg_time;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartLocation {
     /// Resume at the group's committed cursor. For a table new to the group this is
-    /// [`StartLocation::Earliest`].
+    /// [`StartLocation::Earliest`]: its existing rows are backfilled.
     #[default]
     FirstUncommitted,
-    /// The oldest state still available: existing rows first, then every change after them.
-    ///
-    /// Backfill of existing rows is not built yet: until it is, a table starting here
-    /// receives the changes committed after it joined the group (as with `Latest`), and the
-    /// consumer logs a warning saying so.
+    /// The oldest state still available: existing rows first (a backfill: `read` records,
+    /// chunk by chunk in key order, interleaved with the live stream), then every change
+    /// committed after the table joined. The table needs a primary key (or a replica
+    /// identity index). On a table already in the group, with `force_reset` or
+    /// [`Consumer::add_table`](crate::consumer::Consumer::add_table), the backfill starts
+    /// again from the beginning.
     Earliest,
     /// Only changes committed after the table joined the group (or, on a reset, after the
     /// reset).

@@ -25,7 +25,7 @@ use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::stats::Stats;
-use super::tables::{check_enabled, join_table, leave_table};
+use super::tables::{backfills, check_enabled, join_table, leave_table};
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::check_wal_level;
@@ -39,6 +39,8 @@ use crate::group::partition::{
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
 use crate::lsn::Lsn;
+use crate::snapshot::driver::Backfill;
+use crate::snapshot::plan::backfill_key;
 use crate::wire::ConnectConfig;
 
 fn no_tables(group_id: &str) -> Error {
@@ -145,8 +147,16 @@ impl Consumer {
         catalog::migrate(&mut client).await?;
         // Check everything that can be wrong before creating anything: a failed build must
         // not leave a group (and a slot holding WAL) behind.
-        for (table, _) in &add {
+        let in_group = match load_group(&client, &group_id).await? {
+            Some(_) => load_group_tables(&client, &group_id).await?,
+            None => Vec::new(),
+        };
+        for (table, location) in &add {
             check_enabled(&client, table).await?;
+            let member = in_group.iter().any(|t| &t.table == table);
+            if backfills(*location, member) {
+                backfill_key(&client, table).await?;
+            }
         }
         if add.is_empty() {
             let remaining = match load_group(&client, &group_id).await? {
@@ -221,11 +231,21 @@ impl Consumer {
             positions,
             builder.reconnect_timeout,
         ));
+        let count = i32::try_from(group.partitions.len()).unwrap_or(i32::MAX);
         let readers = group
             .partitions
             .iter()
             .enumerate()
-            .map(|(i, p)| PartitionReader::new(i, p.clone()))
+            .map(|(i, p)| {
+                let backfill = Backfill::new(
+                    group_id.clone(),
+                    p.partition,
+                    count,
+                    builder.backfill_chunk_size,
+                    builder.decoder.types.clone(),
+                );
+                PartitionReader::new(i, p.clone(), backfill)
+            })
             .collect();
         let filter = RecordFilter::new(
             tables.iter().map(TableStart::from).collect(),
@@ -296,15 +316,21 @@ impl Consumer {
     }
 
     /// Warnings about start locations that could not be honoured exactly (a location
-    /// before the oldest change the group still holds, or `Earliest` before backfill
-    /// exists). Also logged.
+    /// before the oldest change the group still holds). Also logged.
     pub fn start_warnings(&self) -> &[String] {
         &self.warnings
     }
 
-    /// Counters and lag.
+    /// Counters, lag, and the progress of backfills in the partitions this member reads.
     pub fn stats(&self) -> Stats {
-        self.stats.clone()
+        let mut stats = self.stats.clone();
+        stats.backfill = self
+            .readers
+            .iter()
+            .filter(|r| self.committer.owns(r.index()))
+            .flat_map(PartitionReader::backfill_progress)
+            .collect();
+        stats
     }
 
     /// This member's id in `changestream.members`.
@@ -369,6 +395,10 @@ impl Consumer {
             }
         }
         self.save_resolved_starts().await?;
+        if let Err(e) = self.committer.store_quiet_chunks().await {
+            // Only progress: the chunk is selected again if this never succeeds.
+            tracing::warn!(group_id = %self.group.group_id, error = %e, "storing backfill progress failed");
+        }
         let ends: Vec<PartitionEnd> = self.readers.iter().map(PartitionReader::end).collect();
         for end in &ends {
             if gather.records.is_empty() {
@@ -559,6 +589,10 @@ impl Consumer {
         self.filter.set_relation_ids(ids, at);
         // A table added back after being dropped is a reason to look again.
         self.tables_gone = None;
+        self.committer.forget_table(&table);
+        for reader in &mut self.readers {
+            reader.tables_changed(&table);
+        }
         Ok(())
     }
 
@@ -575,6 +609,10 @@ impl Consumer {
         }
         self.filter.remove_table(&table);
         self.tables_gone = None;
+        self.committer.forget_table(&table);
+        for reader in &mut self.readers {
+            reader.tables_changed(&table);
+        }
         Ok(())
     }
 

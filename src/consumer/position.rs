@@ -1,6 +1,6 @@
 //! Positions in a partition's stream, as the consumer counts them.
 
-use crate::decode::record::Record;
+use crate::decode::record::{Op, Record};
 use crate::lsn::Lsn;
 
 /// Every transaction that committed before `lsn`, plus the first `records` records of the
@@ -29,9 +29,16 @@ impl Position {
     /// last record. A record is already done when this is at or below a committed position,
     /// whether that position counts records inside the transaction or lies past its end
     /// (cursors written before last records carried the end have the former shape).
+    ///
+    /// A non-transactional message is a transaction of its own, reported at the end of its
+    /// WAL record: counting it is the same as being past it, `(lsn, 0)`.
     pub(crate) fn within(record: &Record) -> Position {
+        let txn = record.txn();
+        if txn.xid == 0 && record.op() == Op::Message {
+            return Position::after_commit(txn.commit_lsn);
+        }
         Position {
-            lsn: record.txn().commit_lsn,
+            lsn: txn.commit_lsn,
             records: record.index() + 1,
         }
     }

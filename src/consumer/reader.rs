@@ -11,6 +11,7 @@
 //! reader checks that the group, its slot and its publication still exist and that the slot
 //! was not invalidated, so those failures end with an error that says what happened.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -19,7 +20,7 @@ use super::commit::{Committer, PartitionEnd};
 use super::filter::RecordFilter;
 use super::position::Position;
 use crate::decode::decoder::{Change, DecoderOptions};
-use crate::decode::record::Record;
+use crate::decode::record::{Op, Record};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::full_identity_primary_keys;
@@ -30,6 +31,8 @@ use crate::group::partition::{
 };
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
+use crate::snapshot::driver::Backfill;
+use crate::snapshot::{is_internal, BackfillProgress};
 use crate::wire::ConnectConfig;
 
 /// What every reader of a consumer shares.
@@ -71,6 +74,10 @@ pub(crate) struct PartitionReader {
     stream: Option<ChangeStream>,
     /// A change taken from the stream that did not fit in the last poll.
     pending: Option<Change>,
+    /// This partition's backfill, and the read records of its last chunk not yet taken
+    /// (at most one chunk).
+    backfill: Backfill,
+    reads: VecDeque<Record>,
     /// Everything up to here was taken from the stream (delivered or passed over).
     polled: Position,
     /// The commit time of the last transaction taken.
@@ -86,12 +93,14 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl PartitionReader {
-    pub(crate) fn new(index: usize, info: PartitionInfo) -> PartitionReader {
+    pub(crate) fn new(index: usize, info: PartitionInfo, backfill: Backfill) -> PartitionReader {
         PartitionReader {
             index,
             info,
             stream: None,
             pending: None,
+            backfill,
+            reads: VecDeque::new(),
             polled: Position::default(),
             polled_time: None,
             down_since: None,
@@ -171,11 +180,26 @@ impl PartitionReader {
     pub(crate) fn reset(&mut self) {
         self.stream = None;
         self.pending = None;
+        self.reads.clear();
+        self.backfill.reload();
+    }
+
+    /// The group's tables changed (`reset` started again from its beginning): the backfill
+    /// reloads its list before its next chunk.
+    pub(crate) fn tables_changed(&mut self, reset: &TableName) {
+        self.backfill.refresh(reset);
+    }
+
+    /// Backfill progress of this partition's tables.
+    pub(crate) fn backfill_progress(&self) -> Vec<BackfillProgress> {
+        self.backfill.progress()
     }
 
     /// Ends the stream cleanly, sending the confirmed position.
     pub(crate) async fn close(&mut self) -> Result<()> {
         self.pending = None;
+        self.reads.clear();
+        self.backfill.reload();
         match self.stream.take() {
             Some(stream) => stream.close().await,
             None => Ok(()),
@@ -199,6 +223,39 @@ impl PartitionReader {
             if self.stream.is_none() && !self.connect(ctx, deadline).await? {
                 return Ok(());
             }
+            // A chunk's read records sit at its high watermark, before the change after it.
+            while let Some(read) = self.reads.pop_front() {
+                if gather.full() {
+                    self.reads.push_front(read);
+                    return Ok(());
+                }
+                let after = Position::after(&read);
+                if ctx.filter.admit(&read) {
+                    gather.records.push(read);
+                }
+                self.polled = self.polled.max(after);
+            }
+            if self.backfill.needs_load() {
+                // On the consumer's session: a partition with nothing to backfill opens none.
+                let loaded = match ctx.committer.client().await {
+                    Ok(client) => self.backfill.load(&client).await,
+                    Err(e) => Err(e),
+                };
+                match loaded {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(
+                            group_id = ctx.group_id,
+                            error = %e,
+                            "loading backfill progress failed; retrying"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.pending.is_none() {
+                self.backfill.advance(ctx.config).await?;
+            }
             let change = match self.pending.take() {
                 Some(change) => Ok(change),
                 None => match self.next(gather.records.is_empty(), deadline).await {
@@ -208,6 +265,26 @@ impl PartitionReader {
             };
             match change {
                 Ok(Change::Record(record)) => {
+                    if let Some((prefix, content)) = record.message_content() {
+                        let non_transactional = record.txn().xid == 0;
+                        if is_internal(prefix) {
+                            // A watermark: never delivered; its Commit moves the position.
+                            if let Some(emitted) =
+                                self.backfill.watermark(content, record.txn().commit_lsn)
+                            {
+                                ctx.committer.chunk_done(self.index, emitted.done);
+                                self.reads.extend(emitted.reads);
+                            }
+                            continue;
+                        }
+                        // Every partition asks for messages (for its watermarks); the
+                        // application's own arrive once, through partition 0.
+                        let wanted = self.info.partition == 0 && ctx.filter.admit(&record);
+                        if non_transactional && !wanted {
+                            continue;
+                        }
+                    }
+                    self.backfill.observe(&record);
                     if Position::within(&record) <= floor {
                         continue;
                     }
@@ -227,7 +304,8 @@ impl PartitionReader {
                             Ok(())
                         };
                     }
-                    if ctx.filter.admit(&record) {
+                    let deliver = record.op() != Op::Message || self.info.partition == 0;
+                    if deliver && ctx.filter.admit(&record) {
                         if record.txn().commit_time_micros != 0 {
                             self.polled_time = Some(record.txn().commit_time());
                         }
@@ -368,8 +446,9 @@ impl PartitionReader {
             vec![self.info.publication_name.clone()],
         );
         options.start = start.lsn;
-        // Every slot decodes every logical message; one partition delivers them.
-        options.messages = ctx.filter.wants_messages() && self.info.partition == 0;
+        // Every slot decodes every logical message. Each partition needs them for its
+        // backfill watermarks; the application's own are delivered by partition 0 only.
+        options.messages = true;
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
         options.queue_capacity = ctx.queue_capacity;
@@ -387,6 +466,9 @@ impl PartitionReader {
         ctx.committer.attach(self.index, Some(acker), start);
         self.stream = Some(stream);
         self.pending = None;
+        // Reads not committed are redone: from the committed progress, at new watermarks.
+        self.reads.clear();
+        self.backfill.reload();
         self.polled = start;
         Ok(())
     }

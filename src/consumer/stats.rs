@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::decode::record::{Op, Record};
 use crate::lsn::Lsn;
+use crate::snapshot::BackfillProgress;
 
 /// Counters since the consumer was built, and its lag. See [`crate::consumer::Consumer::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +34,10 @@ pub struct Stats {
     pub committed_lsn: Lsn,
     /// Wall-clock time between the commit of the last delivered record and its delivery.
     pub commit_lag: Option<Duration>,
+    /// Backfill progress per table and partition (of the partitions this member reads):
+    /// rows covered, estimated total, last key, done. Rows covered here may be ahead of the
+    /// committed progress by the records not committed yet.
+    pub backfill: Vec<BackfillProgress>,
 }
 
 impl Stats {

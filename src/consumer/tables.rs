@@ -20,6 +20,8 @@ use crate::group::group_tables::{delete_group_table, save_group_table, GroupTabl
 use crate::group::partition::{publish_table, unpublish_table, GroupInfo};
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
+use crate::snapshot::plan::backfill_key;
+use crate::snapshot::progress::{clear_backfill, start_backfill};
 
 /// Checks that `table` exists and is enabled for change streaming.
 ///
@@ -70,6 +72,10 @@ pub(crate) async fn join_table(
             warning: None,
         });
     }
+    let backfill = backfills(location, existing.is_some());
+    if backfill {
+        backfill_key(client, table).await?;
+    }
     // The position and time before joining: every change the table's publication adds
     // commits after both.
     let row = client
@@ -94,15 +100,9 @@ pub(crate) async fn join_table(
     };
     let mut warning = None;
     let (start_lsn, start_time) = match location {
-        StartLocation::FirstUncommitted | StartLocation::Earliest => {
-            if existing.is_none() || location == StartLocation::Earliest {
-                warning = Some(format!(
-                    "table {table} starts at {location}, but backfill of existing rows is not \
-                     built yet: it receives the changes committed after it joined, like latest"
-                ));
-            }
-            (None, None)
-        }
+        // Existing rows come from the backfill, every change after the join from the
+        // stream: no bound.
+        StartLocation::FirstUncommitted | StartLocation::Earliest => (None, None),
         StartLocation::Latest => match existing {
             None => (None, None),
             Some(_) => (Some(now_lsn), None),
@@ -142,10 +142,27 @@ pub(crate) async fn join_table(
         added_at: existing.map_or(now_time, |e| e.added_at),
     };
     save_group_table(client, &group.group_id, &joined).await?;
+    if backfill {
+        let partitions: Vec<i32> = group.partitions.iter().map(|p| p.partition).collect();
+        start_backfill(client, &group.group_id, &partitions, table).await?;
+    } else {
+        clear_backfill(client, &group.group_id, table).await?;
+    }
     Ok(Joined {
         table: joined,
         warning,
     })
+}
+
+/// Whether a table joining at `location` has its existing rows backfilled: at `Earliest`,
+/// and at `FirstUncommitted` when it is new to the group (nothing of it was committed yet).
+/// A table already in the group resumes at the group's cursor.
+pub(crate) fn backfills(location: StartLocation, in_group: bool) -> bool {
+    match location {
+        StartLocation::Earliest => true,
+        StartLocation::FirstUncommitted => !in_group,
+        _ => false,
+    }
 }
 
 /// Takes `table` out of the group: out of its publications and its list.

@@ -326,11 +326,13 @@ impl Decoder {
             commit_time_micros: 0,
             origin: None,
         });
-        // The server skips a message only when its LSN is *below* the start position, so
-        // confirming the message's own LSN would have it sent again after a restart; one
-        // byte past it is the first position that excludes it (and no other record can
-        // start inside it).
-        let end_lsn = m.lsn + 1;
+        // pgoutput reports a non-transactional message at the *end* of its WAL record (the
+        // LSN `pg_logical_emit_message` returns), which is where the next record starts —
+        // possibly another transaction's commit record. The server skips the message when
+        // its record *starts* below the start position, so confirming its reported LSN
+        // excludes it and keeps a transaction committing right there; one byte more would
+        // skip that transaction.
+        let end_lsn = m.lsn;
         let mut record = Record::message(m.prefix, m.content, Arc::clone(&txn), 0);
         record.set_txn_end(end_lsn);
         // Whatever came before it goes out before it.

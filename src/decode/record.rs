@@ -352,6 +352,14 @@ impl Record {
         }
     }
 
+    /// For a row change: its relation, new tuple and old tuple as sent.
+    pub(crate) fn tuples(&self) -> Option<(&Arc<Relation>, Option<&TupleData>, Option<&OldTuple>)> {
+        match &self.body {
+            Body::Row { relation, new, old } => Some((relation, new.as_ref(), old.as_ref())),
+            _ => None,
+        }
+    }
+
     /// For a truncate: whether it was `CASCADE` and `RESTART IDENTITY`.
     pub fn truncate_options(&self) -> Option<(bool, bool)> {
         match &self.body {

@@ -81,6 +81,36 @@ impl Relation {
             .map(|(i, _)| i)
     }
 
+    /// A relation described from the catalog rather than by a Relation message (backfill
+    /// reads rows with SQL before, or without, any change of the table in the stream).
+    /// `columns` are (name, type OID, type modifier, is key), in attribute order.
+    pub(crate) fn from_catalog(
+        id: u32,
+        schema: String,
+        name: String,
+        replica_identity: ReplicaIdentity,
+        columns: Vec<(String, u32, i32, bool)>,
+        types: &TypeCatalog,
+    ) -> Relation {
+        Relation {
+            id,
+            schema,
+            name,
+            replica_identity,
+            columns: columns
+                .into_iter()
+                .map(|(name, type_oid, type_modifier, is_key)| Column {
+                    name,
+                    type_oid,
+                    type_modifier,
+                    is_key,
+                    kind: types.kind(type_oid),
+                })
+                .collect(),
+            version: 1,
+        }
+    }
+
     fn same_shape(&self, other: &Relation) -> bool {
         self.schema == other.schema
             && self.name == other.name

@@ -28,10 +28,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partition_owners",
         include_str!("../../sql/0003_partition_owners.sql"),
     ),
+    (4, "backfill", include_str!("../../sql/0004_backfill.sql")),
 ];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.

@@ -240,7 +240,7 @@ impl ReplicaIdentity {
         }
     }
 
-    fn from_byte(b: u8) -> Result<ReplicaIdentity, DecodeError> {
+    pub(crate) fn from_byte(b: u8) -> Result<ReplicaIdentity, DecodeError> {
         Ok(match b {
             b'd' => ReplicaIdentity::Default,
             b'n' => ReplicaIdentity::Nothing,
@@ -605,6 +605,31 @@ impl TupleData {
     /// The encoded column entries (everything after the column count).
     pub fn raw(&self) -> &Bytes {
         &self.raw
+    }
+
+    /// Tuple data holding `values` as text columns (`None` for NULL), encoded exactly as
+    /// pgoutput encodes them: rows read by SQL (backfill) then decode like streamed ones.
+    pub fn from_text<'v>(values: impl IntoIterator<Item = Option<&'v [u8]>>) -> TupleData {
+        let mut raw = Vec::new();
+        let mut len = 0;
+        for value in values {
+            len += 1;
+            match value {
+                None => raw.push(column_kind::NULL),
+                Some(v) => {
+                    raw.push(column_kind::TEXT);
+                    // A value longer than i32::MAX cannot come out of PostgreSQL (1 GB limit).
+                    let n = i32::try_from(v.len()).unwrap_or(i32::MAX);
+                    raw.extend_from_slice(&n.to_be_bytes());
+                    raw.extend_from_slice(v);
+                }
+            }
+        }
+        TupleData {
+            raw: Bytes::from(raw),
+            len,
+            unchanged_toast: false,
+        }
     }
 }
 

@@ -93,8 +93,9 @@ pub struct TailArgs {
     pub group: String,
 
     /// A table to read, TABLE[@LOCATION]; repeat for more. LOCATION applies when the table
-    /// is new to the group: first-uncommitted (default), earliest, latest,
-    /// time=<RFC 3339>, lsn=<X/Y>.
+    /// is new to the group: first-uncommitted (default) and earliest deliver the existing
+    /// rows first (`read` records), then every change; latest, time=<RFC 3339> and
+    /// lsn=<X/Y> deliver changes only.
     #[arg(
         long = "table",
         short = 't',

@@ -123,9 +123,15 @@ pub async fn list_groups(client: &Client) -> Result<Vec<GroupListing>, Failure> 
             .get(0);
         let tables = client
             .query(
-                "SELECT schema_name, table_name, start_location, joined_lsn::text, backfill_state
-                   FROM changestream.group_tables WHERE group_id = $1
-                  ORDER BY schema_name, table_name",
+                "SELECT t.schema_name, t.table_name, t.start_location, t.joined_lsn::text,
+                        coalesce((SELECT CASE WHEN bool_and(b.done) THEN 'done' ELSE 'running' END
+                                         || ' (' || sum(b.rows_done) || ' of ~'
+                                         || coalesce(sum(b.estimated_total)::text, '?') || ' rows)'
+                                    FROM changestream.backfills b
+                                   WHERE b.group_id = t.group_id AND b.schema_name = t.schema_name
+                                     AND b.table_name = t.table_name), 'none')
+                   FROM changestream.group_tables t WHERE t.group_id = $1
+                  ORDER BY t.schema_name, t.table_name",
                 &[&id],
             )
             .await
