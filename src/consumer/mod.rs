@@ -48,6 +48,7 @@ pub use member::Consumer;
 pub use stats::Stats;
 
 pub use crate::decode::record::{BeforeImage, EventId, Image, Op, Record};
+pub use crate::snapshot::BackfillProgress;
 
 use crate::error::Result;
 use crate::group::{admin, partition, table::TableName};

@@ -14,14 +14,14 @@
 //! Rows whose key changed between L and H are dropped: the stream carries their newer
 //! state. The rest had no change between the watermarks, so the snapshot's version of them
 //! is their state at H. A chunk whose snapshot missed a transaction the stream delivered
-//! before L is selected again (see [`window`]). The result equals a consistent copy followed
+//! before L is selected again (see `window`). The result equals a consistent copy followed
 //! by the changes: no row missing, none stale, no change lost.
 //!
-//! - [`plan`]: columns, key and chunk select of a table, per partition;
-//! - [`window`]: the drop rule and the visibility check (pure, unit-tested);
-//! - [`driver`]: one partition's backfill — its SQL session, the chunk in flight, the read
+//! - `plan`: columns, key and chunk select of a table, per partition;
+//! - `window`: the drop rule and the visibility check (pure, unit-tested);
+//! - `driver`: one partition's backfill — its SQL session, the chunk in flight, the read
 //!   records at H;
-//! - [`progress`]: `changestream.backfills`, committed with the cursor.
+//! - `progress`: `changestream.backfills`, committed with the cursor.
 //!
 //! Which tables: those that join a group at `Earliest`, or at `FirstUncommitted` when new to
 //! the group. Tables are backfilled one after another, in the order they joined; every
