@@ -282,6 +282,83 @@ async fn tail_reads_every_partition_of_a_partitioned_group() {
 }
 
 #[tokio::test]
+async fn tail_draws_a_backfill_progress_bar_when_stderr_is_a_terminal() {
+    let (_db, client, url, group) = fixture().await;
+    let rows = 20_000;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO items SELECT g, 'r' FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .unwrap();
+    let (terminal, stderr) = pseudo_terminal();
+    let mut cmd = cli();
+    cmd.args(["--url", &url, "tail", "-g", &group, "-t", "items@earliest"])
+        .args(["--limit", "500", "--max-records", &rows.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr));
+    let child = cmd.spawn().expect("the binary runs");
+    // The command holds the terminal's other end until dropped; the reader below sees the
+    // end of the output only once every holder closed it.
+    drop(cmd);
+    let screen = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut terminal = std::fs::File::from(terminal);
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+        // A pseudo-terminal reports EIO, not EOF, once the other side is closed.
+        while let Ok(n @ 1..) = terminal.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("tail finishes")
+        .unwrap();
+    let screen = screen.join().unwrap();
+    assert!(out.status.success(), "{screen}");
+    let lines = stdout_lines(&out);
+    assert_eq!(lines.len(), rows, "every row once");
+    assert!(
+        lines.iter().all(|l| l["op"] == "read"),
+        "{:?}",
+        lines.first()
+    );
+    assert!(
+        screen.contains("backfill 1/1 public.items"),
+        "no progress line on the terminal: {screen:?}"
+    );
+    assert!(screen.contains("backfill done"), "{screen:?}");
+    // Redrawn in place: carriage return and erase-line, never one line per update.
+    assert!(screen.contains("\r\x1b[2K"), "{screen:?}");
+}
+
+/// A pseudo-terminal: the side a test reads, and the side a child writes to.
+fn pseudo_terminal() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut reader, mut writer) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the out-pointers; name, termios and
+    // window size may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut reader,
+            &mut writer,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(reader),
+            std::os::fd::OwnedFd::from_raw_fd(writer),
+        )
+    }
+}
+
+#[tokio::test]
 async fn sigterm_commits_what_was_written_and_exits_0() {
     let (_db, client, url, group) = fixture().await;
     let out = tail(&url, &group, &["--idle-exit", "0"]).await;

@@ -10,6 +10,7 @@ mod demo;
 mod failure;
 mod metrics;
 mod output;
+mod progress;
 mod source;
 mod status;
 mod tables;

@@ -5,6 +5,8 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use pg_changestream::consumer::BackfillProgress;
+
 /// How often the line is redrawn at most.
 const REDRAW: Duration = Duration::from_millis(200);
 
@@ -22,6 +24,32 @@ pub struct TableProgress {
     pub total: Option<u64>,
     /// Whether the backfill of this table finished.
     pub done: bool,
+}
+
+/// Per-table progress from a consumer's per-partition backfill figures, in the order the
+/// tables first appear: rows and estimates summed over the partitions, done when every
+/// partition is.
+pub fn by_table(partitions: &[BackfillProgress]) -> Vec<TableProgress> {
+    let mut tables: Vec<TableProgress> = Vec::new();
+    for p in partitions {
+        match tables.iter_mut().find(|t| t.table == p.table) {
+            Some(t) => {
+                t.rows += p.rows_done;
+                t.total = match (t.total, p.estimated_total) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+                t.done &= p.done;
+            }
+            None => tables.push(TableProgress {
+                table: p.table.clone(),
+                rows: p.rows_done,
+                total: p.estimated_total,
+                done: p.done,
+            }),
+        }
+    }
+    tables
 }
 
 /// The progress line, drawn on `out` (stderr in `tail`).
@@ -54,14 +82,22 @@ impl<W: Write> ProgressBar<W> {
         }
     }
 
+    /// Whether anything is drawn at all (stderr is a terminal).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Redraws the line for the first unfinished table (at most every [`REDRAW`]); when
-    /// every table is done, ends the line once.
+    /// every table is done, says so once.
     pub fn update(&mut self, tables: &[TableProgress]) {
         if !self.enabled {
             return;
         }
         let Some(current) = tables.iter().find(|t| !t.done) else {
-            self.finish();
+            if std::mem::take(&mut self.shown) {
+                let _ = writeln!(self.out, "\r\x1b[2Kbackfill done");
+                let _ = self.out.flush();
+            }
             return;
         };
         if self.last_draw.is_some_and(|at| at.elapsed() < REDRAW) {
@@ -76,12 +112,19 @@ impl<W: Write> ProgressBar<W> {
         self.shown = true;
     }
 
-    /// Ends the line, if one is shown, so later output starts on a fresh line.
+    /// Ends the line, if one is shown (the backfill stopped before its end: the last
+    /// figures stay on screen), so later output starts on a fresh line.
     pub fn finish(&mut self) {
         if std::mem::take(&mut self.shown) {
-            let _ = writeln!(self.out, "\r\x1b[2Kbackfill done");
+            let _ = writeln!(self.out);
             let _ = self.out.flush();
         }
+    }
+}
+
+impl<W: Write> Drop for ProgressBar<W> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -148,8 +191,20 @@ mod tests {
         bar.update(&[table(1, Some(10), false)]);
         bar.update(&[table(10, Some(10), true)]);
         bar.update(&[table(10, Some(10), true)]);
-        let text = String::from_utf8(bar.out).unwrap();
-        assert!(text.starts_with("\r\x1b[2Kbackfill 1/1 public.items ["), "{text:?}");
-        assert_eq!(text.matches("backfill done\n").count(), 1, "{text:?}");
+        bar.finish();
+        let text = String::from_utf8(std::mem::take(&mut bar.out)).unwrap();
+        assert!(
+            text.starts_with("\r\x1b[2Kbackfill 1/1 public.items ["),
+            "{text:?}"
+        );
+        assert!(text.ends_with("\r\x1b[2Kbackfill done\n"), "{text:?}");
+        assert_eq!(text.matches("backfill done").count(), 1, "{text:?}");
+
+        // Stopped half-way: the last line stays, ended by a newline.
+        let mut bar = ProgressBar::new(Vec::new(), true);
+        bar.update(&[table(3, Some(10), false)]);
+        bar.finish();
+        let text = String::from_utf8(std::mem::take(&mut bar.out)).unwrap();
+        assert!(text.ends_with("3/~10 rows 30%\n"), "{text:?}");
     }
 }

@@ -16,6 +16,7 @@ use crate::args::TailArgs;
 use crate::failure::Failure;
 use crate::metrics::{self, Metrics};
 use crate::output;
+use crate::progress::{self, ProgressBar};
 use crate::source::{self, Source, Spec};
 
 /// The longest a poll waits, so that a signal or `--idle-exit` is noticed promptly.
@@ -80,7 +81,11 @@ pub async fn run(
 ) -> Result<u64, Failure> {
     let mut written = 0u64;
     let mut last_record = Instant::now();
+    let mut bar = ProgressBar::stderr();
     loop {
+        if bar.is_enabled() {
+            bar.update(&progress::by_table(&source.stats().backfill));
+        }
         if stop.load(Ordering::Relaxed) {
             tracing::info!(written, "signal received; committing and exiting");
             break;
@@ -134,6 +139,7 @@ pub async fn run(
         metrics.committed(records.len() as u64, lsn.as_u64(), source.lag_bytes());
         metrics.observe(&source.stats());
     }
+    bar.finish();
     Ok(written)
 }
 
