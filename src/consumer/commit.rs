@@ -286,6 +286,16 @@ impl Committer {
             };
             {
                 let mut session = self.session.lock().await;
+                // A commit may have stored a later chunk of this partition (and dropped this
+                // one) while we waited for the session: writing this one now would move the
+                // stored progress back.
+                let still_first = self
+                    .partitions()
+                    .get(index)
+                    .is_some_and(|p| p.chunks.front().is_some_and(|(e, _)| *e == end));
+                if !still_first {
+                    continue;
+                }
                 let client = self.connected(&mut session).await?;
                 store_progress(
                     client,

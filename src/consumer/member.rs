@@ -563,6 +563,10 @@ impl Consumer {
     /// A bad table name, a table not enabled for change streaming, or SQL failed.
     pub async fn add_table(&mut self, table: &str, location: StartLocation) -> Result<()> {
         let table: TableName = table.parse()?;
+        // Backfill progress of the table still queued for a commit must not be written over
+        // the fresh start joining may give it: no commit runs meanwhile, and none holds it.
+        self.settle().await?;
+        self.committer.forget_table(&table);
         let joined = {
             let client = self.committer.client().await?;
             let existing = load_group_tables(&*client, &self.group.group_id).await?;
@@ -581,17 +585,26 @@ impl Consumer {
         };
         self.warnings.extend(joined.warning);
         self.filter.set_table(TableStart::from(&joined.table));
-        let tables: Vec<TableName> = self.filter.tables().map(|t| t.table.clone()).collect();
-        let (ids, at) = {
-            let client = self.committer.client().await?;
-            relation_ids(&*client, &tables).await?
-        };
-        self.filter.set_relation_ids(ids, at);
-        // A table added back after being dropped is a reason to look again.
-        self.tables_gone = None;
-        self.committer.forget_table(&table);
+        // The group changed in the database: the readers follow before anything can fail.
         for reader in &mut self.readers {
             reader.tables_changed(&table);
+        }
+        // A table added back after being dropped is a reason to look again.
+        self.tables_gone = None;
+        let tables: Vec<TableName> = self.filter.tables().map(|t| t.table.clone()).collect();
+        let ids = match self.committer.client().await {
+            Ok(client) => relation_ids(&*client, &tables).await,
+            Err(e) => Err(e),
+        };
+        match ids {
+            Ok((ids, at)) => self.filter.set_relation_ids(ids, at),
+            // The table is in the group either way; each stream start looks them up again.
+            Err(e) => tracing::warn!(
+                group_id = %self.group.group_id,
+                table = %table,
+                error = %e,
+                "could not refresh the tables' relation ids; the next stream start will"
+            ),
         }
         Ok(())
     }
@@ -603,13 +616,14 @@ impl Consumer {
     /// A bad table name, or SQL failed.
     pub async fn remove_table(&mut self, table: &str) -> Result<()> {
         let table: TableName = table.parse()?;
+        self.settle().await?;
+        self.committer.forget_table(&table);
         {
             let client = self.committer.client().await?;
             leave_table(&client, &self.group, &table).await?;
         }
         self.filter.remove_table(&table);
         self.tables_gone = None;
-        self.committer.forget_table(&table);
         for reader in &mut self.readers {
             reader.tables_changed(&table);
         }

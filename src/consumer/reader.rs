@@ -74,6 +74,10 @@ pub(crate) struct PartitionReader {
     stream: Option<ChangeStream>,
     /// A change taken from the stream that did not fit in the last poll.
     pending: Option<Change>,
+    /// A definite backfill failure met while the poll had already gathered records: those
+    /// go out first (their position is already counted as polled), the error with the next
+    /// poll.
+    deferred: Option<Error>,
     /// This partition's backfill, and the read records of its last chunk not yet taken
     /// (at most one chunk).
     backfill: Backfill,
@@ -99,6 +103,7 @@ impl PartitionReader {
             info,
             stream: None,
             pending: None,
+            deferred: None,
             backfill,
             reads: VecDeque::new(),
             polled: Position::default(),
@@ -219,9 +224,20 @@ impl PartitionReader {
         deadline: Instant,
     ) -> Result<()> {
         let floor = ctx.committer.resume_from(self.index);
+        if gather.records.is_empty() {
+            if let Some(e) = self.deferred.take() {
+                return Err(e);
+            }
+        } else if self.deferred.is_some() {
+            return Ok(());
+        }
         loop {
-            if self.stream.is_none() && !self.connect(ctx, deadline).await? {
-                return Ok(());
+            if self.stream.is_none() {
+                match self.connect(ctx, deadline).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(e) => return self.fail_after(gather, e),
+                }
             }
             // A chunk's read records sit at its high watermark, before the change after it.
             while let Some(read) = self.reads.pop_front() {
@@ -250,11 +266,13 @@ impl PartitionReader {
                             "loading backfill progress failed; retrying"
                         );
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return self.fail_after(gather, e),
                 }
             }
             if self.pending.is_none() {
-                self.backfill.advance(ctx.config).await?;
+                if let Err(e) = self.backfill.advance(ctx.config).await {
+                    return self.fail_after(gather, e);
+                }
             }
             let change = match self.pending.take() {
                 Some(change) => Ok(change),
@@ -342,6 +360,17 @@ impl PartitionReader {
     }
 
     /// The next change: waits until `deadline` when `wait`, else only takes a ready one.
+    /// Fails the poll with `e`, unless records were gathered already: dropping them would
+    /// lose them (their position counts as polled, and a later commit would pass them), so
+    /// they go out and `e` waits for the next poll.
+    fn fail_after(&mut self, gather: &Gather, e: Error) -> Result<()> {
+        if gather.records.is_empty() {
+            return Err(e);
+        }
+        self.deferred = Some(e);
+        Ok(())
+    }
+
     async fn next(&mut self, wait: bool, deadline: Instant) -> Option<Result<Change>> {
         let stream = self.stream.as_mut()?;
         let next = if wait {
