@@ -112,6 +112,10 @@ impl ConsumerBuilder {
 
     /// The operations to deliver, any of insert, update, delete and truncate (all by
     /// default). Records of other operations are passed over and committed with the rest.
+    ///
+    /// A backfill drops a chunk's row when the row changed while the chunk was read (the
+    /// stream carries its newer state, see `docs/architecture.md`): a backfilled table read
+    /// without updates or deletes can therefore miss rows changed during their chunk.
     pub fn operations(mut self, ops: &[Op]) -> Self {
         self.operations = ops.to_vec();
         self

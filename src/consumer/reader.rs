@@ -247,6 +247,7 @@ impl PartitionReader {
                 }
                 let after = Position::after(&read);
                 if ctx.filter.admit(&read) {
+                    self.polled_time = Some(read.txn().commit_time());
                     gather.records.push(read);
                 }
                 self.polled = self.polled.max(after);
