@@ -274,10 +274,13 @@ async fn tail_reads_every_partition_of_a_partitioned_group() {
             "40 keys hash to both partitions: {lines:?}"
         );
     }
-    assert_fails(
-        &tail(&url, &group, &["--partitions", "3"]).await,
-        2,
-        "has 2 partition(s), fixed at creation",
+    let out = tail(&url, &group, &["--partitions", "3"]).await;
+    assert_fails(&out, 2, "has 2 partition(s), fixed at creation");
+    // The message names both ways out.
+    assert!(
+        stderr(&out).contains("tail --partitions") && stderr(&out).contains("delete-group"),
+        "{}",
+        stderr(&out)
     );
 }
 

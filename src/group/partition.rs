@@ -229,8 +229,10 @@ async fn create_locked(
             Some(asked) if usize::try_from(asked).ok() != Some(have) => {
                 return Err(Error::config(format!(
                     "consumer group {group_id:?} has {have} partition(s), fixed at creation; \
-                     asked for {asked}: build it without partitions() to use it as it is, or \
-                     delete the group (delete_group) and create it again to change the count"
+                     asked for {asked}: leave the count out (ConsumerBuilder::partitions, \
+                     tail --partitions) to use the group as it is, or delete the group \
+                     (delete_group, pg-changestream delete-group) and create it again to \
+                     change the count"
                 )));
             }
             _ => return Ok(existing),
