@@ -86,6 +86,11 @@ async fn the_least_privilege_role_runs_a_consumer_over_verify_full_and_no_passwo
         .with_writer(move || sink.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // With a single registered dispatcher, tracing-core caches a callsite's interest from
+    // the default of whichever thread reaches it first: a line first logged by a test on
+    // another thread would be "never" here, and silently missing from the capture. A
+    // second registered dispatcher makes it ask every registered one instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
 
     let db = server.create_database().await.unwrap();
     let admin = db.connect().await.unwrap();
