@@ -239,10 +239,13 @@ async fn the_least_privilege_role_runs_a_consumer_over_verify_full_and_no_passwo
     assert_no_password("Debug of an authentication error", &format!("{e:?}"));
 
     let logs = captured.text();
-    assert!(
-        logs.contains("replication stream lost"),
-        "the capture works: {logs}"
-    );
+    for line in [
+        "partition claimed",
+        "replication stream lost",
+        "consumer closed",
+    ] {
+        assert!(logs.contains(line), "the capture has {line:?}: {logs}");
+    }
     assert_no_password("the logs", &logs);
     eprintln!(
         "security: {} log lines captured, none with the password",
