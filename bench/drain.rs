@@ -20,6 +20,7 @@
 //!                                                          copied slot: the consumer's
 //!                                                          overhead is the difference
 //! --poll-limit N: records per poll (default 4096)
+//! BENCH_BULK_LINGER_US=N: the ChangeStream source's bulk linger (before/after comparisons)
 //! ```
 //!
 //! Either way every record crosses the path a user's would: decode, queue, application,
@@ -92,7 +93,13 @@ impl Source {
             return Ok(Source::Group(Box::new(consumer), manual.then(Instant::now)));
         }
         let slot = args.get("slot")?;
-        let options = ChangeStreamOptions::new(slot, vec![args.get("publication")?.to_owned()]);
+        let mut options = ChangeStreamOptions::new(slot, vec![args.get("publication")?.to_owned()]);
+        if let Ok(us) = std::env::var("BENCH_BULK_LINGER_US") {
+            let us = us
+                .parse()
+                .map_err(|e| format!("BENCH_BULK_LINGER_US={us}: {e}"))?;
+            options.bulk_linger = Duration::from_micros(us);
+        }
         let stream = ChangeStream::start(&config, options)
             .await
             .map_err(|e| format!("cannot start replication on slot {slot}: {e}"))?;
