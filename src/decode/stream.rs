@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Stream};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -75,15 +75,20 @@ pub struct ChangeStreamOptions {
     /// the last pause (catching up on a backlog, a large load). A walsender whose client
     /// reads every few hundred microseconds sends each change with its own system call and
     /// wakes the client for it; letting the socket fill for longer made the server drain a
-    /// backlog about a third faster at a fraction of the client's system time (see
-    /// `docs/architecture.md`). Latency while in bulk is backlog-bound anyway; a steady
-    /// stream below about 15 k rows/s never enters it.
+    /// backlog up to twice as fast at a fraction of the client's system time (see
+    /// `docs/architecture.md`). Too long, and the bytes arriving in one pause outgrow the
+    /// socket buffers on both ends, and the walsender stops. Latency while in bulk is
+    /// backlog-bound anyway; a steady stream of a few thousand rows/s never enters it.
     pub bulk_linger: Duration,
 }
 
-/// Bytes taken from the server between two pauses from which on the stream counts as
+/// Bytes taken from the server between two pauses from which on the stream may count as
 /// running in bulk (see [`ChangeStreamOptions::bulk_linger`]).
 pub const BULK_BYTES: usize = 64 * 1024;
+
+/// The rate of arrival, in bytes per second, from which on the stream may count as running
+/// in bulk: about 50 k rows/s of 400 bytes, five times the latency target's load.
+pub const BULK_BYTES_PER_SEC: f64 = 20e6;
 
 impl ChangeStreamOptions {
     /// Options for `slot` and `publications`, starting at the slot's confirmed position.
@@ -99,7 +104,7 @@ impl ChangeStreamOptions {
             status_interval: Duration::from_secs(10),
             follow_idle_wal: true,
             linger: Duration::from_millis(1),
-            bulk_linger: Duration::from_millis(10),
+            bulk_linger: Duration::from_millis(20),
         }
     }
 }
@@ -162,7 +167,7 @@ impl ChangeStream {
             shared: Arc::clone(&shared),
             delivered_end: Lsn::ZERO,
             follow_idle_wal: options.follow_idle_wal,
-            pace: Pace::new(options.linger, options.bulk_linger),
+            pace: Pace::new(options.linger, options.bulk_linger, Instant::now()),
             // Possibly shortened to fit the server's wal_sender_timeout.
             status_interval,
             applied_ack: 0,
@@ -332,21 +337,31 @@ struct Task {
 }
 
 /// How long the task pauses before reading again while changes keep arriving: `linger`,
-/// or `bulk_linger` once a pause's worth of data reached [`BULK_BYTES`].
+/// or `bulk_linger` while the stream runs in bulk — since the last pause (or since the task
+/// last began to wait for the socket) it took at least [`BULK_BYTES`], at
+/// [`BULK_BYTES_PER_SEC`] or more.
+///
+/// Both conditions matter: bytes alone would let one burst after a quiet moment, or a short
+/// server hiccup in a steady stream, count as bulk (and a 20 ms pause takes in 64 KiB at
+/// only a few MB/s, so a steady 10 k rows/s stream would stay there); a rate alone would
+/// count a single message read a microsecond after the last.
 #[derive(Debug)]
 struct Pace {
     linger: Duration,
     bulk_linger: Duration,
-    /// Bytes taken since the last pause, or since the task last waited for the socket.
+    /// Bytes taken since `since`.
     bytes: usize,
+    /// The last pause, or when the task last began to wait for the socket.
+    since: Instant,
 }
 
 impl Pace {
-    fn new(linger: Duration, bulk_linger: Duration) -> Pace {
+    fn new(linger: Duration, bulk_linger: Duration, now: Instant) -> Pace {
         Pace {
             linger,
             bulk_linger,
             bytes: 0,
+            since: now,
         }
     }
 
@@ -355,8 +370,11 @@ impl Pace {
     }
 
     /// The pause before the next read, after a batch went out.
-    fn pause(&mut self) -> Duration {
-        let bulk = std::mem::take(&mut self.bytes) >= BULK_BYTES;
+    fn pause(&mut self, now: Instant) -> Duration {
+        let bytes = std::mem::take(&mut self.bytes);
+        let elapsed = now.saturating_duration_since(std::mem::replace(&mut self.since, now));
+        let bulk =
+            bytes >= BULK_BYTES && bytes as f64 >= BULK_BYTES_PER_SEC * elapsed.as_secs_f64();
         if bulk {
             self.bulk_linger
         } else {
@@ -364,9 +382,10 @@ impl Pace {
         }
     }
 
-    /// The task waits for the socket: what comes next starts a new count.
-    fn idle(&mut self) {
+    /// The task begins to wait for the socket: what comes next counts from here.
+    fn idle(&mut self, now: Instant) {
         self.bytes = 0;
+        self.since = now;
     }
 }
 
@@ -445,13 +464,13 @@ impl Task {
                 continue;
             }
             if std::mem::take(&mut flowing) {
-                let pause = self.pace.pause();
+                let pause = self.pace.pause(Instant::now());
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                     continue;
                 }
             }
-            self.pace.idle();
+            self.pace.idle(Instant::now());
             tokio::select! {
                 _ = &mut *shutdown => return Ok(Exit::Shutdown),
                 _ = self.shared.ack_changed.notified() => {
@@ -564,27 +583,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pause_is_the_bulk_linger_only_after_a_pause_worth_of_bulk_data() {
+    fn the_pause_is_the_bulk_linger_only_while_a_pause_worth_of_data_arrives_fast() {
         let short = Duration::from_millis(1);
-        let bulk = Duration::from_millis(10);
-        let mut pace = Pace::new(short, bulk);
-        // A steady trickle: each pause follows a few kilobytes.
+        let bulk = Duration::from_millis(20);
+        let ms = Duration::from_millis(1);
+        let mut now = Instant::now();
+        let mut pace = Pace::new(short, bulk, now);
+        // A steady 10 k rows/s of 400 B: 4 kB per millisecond.
         for _ in 0..20 {
-            pace.took(4096);
-            assert_eq!(pace.pause(), short);
+            now += ms;
+            pace.took(4_000);
+            assert_eq!(pace.pause(now), short);
         }
-        // A backlog: one pause's worth reaches the threshold, in however many messages.
+        // A backlog: 64 KiB and more in the millisecond since the last pause, in however
+        // many messages; and it stays in bulk while the rate holds over 20 ms pauses.
+        now += ms;
         for _ in 0..BULK_BYTES / 512 {
             pace.took(512);
         }
-        assert_eq!(pace.pause(), bulk);
-        // Each pause counts afresh: the next one follows only a little.
+        assert_eq!(pace.pause(now), bulk);
+        now += bulk + ms;
+        pace.took(1_300_000);
+        assert_eq!(pace.pause(now), bulk);
+        // At a few MB/s a 20 ms pause still takes in 64 KiB, but that is no backlog.
+        now += bulk + ms;
+        pace.took(80_000);
+        assert_eq!(pace.pause(now), short);
+        // A steady stream after a 20 ms server hiccup: 64 KiB at once, but slowly.
+        now += 20 * ms;
+        pace.took(BULK_BYTES);
+        assert_eq!(pace.pause(now), short);
+        // A burst after a quiet moment counts the wait: one large transaction is no backlog.
+        now += 3 * ms;
+        pace.idle(now);
+        now += Duration::from_secs(1);
+        pace.took(2 * BULK_BYTES);
+        assert_eq!(pace.pause(now), short);
+        // Nor do the bytes taken before the task waited count after it.
+        now += ms;
         pace.took(BULK_BYTES - 1);
-        assert_eq!(pace.pause(), short);
-        // Data taken before the task waited for the socket does not count towards bulk.
-        pace.took(BULK_BYTES - 1);
-        pace.idle();
+        pace.idle(now);
+        now += Duration::from_micros(100);
         pace.took(1);
-        assert_eq!(pace.pause(), short);
+        assert_eq!(pace.pause(now), short);
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::error::{Error, Kind, Result};
 
@@ -202,6 +203,7 @@ impl ConnectConfig {
         );
         let mut pg = self.pg.clone();
         pg.ssl_mode(self.ssl_mode.for_tokio_postgres());
+        with_liveness_defaults(&mut pg);
         let target = self.describe_target();
         let (client, connection) =
             pg.connect(tls)
@@ -442,9 +444,61 @@ fn keyword_value_params(s: &str) -> Option<Vec<KeywordValue<'_>>> {
     }
 }
 
+/// Keepalive and unacknowledged-data limits for SQL sessions whose URL sets none.
+///
+/// A consumer's SQL session carries its cursor commits and membership; the replication
+/// connection notices a silent server by itself, but tokio-postgres waits on the kernel,
+/// whose defaults take two hours of silence before the first keepalive probe and around
+/// fifteen minutes of retransmissions before giving up on unacknowledged data. A peer gone
+/// without closing (network partition, lost host) would hang a commit that long. With
+/// these, such a session fails within about half a minute and is opened again.
+fn with_liveness_defaults(pg: &mut tokio_postgres::Config) {
+    /// tokio-postgres's own default idle time, i.e. not set in the URL.
+    const UNSET_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+    if pg.get_keepalives() && pg.get_keepalives_idle() == UNSET_IDLE {
+        pg.keepalives_idle(Duration::from_secs(10));
+        if pg.get_keepalives_interval().is_none() {
+            pg.keepalives_interval(Duration::from_secs(5));
+        }
+        if pg.get_keepalives_retries().is_none() {
+            pg.keepalives_retries(3);
+        }
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(Duration::from_secs(30));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_sessions_give_up_on_a_vanished_peer_unless_the_url_says_otherwise() {
+        let c: ConnectConfig = "postgres://u@h/db".parse().unwrap();
+        let mut pg = c.pg_config().clone();
+        with_liveness_defaults(&mut pg);
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(pg.get_keepalives_retries(), Some(3));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+
+        let c: ConnectConfig =
+            "postgres://u@h/db?keepalives_idle=60&keepalives_retries=9&tcp_user_timeout=120"
+                .parse()
+                .unwrap();
+        let mut pg = c.pg_config().clone();
+        with_liveness_defaults(&mut pg);
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(pg.get_keepalives_retries(), Some(9));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(120)));
+
+        let c: ConnectConfig = "postgres://u@h/db?keepalives=0".parse().unwrap();
+        let mut pg = c.pg_config().clone();
+        with_liveness_defaults(&mut pg);
+        assert!(!pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_retries(), None);
+    }
 
     #[test]
     fn url_ssl_keys_are_taken_out() {
