@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of pg-changestream:
 #
-#   scripts/test.sh            fmt check, clippy -D warnings, cargo test --all-features
+#   scripts/test.sh            fmt check, clippy and rustdoc -D warnings, cargo test --all-features
 #   scripts/test.sh --matrix   the same, then the integration tests again on PostgreSQL 18, 16, 17
 #
 # On a fresh Debian machine it first installs what is missing (the `postgresql` package when
@@ -74,6 +74,7 @@ done
 
 run "fmt" cargo fmt --all -- --check
 run "clippy" cargo clippy --all-targets --all-features -- -D warnings
+run "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 run "test (default server)" cargo test --all-features
 
 if $matrix; then

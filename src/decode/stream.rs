@@ -71,8 +71,9 @@ pub struct ChangeStreamOptions {
     /// rows, at the price of up to about this much (plus the timer's 1 ms granularity) added
     /// latency while the stream is busy. An idle stream is read at once.
     pub linger: Duration,
-    /// The linger while the stream runs in bulk: a read took at least [`BULK_BYTES`] since
-    /// the last pause (catching up on a backlog, a large load). A walsender whose client
+    /// The linger while the stream runs in bulk: since the last pause it took at least
+    /// [`BULK_BYTES`], arriving at [`BULK_BYTES_PER_SEC`] or more (catching up on a
+    /// backlog, a large load). A walsender whose client
     /// reads every few hundred microseconds sends each change with its own system call and
     /// wakes the client for it; letting the socket fill for longer made the server drain a
     /// backlog up to twice as fast at a fraction of the client's system time (see

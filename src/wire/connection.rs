@@ -391,7 +391,7 @@ impl ReplicationConnection {
     /// becomes a [`ReplicationStream`].
     ///
     /// The pgoutput protocol version is the highest the server supports (3 on 15, 4 on 16
-    /// and later) unless [`StartOptions::proto_version`] caps it. `start` below the slot's
+    /// and later) unless [`StartOptions::max_proto_version`] caps it. `start` below the slot's
     /// `confirmed_flush_lsn` is raised to it by the server; above it, transactions that
     /// committed before `start` are skipped.
     ///

@@ -145,7 +145,10 @@ enum State {
 
 /// A replication connection in CopyBoth mode, streaming pgoutput messages.
 ///
-/// See the [module docs](self) for keepalives, status updates and positions.
+/// [`ReplicationStream::next`] answers a keepalive that asks for a reply at once and sends
+/// a status update every status interval; [`ReplicationStream::send_status_update`] sends
+/// one at any time, and the positions it reports are set with
+/// [`ReplicationStream::set_flush_position`].
 pub struct ReplicationStream {
     conn: ReplicationConnection,
     proto_version: u32,
@@ -322,8 +325,9 @@ impl ReplicationStream {
     /// Sends a standby status update now with the current write / flush / apply positions.
     ///
     /// Usable at any time, without reading first: this is how a consumer that is not
-    /// calling [`ReplicationStream::next`] keeps the walsender from timing out (see the
-    /// [module docs](self)). `reply_requested` asks the server to answer with a keepalive.
+    /// calling [`ReplicationStream::next`] keeps the walsender from timing out, which counts
+    /// from the last message it received. `reply_requested` asks the server to answer with a
+    /// keepalive.
     /// Also restarts the periodic interval.
     ///
     /// # Errors
