@@ -8,6 +8,8 @@
 #   bench/run.sh --pg 18               # another major (scripts/postgres.sh fetches it)
 #   bench/run.sh --modes throughput,latency,large   # the default: all three
 #   bench/run.sh --partitions 2,4      # the partition counts of contender (e) ("" skips it)
+#   bench/run.sh --modes memory        # peak RSS of `tail` on one large transaction, plain
+#                                      # and after traffic (--memory-rows, --traffic-seconds)
 #
 # Throughput: one base pgoutput slot is created before the workload; after it, the slot
 # is copied once per contender (pg_copy_logical_replication_slot) so each drains the same
@@ -24,6 +26,12 @@
 # at each of --latency-rates rows/s; (d) records poll time - commit time per row.
 # Large transaction: one transaction of --large-rows inserts; wall time and peak RSS of (d)
 # next to (a).
+#
+# Memory (not in the default modes): the CLI's `tail --limit 10000` drains one transaction of
+# --memory-rows inserts into lt(id bigint primary key, pad text) through a new group at
+# `latest`, twice: plain, and after --traffic-seconds of single-row insert/update/delete
+# transactions (pgbench, bench/traffic.sql) on a table of another group, started and stopped
+# before the insert. Peak RSS of `tail` is the number to watch (issue 15: at most 64 MiB).
 #
 # Client CPU (user+sys) and peak RSS come from /usr/bin/time around each contender's
 # process. Results: a table on stdout and JSON in bench/results/. Runs as root (the server
@@ -42,6 +50,8 @@ port=55490
 latency_seconds=30
 latency_rates=1000,10000
 large_rows=10000000
+memory_rows=2000000
+traffic_seconds=20
 install=1
 keep=0
 
@@ -57,6 +67,8 @@ while (($#)); do
     --latency-seconds) latency_seconds=$2; shift 2 ;;
     --latency-rates) latency_rates=$2; shift 2 ;;
     --large-rows) large_rows=$2; shift 2 ;;
+    --memory-rows) memory_rows=$2; shift 2 ;;
+    --traffic-seconds) traffic_seconds=$2; shift 2 ;;
     --no-install) install=0; shift ;;
     --keep) keep=1; shift ;;
     -h|--help) usage ;;
@@ -90,6 +102,11 @@ pg_bin=$(scripts/postgres.sh "$pg_major")
 log "building contender (d) (release)"
 cargo build --release --quiet --example bench_drain
 drain_bin=$root/target/release/examples/bench_drain
+cli_bin=$root/target/release/pg-changestream
+if [[ ,$modes, == *,memory,* ]]; then
+  log "building the CLI (release) for the memory mode"
+  cargo build --release --quiet --bin pg-changestream
+fi
 
 # --- a throwaway server ---------------------------------------------------------------------
 data=$(mktemp -d /tmp/bench-pg.XXXXXX)
@@ -367,12 +384,61 @@ large() {
   done
 }
 
+# --- memory of one large transaction, plain and after traffic -------------------------------
+# memory_case NAME TRAFFIC_SECONDS: a table and a group of its own, TRAFFIC_SECONDS of
+# traffic on bench_traffic (group bench_mem_traffic), then the insert, then `tail`.
+memory_case() {
+  local name=$1 traffic=$2 table=bench_mem_$1
+  sql "CREATE TABLE $table (id bigint PRIMARY KEY, pad text)" >/dev/null
+  DATABASE_URL=$url "$cli_bin" enable "public.$table" >/dev/null 2>&1
+  DATABASE_URL=$url "$cli_bin" tail -g "$table" -t "public.$table@latest" --idle-exit 0.5 >/dev/null
+  if ((traffic > 0)); then
+    log "memory ($name): $traffic s of single-row insert/update/delete on another group's table"
+    "$client_bin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c 2 -j 2 -T "$traffic" \
+      -f bench/traffic.sql postgres >"$work/pgbench.out" 2>&1 \
+      || { cat "$work/pgbench.out" >&2; die "pgbench failed"; }
+  fi
+  log "memory ($name): one transaction of $memory_rows inserts, then tail"
+  psql -c "INSERT INTO $table SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, $memory_rows) g"
+  warm
+  run_timed "mem_$name" env DATABASE_URL="$url" "$cli_bin" tail -g "$table" -t "public.$table" \
+    --max-records "$memory_rows" --limit 10000
+  local got streamed
+  got=$(wc -l <"$work/mem_$name.out")
+  rm -f "$work/mem_$name.out"
+  # Whether the server streamed the transaction (in progress) or sent it at its commit.
+  streamed=$(sql "SELECT coalesce(sum(s.stream_txns), 0) FROM pg_stat_replication_slots s
+                  JOIN changestream.partitions p ON p.slot_name = s.slot_name
+                  WHERE p.group_id = '$table'" 2>/dev/null || echo "?")
+  row "mem_$name" "tail, $name (streamed txns: $streamed)" "$memory_rows" \
+    "$([[ $got == "$memory_rows" ]] && echo true || echo false)"
+}
+
+memory() {
+  table_rows=(); json_rows=(); ceiling_rps=""
+  sql "CREATE TABLE IF NOT EXISTS bench_traffic (id bigint PRIMARY KEY, v text)" >/dev/null
+  DATABASE_URL=$url "$cli_bin" enable public.bench_traffic >/dev/null 2>&1
+  DATABASE_URL=$url "$cli_bin" tail -g bench_mem_traffic -t public.bench_traffic@latest \
+    --idle-exit 0.5 >/dev/null
+  memory_case plain 0
+  memory_case after_traffic "$traffic_seconds"
+  echo
+  echo "memory: PostgreSQL $server_version, tail --limit 10000 on one transaction of $memory_rows inserts"
+  print_table
+  local file=bench/results/$stamp-pg$pg_major-memory.json
+  printf '{"mode":"memory","date":"%s","server_version":"%s","machine":%s,"rows":%s,"traffic_seconds":%s,"results":%s}\n' \
+    "$stamp" "$server_version" "$machine_json" "$memory_rows" "$traffic_seconds" \
+    "$(join_json "${json_rows[@]}")" >"$file"
+  log "wrote $file"
+}
+
 psql -f bench/workload.sql >/dev/null
 for mode in ${modes//,/ }; do
   case "$mode" in
     throughput) throughput ;;
     latency) latency ;;
     large) large ;;
-    *) die "unknown mode $mode (throughput, latency, large)" ;;
+    memory) memory ;;
+    *) die "unknown mode $mode (throughput, latency, large, memory)" ;;
   esac
 done
