@@ -28,7 +28,9 @@ use super::stats::Stats;
 use super::tables::{backfills, check_enabled, join_table, leave_table};
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::check_wal_level;
+use crate::group::admin::{
+    check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
+};
 use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
@@ -202,6 +204,12 @@ impl Consumer {
         if tables.is_empty() {
             return Err(no_tables(&group_id));
         }
+        let names: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
+        for (table, partition) in partitions_lacking_before_images(&client, &names).await? {
+            let warning = lacking_before_images_warning(&table, &partition);
+            tracing::warn!(group_id = %group_id, "{warning}");
+            warnings.push(warning);
+        }
         client
             .execute(
                 "UPDATE changestream.groups SET message_prefixes = $2 WHERE group_id = $1",
@@ -316,7 +324,9 @@ impl Consumer {
     }
 
     /// Warnings about start locations that could not be honoured exactly (a location
-    /// before the oldest change the group still holds). Also logged.
+    /// before the oldest change the group still holds), and about partitions of a
+    /// partitioned table that lack before-images (created or attached after `enable`; each
+    /// names the partition and the fix). Also logged.
     pub fn start_warnings(&self) -> &[String] {
         &self.warnings
     }

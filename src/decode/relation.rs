@@ -11,7 +11,7 @@
 //! Type (`Y`) messages name non-built-in types; they do not say whether a type is an enum
 //! or a domain, so such columns decode as text unless the type catalog knows better.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::decode::types::{TypeCatalog, ValueKind};
@@ -27,6 +27,9 @@ pub struct Relation {
     replica_identity: ReplicaIdentity,
     columns: Vec<Column>,
     version: u64,
+    /// A partitioned table under `REPLICA IDENTITY FULL` (from the catalog, see
+    /// [`PrimaryKeys::mark_partitioned`]): a partition of it may lack before-images.
+    partitioned: bool,
 }
 
 /// One published column.
@@ -71,6 +74,16 @@ impl Relation {
         self.version
     }
 
+    /// Whether the catalog listed this relation as a partitioned table under `REPLICA
+    /// IDENTITY FULL` when the stream started. Its changes are written by its partitions
+    /// under *their* identity, and one created or attached after `enable` may lack
+    /// before-images: its old rows then hold only the key (see [`Record::before`]).
+    ///
+    /// [`Record::before`]: crate::decode::record::Record::before
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
+    }
+
     /// Indexes of the key columns (replica identity key: the primary key, the identity
     /// index, or every column under FULL).
     pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
@@ -108,6 +121,7 @@ impl Relation {
                 })
                 .collect(),
             version: 1,
+            partitioned: false,
         }
     }
 
@@ -153,7 +167,10 @@ impl Column {
 /// for a record's key. Relations of tables listed here report their primary key columns
 /// instead; tables not listed (or without a primary key) keep what the server flagged.
 #[derive(Debug, Clone, Default)]
-pub struct PrimaryKeys(HashMap<(String, String), Vec<String>>);
+pub struct PrimaryKeys {
+    keys: HashMap<(String, String), Vec<String>>,
+    partitioned: HashSet<(String, String)>,
+}
 
 impl PrimaryKeys {
     /// None known.
@@ -163,15 +180,27 @@ impl PrimaryKeys {
 
     /// Records the primary key columns of `schema.table`.
     pub fn insert(&mut self, schema: &str, table: &str, columns: Vec<String>) {
-        self.0
+        self.keys
             .insert((schema.to_owned(), table.to_owned()), columns);
     }
 
     /// The primary key columns of `schema.table`, if known.
     pub fn get(&self, schema: &str, table: &str) -> Option<&[String]> {
-        self.0
+        self.keys
             .get(&(schema.to_owned(), table.to_owned()))
             .map(Vec::as_slice)
+    }
+
+    /// Records that `schema.table` is a partitioned table (see
+    /// [`Relation::is_partitioned`]).
+    pub fn mark_partitioned(&mut self, schema: &str, table: &str) {
+        self.partitioned
+            .insert((schema.to_owned(), table.to_owned()));
+    }
+
+    fn is_partitioned(&self, schema: &str, table: &str) -> bool {
+        self.partitioned
+            .contains(&(schema.to_owned(), table.to_owned()))
     }
 }
 
@@ -220,8 +249,12 @@ impl RelationCache {
                 })
                 .collect(),
             version: 1,
+            partitioned: false,
         };
         if relation.replica_identity == ReplicaIdentity::Full {
+            relation.partitioned = self
+                .primary_keys
+                .is_partitioned(&relation.schema, &relation.name);
             if let Some(key) = self.primary_keys.get(&relation.schema, &relation.name) {
                 let all_published = key
                     .iter()
