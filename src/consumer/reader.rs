@@ -28,6 +28,7 @@ use crate::group::admin::{
 };
 use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
+use crate::group::user_types::register_user_types;
 use crate::group::partition::{
     relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
 };
@@ -463,7 +464,7 @@ impl PartitionReader {
         if let Some((e, _)) = self.check_tables(ctx.committer, ctx.group_id, None).await? {
             return Err(e);
         }
-        let primary_keys = {
+        let (primary_keys, types) = {
             let client = ctx.committer.client().await?;
             // A member that lost the partition (fenced) must not take the slot back.
             if !owns(&*client, ctx.group_id, self.info.partition, ctx.member_id).await? {
@@ -476,7 +477,9 @@ impl PartitionReader {
             let tables: Vec<TableName> = ctx.filter.tables().map(|t| t.table.clone()).collect();
             let (ids, at) = relation_ids(&*client, &tables).await?;
             ctx.filter.set_relation_ids(ids, at);
-            full_identity_primary_keys(&*client).await?
+            let mut types = ctx.decoder.types.clone();
+            register_user_types(&*client, &mut types).await?;
+            (full_identity_primary_keys(&*client).await?, types)
         };
         let committed = ctx.committer.resume_from(self.index);
         let start = committed.max(durable);
@@ -490,6 +493,7 @@ impl PartitionReader {
         options.messages = true;
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
+        options.decoder.types = types;
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,

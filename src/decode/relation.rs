@@ -8,8 +8,10 @@
 //! [`Relation::version`]; records hold an `Arc` of the one they were decoded with, so a
 //! record keeps its own schema even after the cache moves on.
 //!
-//! Type (`Y`) messages name non-built-in types; they do not say whether a type is an enum
-//! or a domain, so such columns decode as text unless the type catalog knows better.
+//! Type (`Y`) messages describe non-built-in types; for a domain they name its base type,
+//! so a domain over a built-in type decodes as that type. Other user types (enums,
+//! composites, arrays of domains) decode by what the type catalog was told (the consumer
+//! reads `pg_type` at each stream start), else as text.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -277,9 +279,13 @@ impl RelationCache {
         relation
     }
 
-    /// Takes a Type message. The message names the type but not what it is, so this only
-    /// matters for types the catalog was told about; kept for completeness of the cache.
-    pub fn apply_type(&mut self, _message: &pgoutput::TypeMessage) {}
+    /// Takes a Type message: a domain over a built-in type decodes as that type from then
+    /// on (see [`TypeCatalog::apply_type_message`]). It precedes the Relation message that
+    /// uses the type, so the relation's columns pick it up.
+    pub fn apply_type(&mut self, message: &pgoutput::TypeMessage) {
+        self.types
+            .apply_type_message(message.id, &message.namespace, &message.name);
+    }
 
     /// The type catalog, to register domains and enums found by other means.
     pub fn types_mut(&mut self) -> &mut TypeCatalog {
