@@ -28,11 +28,11 @@ use crate::group::admin::{
 };
 use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
-use crate::group::user_types::register_user_types;
 use crate::group::partition::{
     relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
 };
 use crate::group::table::TableName;
+use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
 use crate::snapshot::{is_internal, BackfillProgress};

@@ -328,17 +328,16 @@ impl Record {
             }),
             // Under FULL every update carries the old row, unless it came from such a
             // partition and kept the key: then the old key is the new row's key.
-            (Op::Update, None) if relation.replica_identity() == ReplicaIdentity::Full => {
-                match new {
-                    Some(tuple) => BeforeImage::Key(Image {
-                        relation,
-                        tuple,
-                        fill: None,
-                        key_only: true,
-                    }),
-                    None => BeforeImage::NotEnabled,
-                }
-            }
+            (Op::Update, None) if relation.replica_identity() == ReplicaIdentity::Full => match new
+            {
+                Some(tuple) => BeforeImage::Key(Image {
+                    relation,
+                    tuple,
+                    fill: None,
+                    key_only: true,
+                }),
+                None => BeforeImage::NotEnabled,
+            },
             (Op::Update, None) => BeforeImage::NotEnabled,
             _ => BeforeImage::NotApplicable,
         }

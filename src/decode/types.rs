@@ -492,7 +492,10 @@ mod tests {
         // Every name maps to its own OID.
         for (name, oid) in BUILTIN_NAMES {
             assert_eq!(builtin_by_name(name), Some(*oid), "{name}");
-            assert_eq!(ValueKind::for_type(*oid).scalar(), builtin_scalar(*oid).unwrap());
+            assert_eq!(
+                ValueKind::for_type(*oid).scalar(),
+                builtin_scalar(*oid).unwrap()
+            );
         }
     }
 

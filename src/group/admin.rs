@@ -55,6 +55,8 @@ pub async fn check_wal_level(client: &impl GenericClient) -> Result<()> {
 /// What the catalog says about a table's identity.
 struct TableInfo {
     relkind: i8,
+    /// `p` permanent, `u` unlogged, `t` temporary.
+    persistence: i8,
     identity: i8,
     identity_index: Option<String>,
     has_primary_key: bool,
@@ -66,7 +68,8 @@ async fn table_info(client: &impl GenericClient, table: &TableName) -> Result<Ta
             "SELECT c.relkind, c.relreplident,
                     (SELECT i.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
                       WHERE x.indrelid = c.oid AND x.indisreplident),
-                    EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indisprimary)
+                    EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indisprimary),
+                    c.relpersistence
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = $1 AND c.relname = $2",
             &[&table.schema(), &table.name()],
@@ -83,6 +86,7 @@ async fn table_info(client: &impl GenericClient, table: &TableName) -> Result<Ta
         identity: row.get(1),
         identity_index: row.get(2),
         has_primary_key: row.get(3),
+        persistence: row.get(4),
     })
 }
 
@@ -109,6 +113,14 @@ pub async fn enable_change_streaming(
             "{table} is not a table (relkind {:?}); only ordinary and partitioned tables can \
              stream changes",
             char::from(info.relkind as u8)
+        )));
+    }
+    if info.persistence as u8 != b'p' {
+        return Err(Error::config(format!(
+            "{table} is an unlogged or temporary table: its changes are not written to the \
+             write-ahead log, so logical replication cannot see them; make it a logged table \
+             (ALTER TABLE {} SET LOGGED) to stream it",
+            table.quoted()
         )));
     }
     let remembered = tx
@@ -226,7 +238,10 @@ struct Partition {
 
 /// Every partition below `table` (at any depth, intermediate partitioned tables included;
 /// foreign-table partitions left out: their rows are not in this server's WAL).
-async fn partitions_below(client: &impl GenericClient, table: &TableName) -> Result<Vec<Partition>> {
+async fn partitions_below(
+    client: &impl GenericClient,
+    table: &TableName,
+) -> Result<Vec<Partition>> {
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, c.relkind, c.relreplident,
@@ -247,6 +262,7 @@ async fn partitions_below(client: &impl GenericClient, table: &TableName) -> Res
                 name: TableName::new(r.get::<_, String>(0), r.get::<_, String>(1))?,
                 info: TableInfo {
                     relkind: r.get(2),
+                    persistence: b'p' as i8,
                     identity: r.get(3),
                     identity_index: r.get(4),
                     has_primary_key: r.get(5),
@@ -274,7 +290,10 @@ async fn enable_partitions(
             .await?;
         let (original, original_index): (i8, Option<String>) = match &remembered {
             Some(row) => (row.get(0), row.get(1)),
-            None => (partition.info.identity, partition.info.identity_index.clone()),
+            None => (
+                partition.info.identity,
+                partition.info.identity_index.clone(),
+            ),
         };
         let target = if before_images {
             Identity::Full
