@@ -6,6 +6,8 @@
 //! 3-partition group, the migration that makes old groups publish via the root, domains as
 //! their base type, and stored generated columns on PostgreSQL 18.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pg_changestream::consumer::{
@@ -500,6 +502,85 @@ async fn a_partition_attached_after_enable_is_key_only_until_enable_runs_again()
     for table in ["ev", "ev_1", "ev_2", "ev_3"] {
         assert_eq!(identity(&client, table).await, "d", "{table}");
     }
+}
+
+/// A `MakeWriter` that keeps everything logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A partition created while a consumer streams: its first update names it in the log,
+/// with the fix, once — found when the record shows a key-only before-image.
+#[tokio::test]
+async fn a_partition_created_while_streaming_is_named_when_a_record_shows_it() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // See tests/security.rs: a second dispatcher keeps callsites first reached by other
+    // tests' threads from being cached as "never" for this one.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+
+    let (_db, client, config) = database().await;
+    client
+        .batch_execute(
+            "CREATE TABLE live (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+             CREATE TABLE live_1 PARTITION OF live FOR VALUES FROM (0) TO (100);",
+        )
+        .await
+        .unwrap();
+    enable_change_streaming(&config, "live", true)
+        .await
+        .unwrap();
+    let mut consumer = ConsumerBuilder::new(config.clone(), "live")
+        .add_table("live", StartLocation::Latest)
+        .build()
+        .await
+        .unwrap();
+    assert!(consumer.start_warnings().is_empty());
+    client
+        .batch_execute(
+            "CREATE TABLE live_2 PARTITION OF live FOR VALUES FROM (100) TO (200);
+             INSERT INTO live VALUES (101, 'a'), (102, 'b');
+             UPDATE live SET v = 'c';
+             DELETE FROM live;",
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<String> = poll_exactly(&mut consumer, 6)
+        .await
+        .iter()
+        .map(|r| summary(r).3)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "not_applicable",
+            "not_applicable",
+            "key",
+            "key",
+            "key",
+            "key"
+        ]
+    );
+    consumer.close().await.unwrap();
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let warning = "partition public.live_2 of table public.live was created or attached after";
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+    assert!(log.contains("pg-changestream enable public.live"), "{log}");
 }
 
 /// A partitioned table in a group of 3 partitions: the root's row filter applies to every
