@@ -504,6 +504,58 @@ async fn a_partition_attached_after_enable_is_key_only_until_enable_runs_again()
     }
 }
 
+/// A group cannot read a partitioned table and one of its partitions: PostgreSQL sends the
+/// partition's changes once, as the root, so the partition would receive nothing.
+#[tokio::test]
+async fn a_group_reading_a_root_and_its_partition_is_refused() {
+    let (_db, client, config) = database().await;
+    client
+        .batch_execute(
+            "CREATE TABLE both_root (id int PRIMARY KEY) PARTITION BY RANGE (id);
+             CREATE TABLE both_mid PARTITION OF both_root FOR VALUES FROM (0) TO (100)
+                 PARTITION BY RANGE (id);
+             CREATE TABLE both_leaf PARTITION OF both_mid FOR VALUES FROM (0) TO (100);",
+        )
+        .await
+        .unwrap();
+    for table in ["both_root", "both_leaf"] {
+        enable_change_streaming(&config, table, true).await.unwrap();
+    }
+    let e = ConsumerBuilder::new(config.clone(), "both")
+        .add_table("both_root", StartLocation::Latest)
+        .add_table("both_leaf", StartLocation::Latest)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(e.is_config(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("table public.both_leaf and public.both_root, of which it is a partition"),
+        "{e}"
+    );
+    // Nothing was created; each alone is fine, and adding the other later is refused too.
+    let mut consumer = ConsumerBuilder::new(config.clone(), "both")
+        .add_table("both_leaf", StartLocation::Latest)
+        .build()
+        .await
+        .unwrap();
+    let e = consumer
+        .add_table("both_root", StartLocation::Latest)
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_config() && e.to_string().contains("read public.both_root alone"),
+        "{e}"
+    );
+    client
+        .batch_execute("INSERT INTO both_root VALUES (5)")
+        .await
+        .unwrap();
+    let records = poll_exactly(&mut consumer, 1).await;
+    assert_eq!(summary(&records[0]).0, "public.both_leaf");
+    consumer.close().await.unwrap();
+}
+
 /// A `MakeWriter` that keeps everything logged.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

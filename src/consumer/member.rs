@@ -25,7 +25,9 @@ use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::stats::Stats;
-use super::tables::{backfills, check_enabled, join_table, leave_table};
+use super::tables::{
+    backfills, check_enabled, check_no_partition_of_another, join_table, leave_table,
+};
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::{
@@ -160,6 +162,13 @@ impl Consumer {
                 backfill_key(&client, table).await?;
             }
         }
+        let mut reading: Vec<TableName> = in_group
+            .iter()
+            .map(|t| t.table.clone())
+            .filter(|t| !remove.contains(t))
+            .collect();
+        reading.extend(add.iter().map(|(t, _)| t.clone()));
+        check_no_partition_of_another(&client, &group_id, &reading).await?;
         if add.is_empty() {
             let remaining = match load_group(&client, &group_id).await? {
                 Some(_) => load_group_tables(&client, &group_id)
@@ -580,6 +589,9 @@ impl Consumer {
         let joined = {
             let client = self.committer.client().await?;
             let existing = load_group_tables(&*client, &self.group.group_id).await?;
+            let mut reading: Vec<TableName> = existing.iter().map(|t| t.table.clone()).collect();
+            reading.push(table.clone());
+            check_no_partition_of_another(&client, &self.group.group_id, &reading).await?;
             let current = existing.iter().find(|t| t.table == table);
             let cursor = load_cursor(&*client, &self.group.group_id, 0).await?;
             join_table(
