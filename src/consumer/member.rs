@@ -38,7 +38,8 @@ use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
-    check_group_id, create_or_load_group, load_group, relation_ids, GroupInfo,
+    check_group_id, create_or_load_group, ensure_publication_options, load_group, relation_ids,
+    GroupInfo,
 };
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
@@ -185,6 +186,7 @@ impl Consumer {
         let group =
             create_or_load_group(&mut client, &group_id, builder.partitions, builder.failover)
                 .await?;
+        ensure_publication_options(&client, &group).await?;
         let existing = load_group_tables(&client, &group_id).await?;
         let cursor = load_cursor(&client, &group_id, 0).await?;
         for table in &remove {

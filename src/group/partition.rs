@@ -356,6 +356,43 @@ async fn publication_options(client: &Client) -> Result<String> {
     Ok(options)
 }
 
+/// Sets [`publication_options`] on the publications of `group` that lack them (groups
+/// created before; migration 5 does the same where its role may).
+///
+/// # Errors
+/// The role does not own the publications, or SQL failed.
+pub async fn ensure_publication_options(client: &Client, group: &GroupInfo) -> Result<()> {
+    let names: Vec<&str> = group
+        .partitions
+        .iter()
+        .map(|p| p.publication_name.as_str())
+        .collect();
+    let stale: Vec<String> = client
+        .query(
+            "SELECT pubname::text FROM pg_publication
+              WHERE pubname = ANY ($1::text[]) AND NOT pubviaroot",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let options = publication_options(client).await?;
+    for name in stale {
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {} SET ({options})",
+                quote_ident(&name)
+            ))
+            .await?;
+        tracing::info!(publication = %name, "publication now publishes via partition roots");
+    }
+    Ok(())
+}
+
 /// Creating and reading slots needs the REPLICATION attribute (or superuser); checked
 /// before anything is created, so the error names the role and the remedy and nothing is
 /// left behind.
