@@ -356,8 +356,10 @@ async fn publication_options(client: &Client) -> Result<String> {
     Ok(options)
 }
 
-/// Sets [`publication_options`] on the publications of `group` that lack them (groups
-/// created before; migration 5 does the same where its role may).
+/// Sets the options group publications are created with (`publish_via_partition_root`,
+/// and on PostgreSQL 18 `publish_generated_columns = stored`) on the publications of
+/// `group` that lack them (groups created before; migration 5 does the same where its role
+/// may).
 ///
 /// # Errors
 /// The role does not own the publications, or SQL failed.
