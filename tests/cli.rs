@@ -284,6 +284,97 @@ async fn tail_reads_every_partition_of_a_partitioned_group() {
     );
 }
 
+/// Issue 15's reproduction: a partitioned table enabled and tailed as a new user would.
+/// Before publications published via the root, `tail` printed nothing and committed past
+/// every change.
+#[tokio::test]
+async fn tail_prints_the_changes_of_a_partitioned_table_as_the_root() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE m (id int, region text, v text, PRIMARY KEY (id, region))
+                 PARTITION BY LIST (region);
+             CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu');
+             CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us');",
+        )
+        .await
+        .unwrap();
+    let url = db.url();
+    let group = db.unique_name("g");
+    let out = run(&["--url", &url, "enable", "public.m"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tail_m = |location: &'static str, idle: &'static str| {
+        let (url, group) = (url.clone(), group.clone());
+        async move {
+            let table = format!("public.m{location}");
+            run(&[
+                "--url",
+                &url,
+                "tail",
+                "--group",
+                &group,
+                "--table",
+                &table,
+                "--idle-exit",
+                idle,
+            ])
+            .await
+        }
+    };
+    let out = tail_m("@latest", "0.3").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout_lines(&out).is_empty());
+    client
+        .batch_execute(
+            "INSERT INTO m VALUES (1, 'eu', 'a');
+             INSERT INTO m VALUES (2, 'us', 'b');
+             UPDATE m SET v = 'c' WHERE id = 1;
+             DELETE FROM m WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    let out = tail_m("", "3").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stdout_lines(&out);
+    let got: Vec<(&str, &str, i64)> = lines
+        .iter()
+        .map(|l| {
+            let image = if l["op"] == "delete" {
+                &l["key"]
+            } else {
+                &l["after"]
+            };
+            (
+                l["table"].as_str().unwrap(),
+                l["op"].as_str().unwrap(),
+                image["id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("public.m", "insert", 1),
+            ("public.m", "insert", 2),
+            ("public.m", "update", 1),
+            ("public.m", "delete", 2),
+        ]
+    );
+    assert_eq!(
+        lines[2]["before"]["v"], "a",
+        "before-images from the partition"
+    );
+    assert_eq!(lines[3]["before_image"], "full");
+    // Nothing was committed past them: a new run starts after them and prints nothing.
+    let out = tail_m("", "0.3").await;
+    assert!(stdout_lines(&out).is_empty());
+}
+
 #[tokio::test]
 async fn tail_draws_a_backfill_progress_bar_when_stderr_is_a_terminal() {
     let (_db, client, url, group) = fixture().await;

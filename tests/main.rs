@@ -7,6 +7,7 @@
 mod admin;
 mod backfill;
 mod bad_input;
+mod capture;
 mod cli;
 mod consumer;
 mod decode;

@@ -584,7 +584,7 @@ async fn timestamptz_in_any_session_zone_converts_to_utc() -> TestResult {
 }
 
 /// Enums, domains (over scalars and arrays), their arrays, and composites, resolved through
-/// a [`TypeCatalog`] filled from `pg_type` as the decode layer will.
+/// a [`TypeCatalog`] filled from `pg_type` by `group::user_types`, as the consumer does.
 #[tokio::test]
 async fn user_defined_types_decode_through_the_catalog() -> TestResult {
     let client = client().await?;
@@ -600,30 +600,9 @@ async fn user_defined_types_decode_through_the_catalog() -> TestResult {
              CREATE TYPE pair AS (a int, b text);",
         )
         .await?;
+    // What the consumer registers at each stream start and backfill plan.
     let mut catalog = TypeCatalog::new();
-    let types = client
-        .simple_query(
-            "SELECT t.oid, t.typtype, t.typbasetype, t.typarray \
-             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-             WHERE n.nspname = 'public' AND t.typtype IN ('d', 'e', 'c') ORDER BY t.oid",
-        )
-        .await?;
-    for message in types {
-        if let SimpleQueryMessage::Row(row) = message {
-            let parse = |i: usize| -> Result<u32, Box<dyn std::error::Error>> {
-                Ok(row.get(i).ok_or("missing column")?.parse()?)
-            };
-            let (type_oid, base, array) = (parse(0)?, parse(2)?, parse(3)?);
-            match row.get(1) {
-                Some("d") => catalog.add_domain(type_oid, base),
-                Some("e") => catalog.add_enum(type_oid),
-                _ => {}
-            }
-            if array != 0 {
-                catalog.add_array(array, type_oid, b',');
-            }
-        }
-    }
+    pg_changestream::group::user_types::register_user_types(&client, &mut catalog).await?;
     let random_mood = "(enum_range(NULL::mood))[1 + floor(random() * 5)::int]";
     let mut outcome = Outcome {
         compared: 0,

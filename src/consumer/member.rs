@@ -25,16 +25,21 @@ use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::stats::Stats;
-use super::tables::{backfills, check_enabled, join_table, leave_table};
+use super::tables::{
+    backfills, check_enabled, check_no_partition_of_another, join_table, leave_table,
+};
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::check_wal_level;
+use crate::group::admin::{
+    check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
+};
 use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
-    check_group_id, create_or_load_group, load_group, relation_ids, GroupInfo,
+    check_group_id, create_or_load_group, ensure_publication_options, load_group, relation_ids,
+    GroupInfo,
 };
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
@@ -158,6 +163,13 @@ impl Consumer {
                 backfill_key(&client, table).await?;
             }
         }
+        let mut reading: Vec<TableName> = in_group
+            .iter()
+            .map(|t| t.table.clone())
+            .filter(|t| !remove.contains(t))
+            .collect();
+        reading.extend(add.iter().map(|(t, _)| t.clone()));
+        check_no_partition_of_another(&client, &group_id, &reading).await?;
         if add.is_empty() {
             let remaining = match load_group(&client, &group_id).await? {
                 Some(_) => load_group_tables(&client, &group_id)
@@ -174,6 +186,7 @@ impl Consumer {
         let group =
             create_or_load_group(&mut client, &group_id, builder.partitions, builder.failover)
                 .await?;
+        ensure_publication_options(&client, &group).await?;
         let existing = load_group_tables(&client, &group_id).await?;
         let cursor = load_cursor(&client, &group_id, 0).await?;
         for table in &remove {
@@ -201,6 +214,12 @@ impl Consumer {
         let tables = load_group_tables(&client, &group_id).await?;
         if tables.is_empty() {
             return Err(no_tables(&group_id));
+        }
+        let names: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
+        for (table, partition) in partitions_lacking_before_images(&client, &names).await? {
+            let warning = lacking_before_images_warning(&table, &partition);
+            tracing::warn!(group_id = %group_id, "{warning}");
+            warnings.push(warning);
         }
         client
             .execute(
@@ -316,7 +335,9 @@ impl Consumer {
     }
 
     /// Warnings about start locations that could not be honoured exactly (a location
-    /// before the oldest change the group still holds). Also logged.
+    /// before the oldest change the group still holds), and about partitions of a
+    /// partitioned table that lack before-images (created or attached after `enable`; each
+    /// names the partition and the fix). Also logged.
     pub fn start_warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -570,6 +591,9 @@ impl Consumer {
         let joined = {
             let client = self.committer.client().await?;
             let existing = load_group_tables(&*client, &self.group.group_id).await?;
+            let mut reading: Vec<TableName> = existing.iter().map(|t| t.table.clone()).collect();
+            reading.push(table.clone());
+            check_no_partition_of_another(&client, &self.group.group_id, &reading).await?;
             let current = existing.iter().find(|t| t.table == table);
             let cursor = load_cursor(&*client, &self.group.group_id, 0).await?;
             join_table(

@@ -11,7 +11,7 @@
 //! reader checks that the group, its slot and its publication still exist and that the slot
 //! was not invalidated, so those failures end with an error that says what happened.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -23,13 +23,16 @@ use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{Op, Record};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::full_identity_primary_keys;
+use crate::group::admin::{
+    full_identity_primary_keys, lacking_before_images_warning, partitions_lacking_before_images,
+};
 use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{
     relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
 };
 use crate::group::table::TableName;
+use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
 use crate::snapshot::{is_internal, BackfillProgress};
@@ -91,6 +94,9 @@ pub(crate) struct PartitionReader {
     next_attempt: Option<Instant>,
     backoff: Duration,
     reconnects: u64,
+    /// Tables whose partitions lacking before-images were already reported (once per
+    /// table: every such update and delete shows it).
+    lacking_reported: HashSet<TableName>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -112,6 +118,7 @@ impl PartitionReader {
             next_attempt: None,
             backoff: FIRST_BACKOFF,
             reconnects: 0,
+            lacking_reported: HashSet::new(),
         }
     }
 
@@ -325,6 +332,9 @@ impl PartitionReader {
                     }
                     let deliver = record.op() != Op::Message || self.info.partition == 0;
                     if deliver && ctx.filter.admit(&record) {
+                        if record.lacks_before_image() {
+                            self.report_lacking_before_images(ctx, &record).await;
+                        }
                         if record.txn().commit_time_micros != 0 {
                             self.polled_time = Some(record.txn().commit_time());
                         }
@@ -454,7 +464,7 @@ impl PartitionReader {
         if let Some((e, _)) = self.check_tables(ctx.committer, ctx.group_id, None).await? {
             return Err(e);
         }
-        let primary_keys = {
+        let (primary_keys, types) = {
             let client = ctx.committer.client().await?;
             // A member that lost the partition (fenced) must not take the slot back.
             if !owns(&*client, ctx.group_id, self.info.partition, ctx.member_id).await? {
@@ -467,7 +477,9 @@ impl PartitionReader {
             let tables: Vec<TableName> = ctx.filter.tables().map(|t| t.table.clone()).collect();
             let (ids, at) = relation_ids(&*client, &tables).await?;
             ctx.filter.set_relation_ids(ids, at);
-            full_identity_primary_keys(&*client).await?
+            let mut types = ctx.decoder.types.clone();
+            register_user_types(&*client, &mut types).await?;
+            (full_identity_primary_keys(&*client).await?, types)
         };
         let committed = ctx.committer.resume_from(self.index);
         let start = committed.max(durable);
@@ -481,6 +493,7 @@ impl PartitionReader {
         options.messages = true;
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
+        options.decoder.types = types;
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,
@@ -501,6 +514,47 @@ impl PartitionReader {
         self.backfill.reload();
         self.polled = start;
         Ok(())
+    }
+
+    /// A record of a partitioned table enabled with before-images carries only the key: one
+    /// of its partitions lacks them (created or attached after `enable`). Logs, once per
+    /// table, which partitions (asked of the catalog now) and the fix.
+    async fn report_lacking_before_images(&mut self, ctx: &ReaderContext<'_>, record: &Record) {
+        let Some(relation) = record.relation() else {
+            return;
+        };
+        let Ok(table) = TableName::new(relation.schema(), relation.name()) else {
+            return;
+        };
+        if !self.lacking_reported.insert(table.clone()) {
+            return;
+        }
+        let found = match ctx.committer.client().await {
+            Ok(client) => {
+                partitions_lacking_before_images(&*client, std::slice::from_ref(&table)).await
+            }
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(partitions) if !partitions.is_empty() => {
+                for (table, partition) in partitions {
+                    tracing::warn!(
+                        group_id = ctx.group_id,
+                        "{}",
+                        lacking_before_images_warning(&table, &partition)
+                    );
+                }
+            }
+            // Enabled again since, or the catalog could not be asked: the record still
+            // says what it carries.
+            Ok(_) | Err(_) => tracing::warn!(
+                group_id = ctx.group_id,
+                %table,
+                "an update or delete of table {table} arrived with before_image \"key\": a \
+                 partition of it lacked before-images when the change was made; run \
+                 pg-changestream enable {table} again if one still does"
+            ),
+        }
     }
 
     /// The slot is held by a walsender although this member owns the partition (checked

@@ -27,7 +27,7 @@ use serde::{Serialize, Serializer};
 use super::relation::Relation;
 use super::value::Value;
 use crate::lsn::Lsn;
-use crate::protocol::pgoutput::{OldTuple, TupleColumn, TupleData};
+use crate::protocol::pgoutput::{OldTuple, ReplicaIdentity, TupleColumn, TupleData};
 use crate::protocol::replication::pg_time_to_system;
 
 /// What a record reports.
@@ -286,7 +286,7 @@ impl Record {
             return None;
         };
         let fill = match old {
-            Some(OldTuple::Full(t)) => Some(t),
+            Some(OldTuple::Full(t)) if !key_only_old_row(relation, t) => Some(t),
             _ => None,
         };
         new.as_ref().map(|tuple| Image {
@@ -299,10 +299,21 @@ impl Record {
 
     /// The row before the change, as far as the replica identity tells it.
     pub fn before(&self) -> BeforeImage<'_> {
-        let Body::Row { relation, old, .. } = &self.body else {
+        let Body::Row { relation, new, old } = &self.body else {
             return BeforeImage::NotApplicable;
         };
         match (self.op, old) {
+            // A partition created or attached after its partitioned table was enabled
+            // logs only the key under its own identity, while pgoutput labels the old row
+            // by the root's (FULL): report what was really sent.
+            (_, Some(OldTuple::Full(tuple))) if key_only_old_row(relation, tuple) => {
+                BeforeImage::Key(Image {
+                    relation,
+                    tuple,
+                    fill: None,
+                    key_only: true,
+                })
+            }
             (_, Some(OldTuple::Full(tuple))) => BeforeImage::Full(Image {
                 relation,
                 tuple,
@@ -315,9 +326,32 @@ impl Record {
                 fill: None,
                 key_only: true,
             }),
+            // Under FULL every update carries the old row, unless it came from such a
+            // partition and kept the key: then the old key is the new row's key.
+            (Op::Update, None) if relation.replica_identity() == ReplicaIdentity::Full => match new
+            {
+                Some(tuple) => BeforeImage::Key(Image {
+                    relation,
+                    tuple,
+                    fill: None,
+                    key_only: true,
+                }),
+                None => BeforeImage::NotEnabled,
+            },
             (Op::Update, None) => BeforeImage::NotEnabled,
             _ => BeforeImage::NotApplicable,
         }
+    }
+
+    /// Whether this change shows a partition lacking before-images: an update or delete of
+    /// a relation under `REPLICA IDENTITY FULL` whose before-image holds only the key (see
+    /// [`Record::before`]).
+    pub fn lacks_before_image(&self) -> bool {
+        matches!(self.op, Op::Update | Op::Delete)
+            && self
+                .relation()
+                .is_some_and(|r| r.replica_identity() == ReplicaIdentity::Full)
+            && matches!(self.before(), BeforeImage::Key(_))
     }
 
     /// The key of the row: its replica identity columns, from the current image, or from
@@ -431,6 +465,28 @@ impl Serialize for Record {
         }
         map.end()
     }
+}
+
+/// Whether a full old row of a partitioned table holds only its key: every other column
+/// null. That is what a partition without `REPLICA IDENTITY FULL` logs (its key, the rest
+/// null) when pgoutput labels it by the root's FULL identity. A real row whose other
+/// columns are all null looks the same and is reported as a key image too — less than it
+/// held, never something it did not.
+fn key_only_old_row(relation: &Relation, tuple: &TupleData) -> bool {
+    if !relation.is_partitioned() {
+        return false;
+    }
+    let mut others = 0;
+    for (column, value) in relation.columns().iter().zip(tuple.iter()) {
+        if column.is_key() {
+            continue;
+        }
+        others += 1;
+        if !matches!(value, TupleColumn::Null) {
+            return false;
+        }
+    }
+    others > 0
 }
 
 /// The row before a change.

@@ -8,10 +8,12 @@
 //! [`Relation::version`]; records hold an `Arc` of the one they were decoded with, so a
 //! record keeps its own schema even after the cache moves on.
 //!
-//! Type (`Y`) messages name non-built-in types; they do not say whether a type is an enum
-//! or a domain, so such columns decode as text unless the type catalog knows better.
+//! Type (`Y`) messages describe non-built-in types; for a domain they name its base type,
+//! so a domain over a built-in type decodes as that type. Other user types (enums,
+//! composites, arrays of domains) decode by what the type catalog was told (the consumer
+//! reads `pg_type` at each stream start), else as text.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::decode::types::{TypeCatalog, ValueKind};
@@ -27,6 +29,9 @@ pub struct Relation {
     replica_identity: ReplicaIdentity,
     columns: Vec<Column>,
     version: u64,
+    /// A partitioned table under `REPLICA IDENTITY FULL` (from the catalog, see
+    /// [`PrimaryKeys::mark_partitioned`]): a partition of it may lack before-images.
+    partitioned: bool,
 }
 
 /// One published column.
@@ -71,6 +76,16 @@ impl Relation {
         self.version
     }
 
+    /// Whether the catalog listed this relation as a partitioned table under `REPLICA
+    /// IDENTITY FULL` when the stream started. Its changes are written by its partitions
+    /// under *their* identity, and one created or attached after `enable` may lack
+    /// before-images: its old rows then hold only the key (see [`Record::before`]).
+    ///
+    /// [`Record::before`]: crate::decode::record::Record::before
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
+    }
+
     /// Indexes of the key columns (replica identity key: the primary key, the identity
     /// index, or every column under FULL).
     pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
@@ -108,6 +123,7 @@ impl Relation {
                 })
                 .collect(),
             version: 1,
+            partitioned: false,
         }
     }
 
@@ -153,7 +169,10 @@ impl Column {
 /// for a record's key. Relations of tables listed here report their primary key columns
 /// instead; tables not listed (or without a primary key) keep what the server flagged.
 #[derive(Debug, Clone, Default)]
-pub struct PrimaryKeys(HashMap<(String, String), Vec<String>>);
+pub struct PrimaryKeys {
+    keys: HashMap<(String, String), Vec<String>>,
+    partitioned: HashSet<(String, String)>,
+}
 
 impl PrimaryKeys {
     /// None known.
@@ -163,15 +182,27 @@ impl PrimaryKeys {
 
     /// Records the primary key columns of `schema.table`.
     pub fn insert(&mut self, schema: &str, table: &str, columns: Vec<String>) {
-        self.0
+        self.keys
             .insert((schema.to_owned(), table.to_owned()), columns);
     }
 
     /// The primary key columns of `schema.table`, if known.
     pub fn get(&self, schema: &str, table: &str) -> Option<&[String]> {
-        self.0
+        self.keys
             .get(&(schema.to_owned(), table.to_owned()))
             .map(Vec::as_slice)
+    }
+
+    /// Records that `schema.table` is a partitioned table (see
+    /// [`Relation::is_partitioned`]).
+    pub fn mark_partitioned(&mut self, schema: &str, table: &str) {
+        self.partitioned
+            .insert((schema.to_owned(), table.to_owned()));
+    }
+
+    fn is_partitioned(&self, schema: &str, table: &str) -> bool {
+        self.partitioned
+            .contains(&(schema.to_owned(), table.to_owned()))
     }
 }
 
@@ -220,8 +251,12 @@ impl RelationCache {
                 })
                 .collect(),
             version: 1,
+            partitioned: false,
         };
         if relation.replica_identity == ReplicaIdentity::Full {
+            relation.partitioned = self
+                .primary_keys
+                .is_partitioned(&relation.schema, &relation.name);
             if let Some(key) = self.primary_keys.get(&relation.schema, &relation.name) {
                 let all_published = key
                     .iter()
@@ -244,9 +279,13 @@ impl RelationCache {
         relation
     }
 
-    /// Takes a Type message. The message names the type but not what it is, so this only
-    /// matters for types the catalog was told about; kept for completeness of the cache.
-    pub fn apply_type(&mut self, _message: &pgoutput::TypeMessage) {}
+    /// Takes a Type message: a domain over a built-in type decodes as that type from then
+    /// on (see [`TypeCatalog::apply_type_message`]). It precedes the Relation message that
+    /// uses the type, so the relation's columns pick it up.
+    pub fn apply_type(&mut self, message: &pgoutput::TypeMessage) {
+        self.types
+            .apply_type_message(message.id, &message.namespace, &message.name);
+    }
 
     /// The type catalog, to register domains and enums found by other means.
     pub fn types_mut(&mut self) -> &mut TypeCatalog {

@@ -271,6 +271,49 @@ const BUILTIN_ARRAYS: &[(u32, u32)] = &[
     (271, 5069),  // xid8
 ];
 
+/// `pg_catalog` names of the built-in scalar types that decode as something other than
+/// text, for Type messages: pgoutput describes a domain by *its base type's* schema and
+/// name (`logicalrep_write_typ` looks up `getBaseType`), so a domain over `int4` arrives
+/// as `pg_catalog.int4`, and one over `int4[]` as `pg_catalog._int4`.
+const BUILTIN_NAMES: &[(&str, u32)] = &[
+    ("bool", oid::BOOL),
+    ("bytea", oid::BYTEA),
+    ("int8", oid::INT8),
+    ("int2", oid::INT2),
+    ("int4", oid::INT4),
+    ("json", oid::JSON),
+    ("float4", oid::FLOAT4),
+    ("float8", oid::FLOAT8),
+    ("date", oid::DATE),
+    ("time", oid::TIME),
+    ("timestamp", oid::TIMESTAMP),
+    ("timestamptz", oid::TIMESTAMPTZ),
+    ("timetz", oid::TIMETZ),
+    ("numeric", oid::NUMERIC),
+    ("jsonb", oid::JSONB),
+];
+
+/// The OID of the built-in type `pg_catalog.name` (or of its array, `_name`) when it
+/// decodes as something other than text.
+fn builtin_by_name(name: &str) -> Option<u32> {
+    let scalar = |n: &str| {
+        BUILTIN_NAMES
+            .iter()
+            .find(|(known, _)| *known == n)
+            .map(|(_, oid)| *oid)
+    };
+    match name.strip_prefix('_') {
+        Some(element) => {
+            let element = scalar(element)?;
+            BUILTIN_ARRAYS
+                .iter()
+                .find(|(_, e)| *e == element)
+                .map(|(array, _)| *array)
+        }
+        None => scalar(name),
+    }
+}
+
 fn builtin_array_element(array_oid: u32) -> Option<u32> {
     BUILTIN_ARRAYS
         .iter()
@@ -328,6 +371,20 @@ impl TypeCatalog {
         let element = self.kind(element_oid).scalar();
         self.custom
             .insert(array_oid, ValueKind::Array { element, delimiter });
+    }
+
+    /// Takes what a Type (`Y`) message says: `type_oid` is described by `namespace.name`,
+    /// which for a domain is its *base* type. A domain over a built-in type that decodes as
+    /// something other than text (a number, a date, JSON, an array of those) is registered
+    /// as that type; anything else (enums, composites, domains over user types, arrays of
+    /// domains) keeps what the catalog was told, since the message cannot say more.
+    pub fn apply_type_message(&mut self, type_oid: u32, namespace: &str, name: &str) {
+        if namespace != "pg_catalog" || type_oid < 10_000 {
+            return;
+        }
+        if let Some(base) = builtin_by_name(name) {
+            self.add_domain(type_oid, base);
+        }
     }
 
     /// Forgets a registered type (e.g. after `DROP TYPE` was seen in a new Relation message).
@@ -403,6 +460,42 @@ mod tests {
         // Every table entry names a distinct array type.
         for (i, (a, _)) in BUILTIN_ARRAYS.iter().enumerate() {
             assert!(BUILTIN_ARRAYS[i + 1..].iter().all(|(b, _)| a != b), "{a}");
+        }
+    }
+
+    #[test]
+    fn type_messages_register_domains_over_builtins() {
+        let mut catalog = TypeCatalog::new();
+        // What pgoutput sends for domains over int4, numeric, text and int8[], and for an
+        // enum and an array of a domain (their own names in a user schema).
+        catalog.apply_type_message(60_000, "pg_catalog", "int4");
+        catalog.apply_type_message(60_001, "pg_catalog", "numeric");
+        catalog.apply_type_message(60_002, "pg_catalog", "text");
+        catalog.apply_type_message(60_003, "pg_catalog", "_int8");
+        catalog.apply_type_message(60_004, "public", "mood");
+        catalog.apply_type_message(60_005, "public", "_posint");
+        assert_eq!(catalog.kind(60_000), ValueKind::Scalar(ScalarKind::Int));
+        assert_eq!(catalog.kind(60_001), ValueKind::Scalar(ScalarKind::Numeric));
+        assert_eq!(catalog.kind(60_002), ValueKind::TEXT);
+        assert_eq!(
+            catalog.kind(60_003),
+            ValueKind::Array {
+                element: ScalarKind::Int,
+                delimiter: b','
+            }
+        );
+        assert_eq!(catalog.kind(60_004), ValueKind::TEXT);
+        assert_eq!(catalog.kind(60_005), ValueKind::TEXT);
+        // A message never overrides a built-in OID.
+        catalog.apply_type_message(23, "pg_catalog", "text");
+        assert_eq!(catalog.kind(23), ValueKind::Scalar(ScalarKind::Int));
+        // Every name maps to its own OID.
+        for (name, oid) in BUILTIN_NAMES {
+            assert_eq!(builtin_by_name(name), Some(*oid), "{name}");
+            assert_eq!(
+                ValueKind::for_type(*oid).scalar(),
+                builtin_scalar(*oid).unwrap()
+            );
         }
     }
 

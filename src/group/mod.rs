@@ -9,7 +9,8 @@
 //! - [`membership`]: the consumers reading a group, with heartbeats, partition owners and
 //!   fencing;
 //! - [`assignment`]: the deterministic spread of partitions over live members;
-//! - [`admin`]: enabling and disabling change streaming per table (replica identity).
+//! - [`admin`]: enabling and disabling change streaming per table (replica identity);
+//! - [`user_types`]: the database's domains, enums and their arrays, for the decoder.
 
 pub mod admin;
 pub mod assignment;
@@ -19,3 +20,4 @@ pub mod group_tables;
 pub mod membership;
 pub mod partition;
 pub mod table;
+pub mod user_types;

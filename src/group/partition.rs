@@ -39,8 +39,10 @@
 //! - Refused, with a message saying why: tables without such a key (a row could move
 //!   between partitions on any update, so no order per row would hold), key columns of
 //!   user-defined types (enums, domains: row filters accept only built-in types) or of types
-//!   without a hash function (`json`, `point`), and partitioned tables (the root's row
-//!   filter is ignored unless the publication publishes via the root).
+//!   without a hash function (`json`, `point`).
+//! - Partitioned tables are spread like any table: publications publish via the partition
+//!   root, so the root's row filter (over the root's key, which every partition shares)
+//!   applies to the changes of all its partitions.
 //! - With a row filter, pgoutput turns an UPDATE whose old row matches and new row does not
 //!   into a DELETE (of the old key), and the reverse into an INSERT: a key update that moves
 //!   a row to another partition arrives as a delete in the old partition and an insert in
@@ -265,9 +267,13 @@ async fn create_locked(
     let result = async {
         // Publications before slots: before PostgreSQL 18, pgoutput fails on any change
         // decoded from a point where one of its publications did not exist yet.
+        let options = publication_options(client).await?;
         for name in &names {
             client
-                .batch_execute(&format!("CREATE PUBLICATION {}", quote_ident(name)))
+                .batch_execute(&format!(
+                    "CREATE PUBLICATION {} WITH ({options})",
+                    quote_ident(name)
+                ))
                 .await?;
         }
         for name in &names {
@@ -327,6 +333,66 @@ async fn create_locked(
             format!("consumer group {group_id:?} vanished"),
         )
     })
+}
+
+/// The options every group publication is created with (migration 5 sets the same on
+/// publications created before):
+/// - `publish_via_partition_root = true`: a change of a partition is published as its
+///   partitioned root, the table the group lists (pgoutput would otherwise name the
+///   partition, which no group lists, and the change would be passed over), and a row
+///   filter on the root applies to all its partitions;
+/// - on PostgreSQL 18, `publish_generated_columns = stored`: stored generated columns are
+///   delivered like any column (15–17 cannot publish them; backfill follows suit, see
+///   `snapshot::plan`).
+async fn publication_options(client: &Client) -> Result<String> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let mut options = String::from("publish_via_partition_root = true");
+    if version >= 180_000 {
+        options.push_str(", publish_generated_columns = stored");
+    }
+    Ok(options)
+}
+
+/// Sets the options group publications are created with (`publish_via_partition_root`,
+/// and on PostgreSQL 18 `publish_generated_columns = stored`) on the publications of
+/// `group` that lack them (groups created before; migration 5 does the same where its role
+/// may).
+///
+/// # Errors
+/// The role does not own the publications, or SQL failed.
+pub async fn ensure_publication_options(client: &Client, group: &GroupInfo) -> Result<()> {
+    let names: Vec<&str> = group
+        .partitions
+        .iter()
+        .map(|p| p.publication_name.as_str())
+        .collect();
+    let stale: Vec<String> = client
+        .query(
+            "SELECT pubname::text FROM pg_publication
+              WHERE pubname = ANY ($1::text[]) AND NOT pubviaroot",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let options = publication_options(client).await?;
+    for name in stale {
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {} SET ({options})",
+                quote_ident(&name)
+            ))
+            .await?;
+        tracing::info!(publication = %name, "publication now publishes via partition roots");
+    }
+    Ok(())
 }
 
 /// Creating and reading slots needs the REPLICATION attribute (or superuser); checked
@@ -411,7 +477,7 @@ async fn create_slot(client: &Client, name: &str, failover: bool) -> Result<Lsn>
 ///
 /// # Errors
 /// [`Error::is_config`] when a partitioned group cannot spread the table by key (no
-/// primary key, a key of a user-defined or unhashable type, a partitioned table), or DDL
+/// primary key, a key of a user-defined or unhashable type), or DDL
 /// failed.
 pub async fn publish_table(
     client: &impl GenericClient,
@@ -495,9 +561,9 @@ async fn key_hash(
              each table's key, but {why}"
         ))
     };
-    let row = client
+    client
         .query_opt(
-            "SELECT c.relkind, c.relreplident FROM pg_class c
+            "SELECT c.relkind FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = $1 AND c.relname = $2",
             &[&table.schema(), &table.name()],
@@ -509,14 +575,6 @@ async fn key_hash(
                 format!("table {table} does not exist; check the schema and the name's case"),
             )
         })?;
-    let relkind: i8 = row.get(0);
-    if relkind as u8 == b'p' {
-        return Err(spread(format!(
-            "table {table} is partitioned, and PostgreSQL ignores a partitioned table's row \
-             filter unless its publication publishes via the partition root; read it with a \
-             1-partition group"
-        )));
-    }
     // The replica identity key: a row filter on UPDATE and DELETE may use only its columns.
     let columns = client
         .query(

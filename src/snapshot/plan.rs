@@ -2,7 +2,9 @@
 //!
 //! Rows are read as text in the form pgoutput sends them (each type's output function,
 //! under the same pinned session settings as the replication connection), in the columns
-//! pgoutput publishes — attribute order, dropped and generated columns left out — so a
+//! pgoutput publishes — attribute order, dropped columns left out, generated columns left
+//! out before PostgreSQL 18 and stored ones kept on 18 (our publications set
+//! `publish_generated_columns = stored` there; virtual ones are never published) — so a
 //! `read` record decodes exactly like an insert of the same row. Chunks walk the key in
 //! order: `WHERE (k1, k2) > (last) ORDER BY k1, k2 LIMIT n`, plus, in a group with several
 //! partitions, the partition's row filter, so each partition reads exactly its share.
@@ -16,6 +18,7 @@ use crate::decode::types::TypeCatalog;
 use crate::error::{Error, Kind, Result};
 use crate::group::partition::row_filter;
 use crate::group::table::{quote_ident, TableName};
+use crate::group::user_types::register_user_types;
 use crate::protocol::pgoutput::ReplicaIdentity;
 
 /// A key column: name and SQL type (as `format_type` prints it).
@@ -112,7 +115,10 @@ impl TablePlan {
         let columns = client
             .query(
                 "SELECT attname::text, atttypid, atttypmod FROM pg_attribute
-                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+                    AND (attgenerated = ''
+                         OR (attgenerated = 's'
+                             AND current_setting('server_version_num')::int >= 180000))
                   ORDER BY attnum",
                 &[&oid],
             )
@@ -135,6 +141,9 @@ impl TablePlan {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // Columns of the database's own types decode as the stream decodes them.
+        let mut types = types.clone();
+        register_user_types(client, &mut types).await?;
         let relation = Relation::from_catalog(
             oid,
             table.schema().to_owned(),
@@ -145,7 +154,7 @@ impl TablePlan {
                 .enumerate()
                 .map(|(i, c)| (c.get(0), c.get(1), c.get(2), key_positions.contains(&i)))
                 .collect(),
-            types,
+            &types,
         );
         // Columns are qualified with the table alias `r` everywhere: ORDER BY a bare name
         // would pick the output column of that name — the `::text` value, in text order.

@@ -6,7 +6,9 @@
 
 use std::fmt::Write as _;
 
+use pg_changestream::group::admin;
 use pg_changestream::group::partition::{self, GroupInfo};
+use pg_changestream::group::table::TableName;
 use pg_changestream::wire::ConnectConfig;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -67,6 +69,10 @@ pub struct PartitionStatus {
     pub wal_status: String,
     /// When the group last committed on this partition.
     pub last_commit_time: Option<String>,
+    /// What the group's tables need (partitions lacking before-images, each with the fix);
+    /// the same for every partition of the group.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 async fn has_catalog(client: &Client) -> Result<bool, Failure> {
@@ -186,6 +192,7 @@ pub async fn partition_status(
     let mut out = Vec::new();
     for id in ids {
         let info = load(client, &id).await?;
+        let warnings = table_warnings(client, &id).await?;
         for p in info.partitions {
             let status = partition::slot_status(client, &p.slot_name).await?;
             let last_commit_time: Option<String> = client
@@ -219,10 +226,32 @@ pub async fn partition_status(
                 retained_wal_bytes: retained,
                 wal_status,
                 last_commit_time,
+                warnings: warnings.clone(),
             });
         }
     }
     Ok(out)
+}
+
+/// Warnings about the tables of `group`: partitions of a partitioned table created or
+/// attached after it was enabled with before-images, which lack them.
+async fn table_warnings(client: &Client, group: &str) -> Result<Vec<String>, Failure> {
+    let tables = client
+        .query(
+            "SELECT schema_name, table_name FROM changestream.group_tables WHERE group_id = $1
+              ORDER BY 1, 2",
+            &[&group],
+        )
+        .await
+        .map_err(pg_changestream::Error::from)?
+        .iter()
+        .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect::<pg_changestream::Result<Vec<_>>>()?;
+    Ok(admin::partitions_lacking_before_images(client, &tables)
+        .await?
+        .iter()
+        .map(|(table, partition)| admin::lacking_before_images_warning(table, partition))
+        .collect())
 }
 
 /// `groups [--json]`.
@@ -249,6 +278,12 @@ pub async fn status(
         print_json(&rows)
     } else {
         print!("{}", status_table(&rows));
+        let mut warned = std::collections::HashSet::new();
+        for warning in rows.iter().flat_map(|r| &r.warnings) {
+            if warned.insert(warning) {
+                println!("warning: {warning}");
+            }
+        }
         Ok(())
     }
 }
