@@ -62,7 +62,7 @@ pub(super) fn bin_dir(run_as: Option<(u32, u32)>) -> Result<PathBuf> {
     let root = cache_root(run_as.is_some())?;
     if let Some(dir) = newest_cached(&root, EMBEDDED_MAJOR) {
         let bin = dir.join("native/bin");
-        check_runs(&bin, run_as)?;
+        check_runs(&bin, run_as, true)?;
         return Ok(bin);
     }
     let release = newest_release(&package, EMBEDDED_MAJOR)?;
@@ -264,7 +264,7 @@ fn install(
         .and_then(|()| link_sonames(&partial.join("native")))
         .and_then(|()| {
             make_readable(&partial)?;
-            check_runs(&partial.join("native/bin"), run_as)?;
+            check_runs(&partial.join("native/bin"), run_as, false)?;
             write(&partial.join(COMPLETE), release.version.as_bytes())
         });
     let _ = fs::remove_file(&download);
@@ -575,8 +575,8 @@ fn write(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// `postgres --version` as the server user: the libraries resolve and the user can reach
-/// the files.
-fn check_runs(bin: &Path, run_as: Option<(u32, u32)>) -> Result<()> {
+/// the files. `cached`: the build was there before this run (so deleting it is a remedy).
+fn check_runs(bin: &Path, run_as: Option<(u32, u32)>, cached: bool) -> Result<()> {
     let mut command = Command::new(bin.join("postgres"));
     command.arg("--version").stdin(Stdio::null());
     if let Some((uid, gid)) = run_as {
@@ -588,17 +588,25 @@ fn check_runs(bin: &Path, run_as: Option<(u32, u32)>) -> Result<()> {
         Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         Err(e) => e.to_string(),
     };
-    let user = run_as.map_or_else(String::new, |(uid, _)| format!(" as uid {uid}"));
-    Err(Error::new(
-        Kind::Local,
-        format!(
-            "the embedded PostgreSQL in {} does not run{user}: {detail}; the server user must \
-             be able to read the cache (as root, leave XDG_CACHE_HOME unset to use /var/cache), \
-             or delete {} to fetch it again",
-            bin.display(),
-            bin.parent().and_then(Path::parent).unwrap_or(bin).display()
-        ),
-    ))
+    let mut message = format!("the embedded PostgreSQL in {} does not run", bin.display());
+    if let Some((uid, _)) = run_as {
+        message.push_str(&format!(
+            " as the server user (uid {uid}): {detail}; that user must be able to enter the \
+             cache: leave XDG_CACHE_HOME unset when running as root (the cache is then \
+             /var/cache/pg-changestream) or point it at a directory everyone can enter"
+        ));
+    } else {
+        message.push_str(&format!(": {detail}"));
+    }
+    if let (true, Some(build)) = (cached, bin.parent().and_then(Path::parent)) {
+        message.push_str(&format!(
+            "; or delete {} to fetch it again",
+            build.display()
+        ));
+    } else {
+        message.push_str("; nothing was kept");
+    }
+    Err(Error::new(Kind::Local, message))
 }
 
 fn fetch_error(what: &str, e: ureq::Error) -> Error {
