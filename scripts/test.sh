@@ -5,7 +5,7 @@
 #   scripts/test.sh --matrix   the same, then the integration tests again on PostgreSQL 18, 16, 17
 #
 # On a fresh Debian machine it first installs what is missing (the `postgresql` package when
-# no PostgreSQL binaries are found, `openssl` for the test cluster's certificates). The default
+# no PostgreSQL binaries are found; the test cluster makes its certificates itself). The default
 # run uses the server the test harness finds (see README.md, "Testing"); on Debian that is the
 # packaged PostgreSQL 15. The matrix runs take their binaries from scripts/postgres.sh and
 # always use a local cluster. Stops at the first failure.
@@ -48,7 +48,6 @@ have_pg_binaries() {
 install_missing() {
   local packages=()
   have_pg_binaries || packages+=(postgresql)
-  command -v openssl >/dev/null || packages+=(openssl)
   $matrix && ! command -v npm >/dev/null && packages+=(npm)
   ((${#packages[@]})) || return 0
   step "installing ${packages[*]}"

