@@ -10,6 +10,7 @@
 #   bench/run.sh --partitions 2,4      # the partition counts of contender (e) ("" skips it)
 #   bench/run.sh --modes memory        # peak RSS of `tail` on one large transaction, plain
 #                                      # and after traffic (--memory-rows, --traffic-seconds)
+#   bench/run.sh --modes latency --drain-bin /tmp/old/bench_drain   # another build of (d)
 #
 # Throughput: one base pgoutput slot is created before the workload; after it, the slot
 # is copied once per contender (pg_copy_logical_replication_slot) so each drains the same
@@ -23,7 +24,12 @@
 #   (e) (d) on groups of 2 and 4 partitions (--partitions "2 4"; "" for none), one member
 #       reading them all: every partition's slot decodes all of the WAL on the server
 # Latency: a steady offered load (pgbench --rate, 10-row transactions) for --latency-seconds
-# at each of --latency-rates rows/s; (d) records poll time - commit time per row.
+# at each of --latency-rates rows/s; (d) records poll time - commit time per row. Each run
+# also reports the server's side of committing: the WAL written by the group's cursor
+# writes (pg_walinspect: every record of a transaction that wrote changestream.cursors; "-"
+# where the extension is missing), the CPU of the group's walsender and of its SQL session
+# backend (/proc/PID/stat), the client's CPU and context switches, and how busy the machine
+# was (/proc/stat, all processes, and the load average).
 # Large transaction: one transaction of --large-rows inserts; wall time and peak RSS of (d)
 # next to (a).
 #
@@ -48,7 +54,9 @@ modes=throughput,latency,large
 partitions="2 4"
 port=55490
 latency_seconds=30
-latency_rates=1000,10000
+latency_rates=10000,30000,50000
+latency_commits=automatic,manual-1s
+drain_bin=
 large_rows=10000000
 memory_rows=2000000
 traffic_seconds=20
@@ -66,6 +74,8 @@ while (($#)); do
     --port) port=$2; shift 2 ;;
     --latency-seconds) latency_seconds=$2; shift 2 ;;
     --latency-rates) latency_rates=$2; shift 2 ;;
+    --latency-commits) latency_commits=$2; shift 2 ;;
+    --drain-bin) drain_bin=$2; shift 2 ;;
     --large-rows) large_rows=$2; shift 2 ;;
     --memory-rows) memory_rows=$2; shift 2 ;;
     --traffic-seconds) traffic_seconds=$2; shift 2 ;;
@@ -99,9 +109,12 @@ if ((${#need_apt[@]})); then
 fi
 pg_bin=$(scripts/postgres.sh "$pg_major")
 
-log "building contender (d) (release)"
-cargo build --release --quiet --example bench_drain
-drain_bin=$root/target/release/examples/bench_drain
+if [[ -z $drain_bin ]]; then
+  log "building contender (d) (release)"
+  cargo build --release --quiet --example bench_drain
+  drain_bin=$root/target/release/examples/bench_drain
+fi
+[[ -x $drain_bin ]] || die "no bench_drain at $drain_bin"
 cli_bin=$root/target/release/pg-changestream
 if [[ ,$modes, == *,memory,* ]]; then
   log "building the CLI (release) for the memory mode"
@@ -294,6 +307,32 @@ throughput() {
   done
 }
 
+# cpu_ticks PID: user + system CPU of a process so far, in clock ticks (0 once it is gone).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# machine_ticks: "busy total" ticks of all CPUs so far (busy = all but idle and iowait).
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+clk_tck=$(getconf CLK_TCK)
+
+# cursor_wal FROM TO: "<transactions> <bytes>" of the WAL between FROM and TO written by
+# transactions that wrote changestream.cursors (heap or index), commit records included;
+# "- -" without pg_walinspect.
+cursor_wal() {
+  if ! sql "CREATE EXTENSION IF NOT EXISTS pg_walinspect" >/dev/null 2>&1; then
+    echo "- -"; return
+  fi
+  local nodes
+  nodes=$(sql "SELECT string_agg(pg_relation_filenode(c)::text, '|') FROM (
+                 SELECT 'changestream.cursors'::regclass AS c
+                 UNION ALL SELECT indexrelid FROM pg_index
+                  WHERE indrelid = 'changestream.cursors'::regclass) r")
+  sql "WITH r AS MATERIALIZED (SELECT xid, record_length, block_ref
+                                 FROM pg_get_wal_records_info('$1', '$2')),
+            x AS (SELECT DISTINCT xid FROM r
+                   WHERE xid::text <> '0' AND block_ref ~ '/($nodes)( |,|$)')
+       SELECT (SELECT count(*) FROM x), coalesce(sum(record_length), 0)
+         FROM r WHERE xid IN (SELECT xid FROM x)" | tr '|' ' '
+}
+
 # --- latency ----------------------------------------------------------------------------------
 latency() {
   sql "CREATE TABLE IF NOT EXISTS bench_lat (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -301,26 +340,43 @@ latency() {
   local results=() rate
   echo
   echo "latency: PostgreSQL $server_version, 10-row transactions at a steady rate for $latency_seconds s (commit → poll)"
-  printf '%-12s %-26s %8s %8s %9s %9s %9s %9s\n' "offered" "commit" "rows" "rows/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms"
+  echo "  cursor writes: transactions writing changestream.cursors per second and their WAL;"
+  echo "  CPU %: of one core, over the load's seconds — the group's walsender, its SQL session's"
+  echo "  backend, the client (d); ctx/s: the client's context switches; busy: all CPUs, all processes"
+  local header='%-12s %-10s %8s %7s %7s %8s %8s %8s %7s %8s %6s %6s %6s %7s %6s %5s\n'
+  # shellcheck disable=SC2059
+  printf "$header" "offered" "commit" "rows" "p50 ms" "p99 ms" "p99.9 ms" "max ms" \
+    "writes/s" "KB/s" "walsnd %" "sess %" "(d) %" "ctx/s" "WAL MB/s" "busy %" "load"
   local commit
   for rate in ${latency_rates//,/ }; do
   # automatic: the contender; manual-1s: a diagnostic committing once a second instead of
   # at every poll (BENCH_COMMIT=manual in bench/drain.rs), separating the commit's cost.
-  for commit in automatic manual-1s; do
+  for commit in ${latency_commits//,/ }; do
     local group=bench_lat_${rate}_${commit//-/_} tps=$((rate / 10))
     local source=(--group "$group" --tables public.bench_lat --message-prefix bench-stop)
     "$drain_bin" create-group --url "$url" "${source[@]}" >/dev/null
-    BENCH_COMMIT=${commit%-1s} "$drain_bin" latency --url "$url" "${source[@]}" \
-      >"$work/lat.out" 2>"$work/lat.err" &
+    BENCH_COMMIT=${commit%-1s} /usr/bin/time -f '%e %U %S %M %w %c' -o "$work/lat.time" \
+      "$drain_bin" latency --url "$url" "${source[@]}" >"$work/lat.out" 2>"$work/lat.err" &
     local pid=$!
     # Wait until the walsender streams for it, so the load does not start before (d) does.
     for _ in $(seq 100); do
       [[ $(sql "SELECT count(*) FROM pg_replication_slots WHERE active") -ge 1 ]] && break
       sleep 0.1
     done
+    local walsender session
+    walsender=$(sql "SELECT s.active_pid FROM changestream.partitions p
+                       JOIN pg_replication_slots s USING (slot_name) WHERE p.group_id = '$group'")
+    session=$(sql "SELECT backend_pid FROM changestream.members WHERE group_id = '$group'")
+    local ws0 se0 m0 lsn0 t0
+    ws0=$(cpu_ticks "$walsender"); se0=$(cpu_ticks "$session"); m0=$(machine_ticks)
+    lsn0=$(sql "SELECT pg_current_wal_flush_lsn()"); t0=$(date +%s.%N)
     "$client_bin/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -c 2 -j 2 -R "$tps" \
       -T "$latency_seconds" -f bench/latency.sql postgres >"$work/pgbench.out" 2>&1 \
       || { cat "$work/pgbench.out" >&2; die "pgbench failed"; }
+    local ws1 se1 m1 lsn1 t1 load
+    ws1=$(cpu_ticks "$walsender"); se1=$(cpu_ticks "$session"); m1=$(machine_ticks)
+    lsn1=$(sql "SELECT pg_current_wal_flush_lsn()"); t1=$(date +%s.%N)
+    load=$(cut -d' ' -f1 /proc/loadavg)
     sql "SELECT pg_logical_emit_message(false, 'bench-stop', '')" >/dev/null
     wait "$pid" || { cat "$work/lat.err" >&2; die "latency drain failed"; }
     local out
@@ -331,9 +387,26 @@ latency() {
     p99=$(sed -E 's/.*"p99_ms":([0-9.]+).*/\1/' <<<"$out")
     p999=$(sed -E 's/.*"p999_ms":([0-9.]+).*/\1/' <<<"$out")
     max=$(sed -E 's/.*"max_ms":([0-9.]+).*/\1/' <<<"$out")
-    printf '%-12s %-26s %8s %8s %9s %9s %9s %9s\n' "$rate rows/s" "$commit" "$got" \
-      "$(awk -v n="$got" -v t="$latency_seconds" 'BEGIN {printf "%.0f", n / t}')" "$p50" "$p99" "$p999" "$max"
-    results+=("$(printf '{"offered_rows_per_s":%s,"commit":"%s","seconds":%s,"result":%s}' "$rate" "$commit" "$latency_seconds" "$out")")
+    local writes wal_bytes secs wall user sys rss vol invol
+    read -r writes wal_bytes < <(cursor_wal "$lsn0" "$lsn1")
+    read -r wall user sys rss vol invol <"$work/lat.time"
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+    # shellcheck disable=SC2046
+    set -- $(awk -v s="$secs" -v hz="$clk_tck" -v w="$writes" -v b="$wal_bytes" \
+      -v ws="$((ws1 - ws0))" -v se="$((se1 - se0))" -v u="$user" -v y="$sys" -v wall="$wall" \
+      -v ctx="$((vol + invol))" -v wal="$(sql "SELECT '$lsn1'::pg_lsn - '$lsn0'")" \
+      -v mb="$(( ${m1% *} - ${m0% *} ))" -v mt="$(( ${m1#* } - ${m0#* } ))" 'BEGIN {
+        printf "%s %s %.1f %.1f %.1f %.0f %.1f %.0f\n",
+          (w == "-" ? "-" : sprintf("%.1f", w / s)), (b == "-" ? "-" : sprintf("%.1f", b / s / 1000)),
+          100 * ws / hz / s, 100 * se / hz / s, 100 * (u + y) / wall, ctx / wall,
+          wal / s / 1e6, (mt > 0 ? 100 * mb / mt : 0) }')
+    local writes_s=$1 wal_kb_s=$2 ws_pct=$3 se_pct=$4 d_pct=$5 ctx_s=$6 wal_mb_s=$7 busy=$8
+    # shellcheck disable=SC2059
+    printf "$header" "$rate rows/s" "$commit" "$got" "$p50" "$p99" "$p999" "$max" \
+      "$writes_s" "$wal_kb_s" "$ws_pct" "$se_pct" "$d_pct" "$ctx_s" "$wal_mb_s" "$busy" "$load"
+    results+=("$(printf '{"offered_rows_per_s":%s,"commit":"%s","seconds":%s,"result":%s,"cursor_writes_per_s":"%s","cursor_wal_kb_per_s":"%s","walsender_cpu_pct":%s,"session_cpu_pct":%s,"client_cpu_pct":%s,"client_ctx_switches_per_s":%s,"wal_mb_per_s":%s,"machine_busy_pct":%s,"load1":%s,"drain_bin":"%s"}' \
+      "$rate" "$commit" "$latency_seconds" "$out" "$writes_s" "$wal_kb_s" "$ws_pct" "$se_pct" \
+      "$d_pct" "$ctx_s" "$wal_mb_s" "$busy" "$load" "$drain_bin")")
   done
   done
   local file=bench/results/$stamp-pg$pg_major-latency.json

@@ -5,6 +5,7 @@
 //! server, started once, and run in parallel, each test in a database of its own.
 
 mod admin;
+mod auto_commit;
 mod backfill;
 mod bad_input;
 mod capture;

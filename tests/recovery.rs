@@ -22,7 +22,7 @@ fn server() -> &'static TestServer {
 
 /// A cluster of its own (these tests crash it or change server-wide settings), or `None`
 /// — said loudly — when the test server does not come from local binaries.
-async fn own_cluster(test: &str, settings: &[(&str, &str)]) -> Option<LocalCluster> {
+pub(crate) async fn own_cluster(test: &str, settings: &[(&str, &str)]) -> Option<LocalCluster> {
     let server = server();
     if !server.is_local() {
         eprintln!("{test}: skipped, the test server is not a local cluster (needs local binaries)");
@@ -42,7 +42,7 @@ async fn own_cluster(test: &str, settings: &[(&str, &str)]) -> Option<LocalClust
     Some(cluster.unwrap())
 }
 
-async fn connect(config: tokio_postgres::Config) -> Client {
+pub(crate) async fn connect(config: tokio_postgres::Config) -> Client {
     let (client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);
     client
@@ -58,7 +58,7 @@ async fn items_table(client: &Client, config: &ConnectConfig) {
         .unwrap();
 }
 
-async fn slot_confirmed(client: &Client, group: &str) -> Option<Lsn> {
+pub(crate) async fn slot_confirmed(client: &Client, group: &str) -> Option<Lsn> {
     client
         .query_one(
             "SELECT s.confirmed_flush_lsn::text FROM changestream.partitions p
@@ -71,8 +71,22 @@ async fn slot_confirmed(client: &Client, group: &str) -> Option<Lsn> {
         .map(|s| s.parse().unwrap())
 }
 
+/// What the server holds as committed for a 1-partition `group`, as the highest event id
+/// `(commit LSN, index)` committed: the durable cursor's records, and every transaction
+/// committing below the slot's confirmed position. A new consumer starts right after it.
+pub(crate) async fn committed_up_to(client: &Client, group: &str) -> (Lsn, u64) {
+    let below = |lsn: Lsn| (Lsn::new(lsn.as_u64().saturating_sub(1)), u64::MAX);
+    let (lsn, done) = cursor(client, group).await;
+    let by_cursor = match u64::try_from(done) {
+        Ok(done) if done > 0 => (lsn, done - 1),
+        _ => below(lsn),
+    };
+    let by_slot = below(slot_confirmed(client, group).await.unwrap_or_default());
+    by_cursor.max(by_slot)
+}
+
 /// The walsenders of a group's slot, gone.
-async fn wait_slot_inactive(client: &Client, group: &str) {
+pub(crate) async fn wait_slot_inactive(client: &Client, group: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let active: bool = client

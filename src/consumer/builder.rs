@@ -13,12 +13,17 @@ use crate::wire::ConnectConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitMode {
     /// Each poll commits what the previous poll returned; closing commits the last poll.
+    /// The durable cursor trails by up to [`ConsumerBuilder::auto_commit_interval`].
     #[default]
     Automatic,
     /// Only [`MessageBundle::commit`](super::MessageBundle::commit) and
     /// [`Consumer::commit`] commit.
     Manual,
 }
+
+/// How far automatic mode's durable cursor may trail by default; see
+/// [`ConsumerBuilder::auto_commit_interval`].
+const DEFAULT_AUTO_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Builds a [`Consumer`] of a consumer group.
 ///
@@ -47,6 +52,7 @@ pub struct ConsumerBuilder {
     pub(crate) add: Vec<(String, StartLocation)>,
     pub(crate) remove: Vec<String>,
     pub(crate) commit_mode: CommitMode,
+    pub(crate) auto_commit_interval: Duration,
     pub(crate) max_poll_interval: Duration,
     pub(crate) operations: Vec<Op>,
     pub(crate) message_prefixes: Vec<String>,
@@ -69,6 +75,7 @@ impl ConsumerBuilder {
             add: Vec::new(),
             remove: Vec::new(),
             commit_mode: CommitMode::Automatic,
+            auto_commit_interval: DEFAULT_AUTO_COMMIT_INTERVAL,
             max_poll_interval: Duration::from_secs(30),
             operations: vec![Op::Insert, Op::Update, Op::Delete, Op::Truncate],
             message_prefixes: Vec::new(),
@@ -100,6 +107,25 @@ impl ConsumerBuilder {
     /// Automatic (default) or manual commits.
     pub fn commit_mode(mut self, mode: CommitMode) -> Self {
         self.commit_mode = mode;
+        self
+    }
+
+    /// Automatic mode: how far the durable cursor may trail what is committed, as the
+    /// interval between its writes (1 s by default; like Kafka's `auto.commit.interval.ms`,
+    /// whose default is 5 s).
+    ///
+    /// Each poll commits the previous one at once to the replication slot, without SQL; the
+    /// cursor row in `changestream.cursors` is written in the background, at most once per
+    /// interval, always the newest position, one write at a time. It matters after a server
+    /// crash, when the slot's position falls back to the last checkpoint: the group then
+    /// starts at the cursor and delivers again what was committed in the last interval (plus
+    /// the duration of one write). After a crash of the consumer alone the slot still holds
+    /// its position: only what the server had not yet been told comes again — the last poll's
+    /// records and, at worst, those committed since the last cursor write. Zero writes as
+    /// often as one write after the other allows. [`Consumer::close`] and hand-overs write
+    /// the cursor before they return, whatever the interval.
+    pub fn auto_commit_interval(mut self, interval: Duration) -> Self {
+        self.auto_commit_interval = interval;
         self
     }
 

@@ -1,10 +1,21 @@
-//! Committing: the durable cursor and the slot's flush position, moved together.
+//! Committing: the durable cursor and the slot's flush position.
 //!
-//! A commit first writes `changestream.cursors` (durable at once) and then confirms the
-//! position to the walsender (durable at the next checkpoint). If the process dies between
-//! the two, the next start takes the higher of cursor and slot, so nothing committed is
-//! delivered again; the reverse order would be as safe, but the cursor is the one a server
-//! crash cannot roll back.
+//! An explicit commit ([`Committer::commit`]: `bundle.commit()`, `Consumer::commit`, and
+//! automatic mode's close and hand-over) first writes `changestream.cursors` (durable at once)
+//! and then confirms the position to the walsender (durable at the next checkpoint). If the
+//! process dies between the two, the next start takes the higher of cursor and slot, so
+//! nothing committed is delivered again; the reverse order would be as safe, but the cursor
+//! is the one a server crash cannot roll back.
+//!
+//! Automatic mode commits at every poll and cannot afford a durable SQL round trip each time
+//! (thousands a second under load: each a WAL flush, and WAL that every walsender of the
+//! server decodes). [`Committer::commit_polled`] therefore confirms the previous poll to the
+//! slot at once — the server stops sending it to this group, and a consumer crash delivers
+//! again only what the slot had not been told — and leaves the cursor to a trailing writer
+//! ([`Committer::trail`]): at most one write in flight, the newest committed position wins,
+//! at most one write per auto-commit interval. The durable cursor so trails the committed
+//! position by at most the interval plus one write, which bounds what a server crash (whose
+//! slot falls back to its last checkpoint) delivers again.
 //!
 //! The committer is shared by the consumer and its bundles (`bundle.commit()` may run on
 //! another task); the stream it confirms to is swapped on every reconnect.
@@ -16,10 +27,11 @@
 //! write checks the owner.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::{Mutex as StdMutex, MutexGuard as MutexGuardStd, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Notify};
 use tokio_postgres::Client;
 
 use super::position::Position;
@@ -45,32 +57,56 @@ pub(crate) struct PartitionEnd {
 #[derive(Debug)]
 struct PartitionState {
     partition: i32,
-    /// Committed: durable cursor (or, for passed-over records only, the slot) is here.
+    /// Committed: confirmed to the slot, and never handed to the application again by this
+    /// member. The durable cursor is here too, except in automatic mode, where it trails.
     committed: Position,
+    /// The commit time of the last transaction (part) committed, for the trailing write.
+    committed_time: Option<SystemTime>,
+    /// Where this member last wrote the durable cursor (or found it when claiming).
+    stored: Position,
+    /// Automatic mode committed records beyond `stored`: the trailing writer has work.
+    /// (Records only passed over need no cursor write: after a crash they are passed over
+    /// again.)
+    unstored: bool,
     /// The end of the records handed to the application so far.
     delivered: Position,
     acker: Option<Acker>,
     /// This member owns the partition (claimed and not given up).
     owned: bool,
-    /// A background commit up to here is on its way.
-    committing: Position,
     /// Backfill chunks whose read records were produced, oldest first, with the position
     /// just after their last read record: committing that position commits their progress.
     chunks: VecDeque<(Position, StoredProgress)>,
 }
 
+/// The partitions, and the trailing writer's state, under one lock: the writer decides to
+/// stop in the same moment a poll decides whether to start one, so no work is left behind.
+#[derive(Debug)]
+struct State {
+    partitions: Vec<PartitionState>,
+    /// A trailing writer task runs (see [`Committer::trail`]).
+    trailing: bool,
+    /// The trailing writer is asked to write what is left without waiting for the interval.
+    hurry: bool,
+    /// When the trailing writer last began a write.
+    last_trail: Option<Instant>,
+}
+
 /// Commits positions for a consumer's partitions.
 ///
 /// Two locks: `session` is held for a commit's SQL round trip (commits are serialised);
-/// `partitions` only for moments, so polling never waits for a commit in flight.
+/// `state` only for moments, so polling never waits for a commit in flight.
 #[derive(Debug)]
 pub(crate) struct Committer {
     group_id: String,
     member_id: String,
     config: ConnectConfig,
     reconnect_timeout: Duration,
+    /// At most one trailing cursor write per interval (automatic mode).
+    auto_commit_interval: Duration,
     session: Mutex<Option<Client>>,
-    partitions: StdMutex<Vec<PartitionState>>,
+    state: StdMutex<State>,
+    /// Wakes the trailing writer when `hurry` is set.
+    hurried: Notify,
 }
 
 impl Committer {
@@ -83,16 +119,19 @@ impl Committer {
         client: Client,
         partitions: Vec<(i32, Position)>,
         reconnect_timeout: Duration,
+        auto_commit_interval: Duration,
     ) -> Committer {
         let partitions = partitions
             .into_iter()
             .map(|(partition, committed)| PartitionState {
                 partition,
                 committed,
+                committed_time: None,
+                stored: committed,
+                unstored: false,
                 delivered: committed,
                 acker: None,
                 owned: false,
-                committing: committed,
                 chunks: VecDeque::new(),
             })
             .collect();
@@ -101,20 +140,26 @@ impl Committer {
             member_id,
             config,
             reconnect_timeout,
+            auto_commit_interval,
             session: Mutex::new(Some(client)),
-            partitions: StdMutex::new(partitions),
+            state: StdMutex::new(State {
+                partitions,
+                trailing: false,
+                hurry: false,
+                last_trail: None,
+            }),
+            hurried: Notify::new(),
         }
     }
 
-    fn partitions(&self) -> MutexGuardStd<'_, Vec<PartitionState>> {
+    fn state(&self) -> MutexGuardStd<'_, State> {
         // A panic while holding this lock leaves plain positions behind; they stay valid.
-        self.partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Commits every partition up to its end in `ends`; ends not ahead of what is committed
-    /// are skipped.
+    /// Commits every partition up to its end in `ends`, durably: the cursor is written
+    /// (synchronously committed) before the slot is confirmed. Ends not ahead of the
+    /// stored cursor are skipped.
     ///
     /// # Errors
     /// Writing the cursor failed for longer than the reconnect timeout, or the group was
@@ -123,54 +168,195 @@ impl Committer {
         let mut session = self.session.lock().await;
         for end in ends {
             let partition = {
-                let partitions = self.partitions();
-                match partitions.get(end.index) {
-                    Some(p) if p.owned && end.position > p.committed => p.partition,
+                let state = self.state();
+                match state.partitions.get(end.index) {
+                    Some(p) if p.owned && end.position > p.stored => p.partition,
                     _ => continue,
                 }
             };
-            let cursor = Cursor {
-                commit_lsn: end.position.lsn,
-                records_done: end.position.records,
-                commit_time: end.commit_time,
-            };
-            // The progress of every chunk whose reads this commit covers, latest per table.
-            let mut progress: Vec<StoredProgress> = Vec::new();
+            if !self
+                .write(
+                    &mut session,
+                    end.index,
+                    partition,
+                    end.position,
+                    end.commit_time,
+                )
+                .await?
             {
-                let partitions = self.partitions();
-                if let Some(p) = partitions.get(end.index) {
-                    for (chunk_end, chunk) in &p.chunks {
-                        if *chunk_end > end.position {
-                            break;
-                        }
-                        progress.retain(|c| c.table != chunk.table);
-                        progress.push(chunk.clone());
-                    }
-                }
+                continue;
             }
-            match self
-                .store(&mut session, partition, &cursor, &progress)
-                .await
-            {
-                // Given up in a rebalance while this commit was on its way: the new owner
-                // delivers those records again.
-                Err(e) if e.is_fenced() && !self.owns(end.index) => continue,
-                result => result?,
-            };
-            let mut partitions = self.partitions();
-            if let Some(p) = partitions.get_mut(end.index) {
+            let mut state = self.state();
+            if let Some(p) = state.partitions.get_mut(end.index) {
                 if p.owned && end.position > p.committed {
                     p.committed = end.position;
+                    p.committed_time = end.commit_time.or(p.committed_time);
                     if let Some(acker) = &p.acker {
                         acker.ack(end.position.flush_lsn());
                     }
                 }
-                while p.chunks.front().is_some_and(|(e, _)| *e <= end.position) {
-                    p.chunks.pop_front();
-                }
             }
         }
         Ok(())
+    }
+
+    /// Automatic mode: commits every partition up to its end in `ends` (the previous poll,
+    /// which the application had) without waiting for anything: the slot is confirmed at
+    /// once, the durable cursor is left to the trailing writer. Returns whether a trailing
+    /// writer must be started ([`Committer::trail`]); the caller then starts exactly one.
+    pub(crate) fn commit_polled(&self, ends: &[PartitionEnd]) -> bool {
+        let mut state = self.state();
+        for end in ends {
+            let Some(p) = state.partitions.get_mut(end.index) else {
+                continue;
+            };
+            if !p.owned || end.position <= p.committed {
+                continue;
+            }
+            p.committed = end.position;
+            p.committed_time = end.commit_time.or(p.committed_time);
+            p.unstored = true;
+            if let Some(acker) = &p.acker {
+                acker.ack(end.position.flush_lsn());
+            }
+        }
+        let work = state.partitions.iter().any(|p| p.owned && p.unstored);
+        if work && !state.trailing {
+            state.trailing = true;
+            state.hurry = false;
+            return true;
+        }
+        false
+    }
+
+    /// Asks a running trailing writer to write what is left now and then stop waiting for
+    /// the interval (before awaiting it: close, hand-over, explicit commits).
+    pub(crate) fn hurry(&self) {
+        self.state().hurry = true;
+        self.hurried.notify_one();
+    }
+
+    /// The trailing writer: writes the durable cursor of every owned partition whose
+    /// committed position it does not hold yet, at most once per auto-commit interval, the
+    /// newest position each time, until nothing is left; started by the poll whose
+    /// [`Committer::commit_polled`] said so. Its writes commit synchronously like every other:
+    /// at one write per interval, the WAL flush costs the server little, and a cursor write
+    /// that returned stays durable (see `docs/architecture.md`).
+    ///
+    /// # Errors
+    /// A write failed for longer than the reconnect timeout, the group was deleted, or
+    /// [`Error::is_fenced`]; reported by the next poll.
+    pub(crate) async fn trail(self: Arc<Self>) -> Result<()> {
+        let result = self.trail_until_done().await;
+        if result.is_err() {
+            self.writer_stopped();
+        }
+        result
+    }
+
+    /// The trailing writer ended without saying so itself (an error, a panic): a later poll
+    /// may start another.
+    pub(crate) fn writer_stopped(&self) {
+        self.state().trailing = false;
+    }
+
+    async fn trail_until_done(&self) -> Result<()> {
+        loop {
+            loop {
+                let due = {
+                    let state = self.state();
+                    match state.last_trail {
+                        Some(at) if !state.hurry => at + self.auto_commit_interval,
+                        _ => break,
+                    }
+                };
+                if Instant::now() >= due {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(due.into()) => {}
+                    () = self.hurried.notified() => {}
+                }
+            }
+            // The newest committed positions, taken in the same moment as the decision to
+            // stop: a poll committing after it starts a writer of its own.
+            let work: Vec<(usize, i32, Position, Option<SystemTime>)> = {
+                let mut state = self.state();
+                let work: Vec<_> = state
+                    .partitions
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, p)| p.owned && p.unstored)
+                    .map(|(index, p)| {
+                        p.unstored = false;
+                        (index, p.partition, p.committed, p.committed_time)
+                    })
+                    .collect();
+                if work.is_empty() {
+                    state.trailing = false;
+                    return Ok(());
+                }
+                state.last_trail = Some(Instant::now());
+                work
+            };
+            let mut session = self.session.lock().await;
+            for (i, &(index, partition, position, time)) in work.iter().enumerate() {
+                if let Err(e) = self
+                    .write(&mut session, index, partition, position, time)
+                    .await
+                {
+                    // Left to the next writer (and an explicit commit) to write.
+                    let mut state = self.state();
+                    for &(index, ..) in &work[i..] {
+                        if let Some(p) = state.partitions.get_mut(index) {
+                            p.unstored = p.owned;
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Writes the cursor of partition `index` (number `partition`) at `position`, with the
+    /// progress of the backfill chunks it covers, and notes it stored. `Ok(false)` when the
+    /// partition was given up in a rebalance while the write was on its way (the new owner
+    /// delivers those records again).
+    async fn write(
+        &self,
+        session: &mut Option<Client>,
+        index: usize,
+        partition: i32,
+        position: Position,
+        commit_time: Option<SystemTime>,
+    ) -> Result<bool> {
+        let cursor = Cursor {
+            commit_lsn: position.lsn,
+            records_done: position.records,
+            commit_time,
+        };
+        // The progress of every chunk whose reads this commit covers, latest per table.
+        let mut progress: Vec<StoredProgress> = Vec::new();
+        if let Some(p) = self.state().partitions.get(index) {
+            for (chunk_end, chunk) in &p.chunks {
+                if *chunk_end > position {
+                    break;
+                }
+                progress.retain(|c| c.table != chunk.table);
+                progress.push(chunk.clone());
+            }
+        }
+        match self.store(session, partition, &cursor, &progress).await {
+            Err(e) if e.is_fenced() && !self.owns(index) => return Ok(false),
+            result => result?,
+        }
+        if let Some(p) = self.state().partitions.get_mut(index) {
+            p.stored = p.stored.max(position);
+            while p.chunks.front().is_some_and(|(e, _)| *e <= position) {
+                p.chunks.pop_front();
+            }
+        }
+        Ok(true)
     }
 
     /// Writes a cursor (and with it, in one transaction, backfill progress), reconnecting
@@ -239,22 +425,21 @@ impl Committer {
     /// Installs the acknowledger of partition `index`'s new stream, which starts at `start`
     /// (the higher of the committed position and the durable cursor).
     pub(crate) fn attach(&self, index: usize, acker: Option<Acker>, start: Position) {
-        let mut partitions = self.partitions();
-        if let Some(p) = partitions.get_mut(index) {
+        if let Some(p) = self.state().partitions.get_mut(index) {
             p.acker = acker;
             p.committed = p.committed.max(start);
             // The new stream sends everything after the committed position again.
             p.delivered = p.committed;
-            // Chunks whose reads were not handed out for committing are read again, at new
-            // watermarks; their progress must never be written.
-            let kept = p.committed.max(p.committing);
+            // Chunks whose reads were not committed are read again, at new watermarks;
+            // their progress must never be written.
+            let kept = p.committed;
             p.chunks.retain(|(end, _)| *end <= kept);
         }
     }
 
     /// A backfill chunk's read records were produced in partition `index`.
     pub(crate) fn chunk_done(&self, index: usize, chunk: ChunkDone) {
-        if let Some(p) = self.partitions().get_mut(index) {
+        if let Some(p) = self.state().partitions.get_mut(index) {
             let end = Position {
                 lsn: chunk.lsn,
                 records: chunk.records,
@@ -273,14 +458,17 @@ impl Committer {
     /// The SQL session failed.
     pub(crate) async fn store_quiet_chunks(&self) -> Result<()> {
         loop {
-            let next = self.partitions().iter().enumerate().find_map(|(index, p)| {
-                match p.chunks.front() {
+            let next = self
+                .state()
+                .partitions
+                .iter()
+                .enumerate()
+                .find_map(|(index, p)| match p.chunks.front() {
                     Some((end, progress)) if p.owned && end.records == 0 => {
                         Some((index, p.partition, *end, progress.clone()))
                     }
                     _ => None,
-                }
-            });
+                });
             let Some((index, partition, end, progress)) = next else {
                 return Ok(());
             };
@@ -290,7 +478,8 @@ impl Committer {
                 // one) while we waited for the session: writing this one now would move the
                 // stored progress back.
                 let still_first = self
-                    .partitions()
+                    .state()
+                    .partitions
                     .get(index)
                     .is_some_and(|p| p.chunks.front().is_some_and(|(e, _)| *e == end));
                 if !still_first {
@@ -306,7 +495,7 @@ impl Committer {
                 )
                 .await?;
             }
-            if let Some(p) = self.partitions().get_mut(index) {
+            if let Some(p) = self.state().partitions.get_mut(index) {
                 if p.chunks.front().is_some_and(|(e, _)| *e == end) {
                     p.chunks.pop_front();
                 }
@@ -316,7 +505,7 @@ impl Committer {
 
     /// Forgets chunks of `table` not yet committed: its backfill started again.
     pub(crate) fn forget_table(&self, table: &TableName) {
-        for p in self.partitions().iter_mut() {
+        for p in self.state().partitions.iter_mut() {
             p.chunks.retain(|(_, c)| &c.table != table);
         }
     }
@@ -324,9 +513,12 @@ impl Committer {
     /// Partition `index` is this member's now, committed up to `durable` (the cursor as its
     /// previous owner left it; what this member knew of it before is stale).
     pub(crate) fn claim(&self, index: usize, durable: Position) {
-        if let Some(p) = self.partitions().get_mut(index) {
+        if let Some(p) = self.state().partitions.get_mut(index) {
             p.owned = true;
             p.committed = durable;
+            p.committed_time = None;
+            p.stored = durable;
+            p.unstored = false;
             p.delivered = durable;
             p.acker = None;
             p.chunks.clear();
@@ -335,8 +527,9 @@ impl Committer {
 
     /// Partition `index` is not this member's any more: its commits are skipped.
     pub(crate) fn release(&self, index: usize) {
-        if let Some(p) = self.partitions().get_mut(index) {
+        if let Some(p) = self.state().partitions.get_mut(index) {
             p.owned = false;
+            p.unstored = false;
             p.acker = None;
             p.chunks.clear();
         }
@@ -344,41 +537,30 @@ impl Committer {
 
     /// Whether this member owns partition `index`.
     pub(crate) fn owns(&self, index: usize) -> bool {
-        self.partitions().get(index).is_some_and(|p| p.owned)
+        self.state().partitions.get(index).is_some_and(|p| p.owned)
     }
 
     /// The partition numbers this member owns.
     pub(crate) fn owned(&self) -> Vec<i32> {
-        self.partitions()
+        self.state()
+            .partitions
             .iter()
             .filter(|p| p.owned)
             .map(|p| p.partition)
             .collect()
     }
 
-    /// Notes that a background commit of `ends` has been started.
-    pub(crate) fn mark_committing(&self, ends: &[PartitionEnd]) {
-        let mut partitions = self.partitions();
-        for end in ends {
-            if let Some(p) = partitions.get_mut(end.index) {
-                p.committing = p.committing.max(end.position);
-            }
-        }
-    }
-
     /// Where a restarted stream may begin, and below which records are passed over: the
-    /// committed position, or a background commit's target once it is on its way (its
-    /// records were handed out; if that commit fails, the next poll reports it).
+    /// committed position (in automatic mode possibly ahead of the durable cursor, whose
+    /// trailing write a failure reports at the next poll).
     pub(crate) fn resume_from(&self, index: usize) -> Position {
-        self.partitions()
-            .get(index)
-            .map(|p| p.committed.max(p.committing))
-            .unwrap_or_default()
+        self.committed(index)
     }
 
     /// The committed position of partition `index`.
     pub(crate) fn committed(&self, index: usize) -> Position {
-        self.partitions()
+        self.state()
+            .partitions
             .get(index)
             .map(|p| p.committed)
             .unwrap_or_default()
@@ -386,7 +568,8 @@ impl Committer {
 
     /// The lowest committed LSN over the partitions this member owns.
     pub(crate) fn committed_lsn(&self) -> Lsn {
-        self.partitions()
+        self.state()
+            .partitions
             .iter()
             .filter(|p| p.owned)
             .map(|p| p.committed.lsn)
@@ -396,7 +579,7 @@ impl Committer {
 
     /// Notes that records up to `position` were handed to the application.
     pub(crate) fn delivered(&self, index: usize, position: Position) {
-        if let Some(p) = self.partitions().get_mut(index) {
+        if let Some(p) = self.state().partitions.get_mut(index) {
             p.delivered = p.delivered.max(position);
         }
     }
@@ -406,7 +589,7 @@ impl Committer {
     /// record can be lost by it. Nothing durable is written; after a crash those records
     /// are simply passed over again.
     pub(crate) fn pass_over(&self, index: usize, position: Position) {
-        if let Some(p) = self.partitions().get_mut(index) {
+        if let Some(p) = self.state().partitions.get_mut(index) {
             if p.owned && p.committed >= p.delivered && position > p.committed {
                 p.committed = position;
                 p.delivered = position;

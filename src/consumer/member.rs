@@ -91,7 +91,7 @@ pub struct Consumer {
     filter: RecordFilter,
     stats: Stats,
     last_poll: Vec<PartitionEnd>,
-    /// An automatic commit running in the background.
+    /// Automatic mode's trailing cursor writer, while it runs (`Committer::trail`).
     in_flight: Option<JoinHandle<Result<()>>>,
     /// The last membership round (heartbeat, hand-overs).
     last_round: Option<Instant>,
@@ -249,6 +249,7 @@ impl Consumer {
             client,
             positions,
             builder.reconnect_timeout,
+            builder.auto_commit_interval,
         ));
         let count = i32::try_from(group.partitions.len()).unwrap_or(i32::MAX);
         let readers = group
@@ -392,7 +393,7 @@ impl Consumer {
         let deadline = Instant::now() + wait;
         self.check_fenced()?;
         if self.commit_mode == CommitMode::Automatic {
-            self.commit_in_background().await?;
+            self.auto_commit().await?;
         }
         let mut gather = Gather::new(limit);
         // Rounds run while nothing is gathered, so a hand-over falls between bundles, and a
@@ -546,28 +547,37 @@ impl Consumer {
         self.last_poll.clear();
     }
 
-    /// Automatic mode: commits the previous poll without making this poll wait for the
-    /// round trip (the cursor write commits durably, which can take a while). The commit
-    /// before it is awaited first — usually long finished — so commits stay in order, at
-    /// most one runs at a time, and its error is returned here.
-    async fn commit_in_background(&mut self) -> Result<()> {
-        self.settle().await?;
-        let ends = self.last_poll.clone();
-        let committer = Arc::clone(&self.committer);
-        if ends
-            .iter()
-            .any(|end| end.position > committer.committed(end.index))
-        {
-            committer.mark_committing(&ends);
-            self.in_flight = Some(tokio::spawn(async move { committer.commit(&ends).await }));
+    /// Automatic mode: commits the previous poll without making this poll wait for any
+    /// SQL: the slot is confirmed at once and the durable cursor trails, written by one
+    /// background writer at most once per auto-commit interval (`Committer::trail`). A
+    /// failed trailing write is returned here, by the first poll after it.
+    async fn auto_commit(&mut self) -> Result<()> {
+        if self.in_flight.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.join_writer().await?;
+        }
+        if self.committer.commit_polled(&self.last_poll) {
+            // A writer that found nothing left a moment ago may still be finishing.
+            if let Err(e) = self.join_writer().await {
+                self.committer.writer_stopped();
+                return Err(e);
+            }
+            let committer = Arc::clone(&self.committer);
+            self.in_flight = Some(tokio::spawn(committer.trail()));
         }
         Ok(())
     }
 
-    /// Waits for a background commit, returning its error.
+    /// Has the trailing writer write what is left now, and waits for it; returns its error.
     async fn settle(&mut self) -> Result<()> {
+        self.committer.hurry();
+        self.join_writer().await
+    }
+
+    /// Waits for the trailing writer to end, returning its error.
+    async fn join_writer(&mut self) -> Result<()> {
         match self.in_flight.take() {
             Some(running) => running.await.unwrap_or_else(|e| {
+                self.committer.writer_stopped();
                 Err(Error::new(
                     Kind::Local,
                     format!("the background commit task failed: {e}"),

@@ -13,9 +13,11 @@
 //! **Delivery guarantee.** At least once, in commit order per partition, with event ids
 //! (`<commit_lsn>:<index>`) that are the same on every delivery, so a consumer can
 //! deduplicate. What is committed is never delivered to the group again — not after a
-//! crash of the consumer, nor of the server (the durable cursor). What was polled but not
-//! committed is delivered again after a reconnect, a [`Consumer::reset`], or to the group's
-//! next consumer.
+//! crash of the consumer, nor of the server (the durable cursor). Automatic mode alone
+//! narrows this for speed: its durable cursor trails by at most
+//! [`ConsumerBuilder::auto_commit_interval`] (plus one write), so a crash may deliver again
+//! what it committed within that time. What was polled but not committed is delivered
+//! again after a reconnect, a [`Consumer::reset`], or to the group's next consumer.
 //!
 //! **Idle groups never pin WAL.** When nothing the application received is uncommitted,
 //! the slot's flush position follows the server's WAL end (from keepalives), so a group
