@@ -26,8 +26,8 @@ pub(crate) struct PyStartLocation {
 
 #[pymethods]
 impl PyStartLocation {
-    /// The first change the group has not committed; for a table new to the group, its
-    /// changes from the moment it joins.
+    /// The first change the group has not committed. For a table new to the group that is
+    /// like `earliest()`: its existing rows first (op `read`), then its changes.
     #[staticmethod]
     fn first_uncommitted() -> Self {
         Self {
