@@ -99,7 +99,7 @@ impl PyStartLocation {
                 "StartLocation.at_time({})",
                 t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
             ),
-            StartLocation::AtLsn(lsn) => format!("StartLocation.at_lsn({:?})", lsn.to_string()),
+            StartLocation::AtLsn(lsn) => format!("StartLocation.at_lsn('{lsn}')"),
         }
     }
 }

@@ -20,7 +20,7 @@ from pg_changestream import ConsumerBuilder, StartLocation
 
 def builder(url, group, table):
     return (ConsumerBuilder().set_url(url).set_group_id(group)
-            .add_table(table, start_location=StartLocation.first_uncommitted())
+            .add_table(table, start_location=StartLocation.latest())
             .set_max_poll_interval_ms(2000))
 
 
@@ -33,10 +33,10 @@ def take(consumer, count):
 
 def commit_then_hold(url, group, table, commit_n, hold_n):
     consumer = builder(url, group, table).set_commit_manual().build()
-    first = consumer.poll(limit=int(commit_n), wait_ms=10000)
-    assert len(first) == int(commit_n), len(first)
-    first.commit(timeout_ms=30000)
-    for r in first.get_records():
+    print("built", flush=True)
+    first = take(consumer, int(commit_n))
+    consumer.commit(timeout_ms=30000)
+    for r in first:
         print("committed", r.get_event_id())
     for r in take(consumer, int(hold_n)):
         print("held", r.get_event_id())

@@ -71,5 +71,6 @@ def test_a_group_deleted_while_polling(db):
     poller.join(40)
     assert len(errors) == 1, "the poll fails once the group is gone"
     assert isinstance(errors[0], GroupDeletedError), repr(errors[0])
-    assert "doomed" in str(errors[0])
+    assert "doomed" in str(errors[0]), str(errors[0])
+    print("group deleted:", errors[0])
     consumer.close()

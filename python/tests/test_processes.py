@@ -2,6 +2,7 @@
 sharing a partitioned group."""
 
 import signal
+import threading
 import time
 
 import pytest
@@ -34,9 +35,10 @@ def lines_until(process, last, timeout=60):
 
 def test_manual_commit_redelivers_exactly_what_was_not_committed_after_sigkill(items):
     db = items
-    db.txns(*(f"INSERT INTO items VALUES ({i}, 'v')" for i in range(1, 11)))
     child = spawn("commit-then-hold", db.url, "killed", "public.items", 3, 4)
     try:
+        lines_until(child, "built")
+        db.txns(*(f"INSERT INTO items VALUES ({i}, 'v')" for i in range(1, 11)))
         lines = lines_until(child, "ready")
     finally:
         child.send_signal(signal.SIGKILL)
@@ -76,28 +78,37 @@ def test_ctrl_c_interrupts_a_waiting_poll_quickly(items):
 
 def test_two_consumer_processes_share_a_partitioned_group(items):
     db = items
-    group = "shared"
-    children = [spawn("share", db.url, group, "public.items", 2, 25) for _ in range(2)]
+    children = [spawn("share", db.url, "shared", "public.items", 2, 20) for _ in range(2)]
+    outputs = [[], []]
+
+    def read(n):
+        for line in children[n].stdout:
+            outputs[n].append(line.split())
+
+    readers = [threading.Thread(target=read, args=(n,), daemon=True) for n in range(2)]
+    for reader in readers:
+        reader.start()
     try:
         # Each owns one of the two partitions before the rows are written.
         deadline = time.monotonic() + 20
-        owned = {}
-        while len(owned) < 2 or sorted(sum(owned.values(), [])) != ["0", "1"]:
-            assert time.monotonic() < deadline, owned
-            for n, child in enumerate(children):
-                line = child.stdout.readline().split()
-                if line and line[0] == "owns":
-                    owned[n] = line[1].split(",") if len(line) > 1 else []
+        while True:
+            owned = [[l[1:] for l in out if l[0] == "owns"] for out in outputs]
+            last = [o[-1][0].split(",") if o and o[-1] else [] for o in owned]
+            if sorted(last[0] + last[1]) == ["0", "1"] and last[0] and last[1]:
+                break
+            assert time.monotonic() < deadline, (owned, [c.poll() for c in children])
+            time.sleep(0.1)
         db.txns(*(f"INSERT INTO items VALUES ({i}, 'v')" for i in range(1, 101)))
-        outputs = [child.communicate(timeout=60)[0] for child in children]
+        for child in children:
+            child.wait(60)
+        for reader in readers:
+            reader.join(10)
     finally:
         for child in children:
             child.kill()
             child.wait(30)
-    seen = [[int(l.split()[1]) for l in out.splitlines() if l.startswith("record ")]
-            for out in outputs]
+    seen = [[int(l[1]) for l in out if l[0] == "record"] for out in outputs]
     assert sorted(seen[0] + seen[1]) == list(range(1, 101)), "each row exactly once"
-    assert seen[0] and seen[1], "both consumers read their partition"
-    events = [l.split()[2] for out in outputs for l in out.splitlines()
-              if l.startswith("record ")]
+    assert seen[0] and seen[1], ("both consumers read their partition", outputs)
+    events = [l[2] for out in outputs for l in out if l[0] == "record"]
     assert all(e.count(":") == 2 for e in events), "partitioned event ids name the partition"
