@@ -115,8 +115,10 @@ if $matrix; then
       env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" \
       cargo test --all-features --test main
     # The Python suite once more on the newest major only (it drives the same library paths).
-    [[ $major == 18 ]] && run "pytest on PostgreSQL $major" \
-      env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" python_tests
+    if [[ $major == 18 ]]; then
+      run "pytest on PostgreSQL $major" \
+        env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" python_tests
+    fi
   done
 fi
 
