@@ -117,7 +117,8 @@ if $matrix; then
     # The Python suite once more on the newest major only (it drives the same library paths).
     if [[ $major == 18 ]]; then
       run "pytest on PostgreSQL $major" \
-        env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" python_tests
+        env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" \
+        "$python_venv/bin/python" -m pytest -q python/tests
     fi
   done
 fi
