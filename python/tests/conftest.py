@@ -85,3 +85,7 @@ def spawn(*args, **kwargs):
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         **kwargs,
     )
+
+
+def pytest_report_header(config):
+    return f"pg-changestream test server: PostgreSQL {testing.server_major()}"
