@@ -23,6 +23,8 @@
 #  (d0) the same over the low-level ChangeStream on a copied slot (the consumer's overhead)
 #   (e) (d) on groups of 2 and 4 partitions (--partitions "2 4"; "" for none), one member
 #       reading them all: every partition's slot decodes all of the WAL on the server
+#   (f) the Python package (python/, a release wheel in target/bench-venv) draining the same
+#       changes into Python dicts (bench/drain_python.py); its group made before the workload
 # Latency: a steady offered load (pgbench --rate, 10-row transactions) for --latency-seconds
 # at each of --latency-rates rows/s; (d) records poll time - commit time per row. Each run
 # also reports the server's side of committing: the WAL written by the group's cursor
@@ -120,6 +122,12 @@ if [[ ,$modes, == *,memory,* ]]; then
   log "building the CLI (release) for the memory mode"
   cargo build --release --quiet --bin pg-changestream
 fi
+
+# --- contender (f): the Python package, installed from python/ like a user would ----------------
+bench_venv=$root/target/bench-venv
+log "building contender (f) (pip install ./python into $bench_venv)"
+[[ -x $bench_venv/bin/python ]] || python3 -m venv "$bench_venv"
+"$bench_venv/bin/pip" install -q ./python || die "pip install ./python failed"
 
 # --- a throwaway server ---------------------------------------------------------------------
 data=$(mktemp -d /tmp/bench-pg.XXXXXX)
@@ -229,6 +237,7 @@ throughput() {
   # (d)'s consumer group makes its own slot; created before the workload, it starts where
   # the base slot does.
   "$drain_bin" create-group --url "$url" --group bench_d --tables "$d_tables" >/dev/null
+  "$drain_bin" create-group --url "$url" --group bench_f --tables "$d_tables" >/dev/null
   local n
   for n in $partitions; do
     "$drain_bin" create-group --url "$url" --group "bench_e$n" --tables "$d_tables" \
@@ -275,6 +284,11 @@ throughput() {
   run_timed c /usr/bin/python3 bench/pgoutput_psycopg2.py --url "$url" --slot bench_c \
     --publication bench_pub --stop-table bench_end --expect "$expect"
   row c "(c) psycopg2 + Python decoder → dicts" "$total" "$(grep -q '"ok": true' "$work/c.out" && echo true || echo false)"
+
+  log "(f) pg-changestream Python package"
+  run_timed f "$bench_venv/bin/python" bench/drain_python.py --url "$url" --group bench_f \
+    --tables "$d_tables" --stop-table bench_end --expect "$expect"
+  row f "(f) pg_changestream (Python) → dicts" "$total" "$(grep -q '"ok": true' "$work/f.out" && echo true || echo false)"
 
   log "(d) pg-changestream consumer group"
   run_timed d "$drain_bin" drain --url "$url" --group bench_d --tables "$d_tables" \

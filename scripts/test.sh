@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of pg-changestream:
 #
-#   scripts/test.sh            fmt check, clippy and rustdoc -D warnings, cargo test --all-features
+#   scripts/test.sh            fmt check, clippy and rustdoc -D warnings, cargo test --all-features,
+#                              then the Python package (python/): clippy, a build, pytest
 #   scripts/test.sh --matrix   the same, then the integration tests again on PostgreSQL 18, 16, 17
 #
 # On a fresh Debian machine it first installs what is missing (the `postgresql` package when
@@ -76,6 +77,34 @@ run "clippy" cargo clippy --all-targets --all-features -- -D warnings
 run "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 run "test (default server)" cargo test --all-features
 
+# --- Python package (issue 16): python/ -------------------------------------------------------
+# One build of the extension (with the test harness, `--features testing`) into a venv under
+# target/, then its pytest suite against the same kind of server as the Rust tests.
+python_venv=target/python-venv
+python_setup() {
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    command -v apt-get >/dev/null || die "python3 with venv is missing; install python3-venv"
+    local sudo=(); [[ $(id -u) != 0 ]] && sudo=(sudo)
+    "${sudo[@]}" apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
+      python3 python3-venv >&2 || die "apt-get install python3-venv failed"
+  fi
+  [[ -x $python_venv/bin/python ]] || python3 -m venv "$python_venv"
+  "$python_venv/bin/python" -c 'import maturin, pytest' 2>/dev/null \
+    || "$python_venv/bin/pip" install -q 'maturin>=1.9.4,<2' pytest
+}
+python_build() {
+  (cd python && VIRTUAL_ENV="$root_dir/$python_venv" PATH="$root_dir/$python_venv/bin:$PATH" \
+    maturin develop --features testing)
+}
+python_tests() { "$python_venv/bin/python" -m pytest -q python/tests; }
+root_dir=$(pwd)
+run "clippy (python)" cargo clippy -p pg-changestream-python --no-deps --all-targets --all-features -- -D warnings
+run "python venv" python_setup
+run "python build" python_build
+run "pytest (default server)" python_tests
+# ----------------------------------------------------------------------------------------------
+
 if $matrix; then
   for major in 18 16 17; do
     step "PostgreSQL $major binaries"
@@ -84,6 +113,12 @@ if $matrix; then
     run "integration tests on PostgreSQL $major" \
       env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" \
       cargo test --all-features --test main
+    # The Python suite once more on the newest major only (it drives the same library paths).
+    if [[ $major == 18 ]]; then
+      run "pytest on PostgreSQL $major" \
+        env -u PG_CHANGESTREAM_TEST_URL PG_CHANGESTREAM_TEST_DOCKER=0 PG_BIN="$bin" \
+        "$python_venv/bin/python" -m pytest -q python/tests
+    fi
   done
 fi
 

@@ -832,7 +832,7 @@ pub async fn delete_group(client: &mut Client, group_id: &str, force: bool) -> R
         }
     }
     for p in &group.partitions {
-        drop_slot_when_free(client, &p.slot_name).await?;
+        drop_slot_when_free(client, &p.slot_name, force).await?;
         client
             .batch_execute(&format!(
                 "DROP PUBLICATION IF EXISTS {}",
@@ -850,9 +850,22 @@ pub async fn delete_group(client: &mut Client, group_id: &str, force: bool) -> R
     Ok(())
 }
 
-/// Drops a slot, waiting (up to ~10 s) for a terminated walsender to let go of it.
-async fn drop_slot_when_free(client: &Client, slot_name: &str) -> Result<()> {
+/// Drops a slot, waiting (up to ~10 s) for a terminated walsender to let go of it. With
+/// `force`, a walsender that took the slot again meanwhile is terminated too: a consumer
+/// polling at that moment reconnects within its backoff (found by the Python suite's
+/// "group deleted while polling" test), and would otherwise hold the slot past the wait.
+async fn drop_slot_when_free(client: &Client, slot_name: &str, force: bool) -> Result<()> {
     for _ in 0..100 {
+        if force {
+            if let Some(pid) = slot_status(client, slot_name)
+                .await?
+                .and_then(|s| s.active_pid)
+            {
+                client
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await?;
+            }
+        }
         match client
             .execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots

@@ -1,0 +1,311 @@
+//! Column values as native Python objects.
+//!
+//! | PostgreSQL | Python |
+//! |---|---|
+//! | NULL | `None` |
+//! | `bool` | `bool` |
+//! | `int2`, `int4`, `int8` | `int` |
+//! | `float4`, `float8` | `float` (`nan`, `inf`, `-inf` included) |
+//! | `numeric` | `decimal.Decimal`, exact (`Decimal('NaN')`, `Decimal('Infinity')`, `Decimal('-Infinity')`) |
+//! | `json`, `jsonb` | what `json.loads` makes of the document (`dict`, `list`, `str`, `int`, `float`, `bool`, `None`) |
+//! | `bytea` | `bytes` |
+//! | `date` | `datetime.date` |
+//! | `time` | `datetime.time` (naive); `timetz`: `datetime.time` with a fixed-offset `tzinfo` |
+//! | `timestamp` | naive `datetime.datetime` |
+//! | `timestamptz` | `datetime.datetime` with `tzinfo=datetime.timezone.utc` |
+//! | `uuid` | `uuid.UUID` |
+//! | arrays | `list`, nested per dimension |
+//! | anything else (`text`, `varchar`, enums, `interval`, `inet`, ranges, …) | `str`: the PostgreSQL text |
+//!
+//! Values Python's types cannot hold stay `str` with PostgreSQL's own text (what
+//! `SELECT col::text` prints in a session with `TimeZone=UTC`): dates and timestamps before
+//! year 1 (`0044-03-15 BC`), after 9999 (`10000-01-01`), `infinity` and `-infinity`, and
+//! `time '24:00:00'`.
+
+use std::borrow::Cow;
+
+use changestream::decode::record::Image;
+use changestream::decode::types::oid;
+use changestream::decode::value::{Timestamp, Value};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+/// `uuid[]`.
+const UUID_ARRAY: u32 = 2951;
+
+/// A Python class or function, imported once.
+macro_rules! imported {
+    ($py:expr, $module:literal, $name:literal) => {{
+        static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        CELL.get_or_try_init($py, || -> PyResult<Py<PyAny>> {
+            Ok($py.import($module)?.getattr($name)?.unbind())
+        })
+        .map(|object| object.bind($py))
+    }};
+}
+
+/// The image's columns as a `dict` of column name → value; unchanged TOASTed values (not
+/// sent by the server, no full before-image to fill them) are left out.
+pub(crate) fn image_dict<'py>(py: Python<'py>, image: &Image<'_>) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, value) in image.iter() {
+        if value.is_unchanged() {
+            continue;
+        }
+        let object = if matches!(value, Value::Text(_) | Value::Array(_)) && is_uuid(image, name) {
+            uuid_value(py, &value)?
+        } else {
+            to_python(py, &value)?
+        };
+        dict.set_item(PyString::new(py, name), object)?;
+    }
+    Ok(dict)
+}
+
+/// The names of the image's columns whose TOASTed value was not sent.
+pub(crate) fn unchanged_columns(image: &Image<'_>) -> Vec<String> {
+    image
+        .iter()
+        .filter(|(_, v)| v.is_unchanged())
+        .map(|(n, _)| n.to_owned())
+        .collect()
+}
+
+fn is_uuid(image: &Image<'_>, name: &str) -> bool {
+    image
+        .relation()
+        .columns()
+        .iter()
+        .find(|c| c.name() == name)
+        .is_some_and(|c| c.type_oid() == oid::UUID || c.type_oid() == UUID_ARRAY)
+}
+
+/// A `uuid` (or `uuid[]`) value: `uuid.UUID`s, NULLs as `None`.
+fn uuid_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
+    match value {
+        Value::Text(text) => imported!(py, "uuid", "UUID")?.call1((text.as_ref(),)),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(uuid_value(py, item)?)?;
+            }
+            Ok(list.into_any())
+        }
+        other => to_python(py, other),
+    }
+}
+
+/// One value as a Python object (see the module documentation).
+pub(crate) fn to_python<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null | Value::Unchanged => py.None().into_bound(py),
+        Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(text) => float(text).into_pyobject(py)?.into_any(),
+        Value::Numeric(text) => imported!(py, "decimal", "Decimal")?.call1((text.as_ref(),))?,
+        Value::Json(raw) => imported!(py, "json", "loads")?.call1((raw.get(),))?,
+        Value::Bytea(_) => match value.bytea_bytes() {
+            Some(bytes) => PyBytes::new(py, &bytes).into_any(),
+            None => text(py, value),
+        },
+        Value::Date(date) => match date.ymd() {
+            Some((year, month, day)) if (1..=9999).contains(&year) => {
+                imported!(py, "datetime", "date")?.call1((year, month, day))?
+            }
+            _ => PyString::new(py, &date.to_string()).into_any(),
+        },
+        Value::Time(text) => match parse_time(text) {
+            Some((h, m, s, us, _)) => imported!(py, "datetime", "time")?.call1((h, m, s, us))?,
+            None => PyString::new(py, text).into_any(),
+        },
+        Value::TimeTz(text) => match parse_time(text) {
+            Some((h, m, s, us, Some(offset))) => {
+                let delta = imported!(py, "datetime", "timedelta")?.call1((0, offset))?;
+                let tz = imported!(py, "datetime", "timezone")?.call1((delta,))?;
+                imported!(py, "datetime", "time")?.call1((h, m, s, us, tz))?
+            }
+            _ => PyString::new(py, text).into_any(),
+        },
+        Value::Timestamp(ts) => timestamp(py, ts, false)?,
+        Value::TimestampTz(ts) => timestamp(py, ts, true)?,
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(to_python(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Text(text) => PyString::new(py, text).into_any(),
+        // A kind added to the library later: its JSON form, as text.
+        other => text(py, other),
+    })
+}
+
+/// The JSON form of a value as a string (kinds without a better Python type).
+fn text<'py>(py: Python<'py>, value: &Value<'_>) -> Bound<'py, PyAny> {
+    match value.to_json_value() {
+        serde_json::Value::String(s) => PyString::new(py, &s).into_any(),
+        other => PyString::new(py, &other.to_string()).into_any(),
+    }
+}
+
+/// `float4`/`float8` text: a number, `NaN`, `Infinity` or `-Infinity`.
+fn float(text: &str) -> f64 {
+    match text {
+        "NaN" => f64::NAN,
+        "Infinity" => f64::INFINITY,
+        "-Infinity" => f64::NEG_INFINITY,
+        // The server prints floats that Rust parses exactly; NaN for the impossible rest.
+        _ => text.parse().unwrap_or(f64::NAN),
+    }
+}
+
+/// A timestamp as a `datetime` (aware UTC when `utc`), or its PostgreSQL text when
+/// Python's `datetime` cannot hold it (infinite, BC, after 9999).
+fn timestamp<'py>(py: Python<'py>, ts: &Timestamp, utc: bool) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(micros) = ts.unix_micros() {
+        if let Some(datetime) = datetime_from_unix_micros(py, micros, utc)? {
+            return Ok(datetime);
+        }
+    }
+    Ok(PyString::new(py, &pg_timestamp_text(ts, utc)).into_any())
+}
+
+/// A `datetime` for `micros` since 1970-01-01 (aware UTC when `utc`, else naive), or `None`
+/// outside years 1 to 9999.
+pub(crate) fn datetime_from_unix_micros<'py>(
+    py: Python<'py>,
+    micros: i64,
+    utc: bool,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    const DAY: i64 = 86_400_000_000;
+    let (days, in_day) = (micros.div_euclid(DAY), micros.rem_euclid(DAY));
+    let (year, month, day) = civil_from_days(days);
+    if !(1..=9999).contains(&year) {
+        return Ok(None);
+    }
+    let seconds = in_day / 1_000_000;
+    let (hour, minute, second, micro) = (
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        in_day % 1_000_000,
+    );
+    let datetime = imported!(py, "datetime", "datetime")?;
+    let object = if utc {
+        let tz = imported!(py, "datetime", "timezone")?.getattr("utc")?;
+        datetime.call1((year, month, day, hour, minute, second, micro, tz))?
+    } else {
+        datetime.call1((year, month, day, hour, minute, second, micro))?
+    };
+    Ok(Some(object))
+}
+
+/// PostgreSQL's text of a timestamp in a `TimeZone=UTC` session, from the library's JSON
+/// form: `2024-01-01T12:00:00.5Z BC` → `2024-01-01 12:00:00.5+00 BC`.
+fn pg_timestamp_text(ts: &Timestamp, utc: bool) -> String {
+    let json = ts.to_string();
+    let text: Cow<'_, str> = if ts.is_infinite() {
+        Cow::Borrowed(&json)
+    } else {
+        let spaced = json.replacen('T', " ", 1);
+        Cow::Owned(if utc {
+            spaced.replacen('Z', "+00", 1)
+        } else {
+            spaced
+        })
+    };
+    text.into_owned()
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `HH:MM:SS[.ffffff][±HH[:MM[:SS]]]` → hour, minute, second, microsecond and the offset in
+/// seconds east of UTC; `None` for what `datetime.time` cannot hold (`24:00:00`).
+fn parse_time(text: &str) -> Option<(u32, u32, u32, u32, Option<i64>)> {
+    let b = text.as_bytes();
+    let two = |at: usize| -> Option<u32> {
+        let d = b.get(at..at + 2)?;
+        (d[0].is_ascii_digit() && d[1].is_ascii_digit())
+            .then(|| u32::from(d[0] - b'0') * 10 + u32::from(d[1] - b'0'))
+    };
+    if b.get(2) != Some(&b':') || b.get(5) != Some(&b':') {
+        return None;
+    }
+    let (h, m, s) = (two(0)?, two(3)?, two(6)?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let mut at = 8;
+    let mut micros = 0;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        let digits = &text[start..at];
+        if digits.is_empty() || digits.len() > 6 {
+            return None;
+        }
+        micros = digits.parse::<u32>().ok()? * 10u32.pow(6 - digits.len() as u32);
+    }
+    let offset = match b.get(at) {
+        None => None,
+        Some(&sign @ (b'+' | b'-')) => {
+            let parts: Vec<&str> = text[at + 1..].split(':').collect();
+            if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.len() != 2) {
+                return None;
+            }
+            let mut seconds = 0i64;
+            for (i, part) in parts.iter().enumerate() {
+                let n: i64 = part.parse().ok()?;
+                seconds += n * [3600, 60, 1][i];
+            }
+            Some(if sign == b'-' { -seconds } else { seconds })
+        }
+        Some(_) => return None,
+    };
+    Some((h, m, s, micros, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-719_162), (1, 1, 1));
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("12:00:00.5"), Some((12, 0, 0, 500_000, None)));
+        assert_eq!(
+            parse_time("01:02:03+05:30"),
+            Some((1, 2, 3, 0, Some(19_800)))
+        );
+        assert_eq!(
+            parse_time("01:02:03.000001-08"),
+            Some((1, 2, 3, 1, Some(-28_800)))
+        );
+        assert_eq!(parse_time("24:00:00"), None);
+        assert_eq!(parse_time("garbage"), None);
+    }
+}
