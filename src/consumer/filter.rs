@@ -33,16 +33,18 @@ impl OpSet {
             Op::Delete => 4,
             Op::Truncate => 8,
             Op::Read => 16,
+            Op::Schema => 64,
             _ => 32,
         }
     }
 
     pub(crate) fn of(ops: &[Op]) -> OpSet {
-        // Backfill rows are the table's state, not an operation one opts into.
-        OpSet(
-            ops.iter()
-                .fold(Self::bit(Op::Read), |set, &op| set | Self::bit(op)),
-        )
+        // Backfill rows are the table's state, and schema records say how to read the
+        // records after them: neither is an operation one opts into.
+        OpSet(ops.iter().fold(
+            Self::bit(Op::Read) | Self::bit(Op::Schema),
+            |set, &op| set | Self::bit(op),
+        ))
     }
 
     pub(crate) fn contains(self, op: Op) -> bool {
