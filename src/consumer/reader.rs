@@ -11,7 +11,8 @@
 //! reader checks that the group, its slot and its publication still exist and that the slot
 //! was not invalidated, so those failures end with an error that says what happened.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -21,6 +22,7 @@ use super::filter::RecordFilter;
 use super::position::Position;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{Op, Record};
+use crate::decode::relation::{Baseline, Relation};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::full_identity_primary_keys;
@@ -91,6 +93,10 @@ pub(crate) struct PartitionReader {
     next_attempt: Option<Instant>,
     backoff: Duration,
     reconnects: u64,
+    /// Per relation id, the columns in force from a commit LSN on, as the stream showed
+    /// them (first sighting at 0): a restarted stream compares its Relation messages with
+    /// the columns in force before the transaction it restarts in (see `baseline_at`).
+    shapes: HashMap<u32, Vec<(Lsn, Arc<Relation>)>>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -112,7 +118,41 @@ impl PartitionReader {
             next_attempt: None,
             backoff: FIRST_BACKOFF,
             reconnects: 0,
+            shapes: HashMap::new(),
         }
+    }
+
+    /// Notes the columns `record` was decoded with (see `shapes`).
+    fn note_shape(&mut self, record: &Record) {
+        let Some(relation) = record.relation() else {
+            return;
+        };
+        let history = self.shapes.entry(relation.id()).or_default();
+        match history.last() {
+            None => history.push((Lsn::ZERO, Arc::clone(relation))),
+            Some((_, last)) if !last.same_columns(relation) => {
+                history.push((record.txn().commit_lsn, Arc::clone(relation)));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The columns in force before the transactions a stream starting at `start` sends
+    /// again: those committed before it. The server resends a partly taken transaction from
+    /// its beginning, Relation messages included, so the decoder then finds each schema
+    /// change again, at the same index — and a Relation message merely re-sent is none.
+    /// What the stream shows again is forgotten here and noted again as it comes.
+    fn baseline_at(&mut self, start: Lsn) -> Baseline {
+        let mut baseline = Baseline::new();
+        self.shapes.retain(|oid, history| {
+            history.retain(|(lsn, _)| *lsn < start);
+            if let Some(last) = history.pop() {
+                baseline.insert(*oid, Arc::clone(&last.1));
+                *history = vec![last];
+            }
+            !history.is_empty()
+        });
+        baseline
     }
 
     /// Where this reader has got to, for committing.
@@ -304,6 +344,7 @@ impl PartitionReader {
                         }
                     }
                     self.backfill.observe(&record);
+                    self.note_shape(&record);
                     if Position::within(&record) <= floor {
                         continue;
                     }
@@ -481,6 +522,8 @@ impl PartitionReader {
         options.messages = true;
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
+        options.decoder.projections = ctx.filter.projections();
+        options.decoder.baseline = self.baseline_at(start.lsn);
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,
