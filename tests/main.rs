@@ -12,6 +12,7 @@ mod consumer;
 mod decode;
 mod fault_proxy;
 mod faults;
+mod filters;
 mod foundation;
 mod partitions;
 mod recovery;

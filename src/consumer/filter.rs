@@ -44,10 +44,12 @@ impl OpSet {
     pub(crate) fn of(ops: &[Op]) -> OpSet {
         // Backfill rows are the table's state, and schema records say how to read the
         // records after them: neither is an operation one opts into.
-        OpSet(ops.iter().fold(
-            Self::bit(Op::Read) | Self::bit(Op::Schema),
-            |set, &op| set | Self::bit(op),
-        ))
+        OpSet(
+            ops.iter()
+                .fold(Self::bit(Op::Read) | Self::bit(Op::Schema), |set, &op| {
+                    set | Self::bit(op)
+                }),
+        )
     }
 
     pub(crate) fn contains(self, op: Op) -> bool {

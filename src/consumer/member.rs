@@ -125,10 +125,19 @@ impl Consumer {
         let add = builder
             .add
             .iter()
-            .map(|spec| Ok((spec.table.parse::<TableName>()?, spec.location, spec.settings.clone())))
+            .map(|spec| {
+                Ok((
+                    spec.table.parse::<TableName>()?,
+                    spec.location,
+                    spec.settings.clone(),
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         for (i, (table, location, settings)) in add.iter().enumerate() {
-            if let Some((_, other, _)) = add[..i].iter().find(|(t, l, _)| t == table && l != location) {
+            if let Some((_, other, _)) = add[..i]
+                .iter()
+                .find(|(t, l, _)| t == table && l != location)
+            {
                 return Err(Error::config(format!(
                     "table {table} is added twice, starting at {other} and at {location}; \
                      give it one start location"

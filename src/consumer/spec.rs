@@ -82,7 +82,8 @@ impl TableSpec {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.settings_mut().projection = Projection::Only(names.into_iter().map(Into::into).collect());
+        self.settings_mut().projection =
+            Projection::Only(names.into_iter().map(Into::into).collect());
         self
     }
 

@@ -76,10 +76,7 @@ pub(crate) async fn join_table(
         filter: e.row_filter.clone(),
         projection: e.projection.clone(),
     });
-    let wanted = settings
-        .or(stored.as_ref())
-        .cloned()
-        .unwrap_or_default();
+    let wanted = settings.or(stored.as_ref()).cloned().unwrap_or_default();
     // A filter is replaced in the publications (atomically: changes committed after it see
     // the new one); a table new to the group is simply added with it.
     let replace = existing.is_some_and(|e| e.row_filter != wanted.filter);

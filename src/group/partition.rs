@@ -474,7 +474,10 @@ pub async fn publish_table(
     }
     if !statements.is_empty() {
         if user_filter.is_some() {
-            statements.push(format!("EXPLAIN DELETE FROM {} WHERE false", table.quoted()));
+            statements.push(format!(
+                "EXPLAIN DELETE FROM {} WHERE false",
+                table.quoted()
+            ));
         }
         // One transaction, all of it or nothing; each statement on its own through the
         // extended protocol, which runs exactly one, so a filter cannot smuggle in another.
@@ -490,23 +493,23 @@ pub async fn publish_table(
             let _ = client.batch_execute("ROLLBACK").await;
         }
         applied.map_err(|e| {
-                if let Some(user) = user_filter {
-                    return refused_filter(table, user, e);
-                }
-                if hash.is_none() {
-                    return Error::from(e);
-                }
-                Error::with_source(
-                    Kind::Config,
-                    format!(
-                        "consumer group {:?}: PostgreSQL refused the row filter that spreads \
+            if let Some(user) = user_filter {
+                return refused_filter(table, user, e);
+            }
+            if hash.is_none() {
+                return Error::from(e);
+            }
+            Error::with_source(
+                Kind::Config,
+                format!(
+                    "consumer group {:?}: PostgreSQL refused the row filter that spreads \
                          table {table} over {count} partitions; read the table with a \
                          1-partition group",
-                        group.group_id
-                    ),
-                    e,
-                )
-            })?;
+                    group.group_id
+                ),
+                e,
+            )
+        })?;
     }
     let lsn: String = client
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])

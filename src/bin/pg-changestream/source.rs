@@ -70,9 +70,10 @@ pub fn parse_table_value(flag: &str, arg: &str) -> Result<(TableName, String), F
     };
     let table = arg.get(..at).unwrap_or_default();
     let value = arg.get(at + 1..).unwrap_or_default();
-    let table = table.trim().parse().map_err(|e: pg_changestream::Error| {
-        Failure::from(e).context(format!("{flag} {arg:?}"))
-    })?;
+    let table = table
+        .trim()
+        .parse()
+        .map_err(|e: pg_changestream::Error| Failure::from(e).context(format!("{flag} {arg:?}")))?;
     Ok((table, value.to_owned()))
 }
 
@@ -328,8 +329,13 @@ mod tests {
             (&["shop.orders=a", "shop.orders=b"][..], &[][..], &[][..]),
         ] {
             let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-            let e = table_choices(&tables, &strings(filters), &strings(columns), &strings(excluded))
-                .unwrap_err();
+            let e = table_choices(
+                &tables,
+                &strings(filters),
+                &strings(columns),
+                &strings(excluded),
+            )
+            .unwrap_err();
             assert_eq!(e.code(), 2, "{filters:?} {columns:?} {excluded:?}");
         }
     }

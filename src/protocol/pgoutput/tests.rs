@@ -1245,10 +1245,7 @@ fn projection_keeps_only_the_chosen_columns_and_their_bytes() {
         [TupleColumn::Text(b"1"), TupleColumn::Null]
     );
     // The dropped value is gone from the bytes, not skipped over.
-    assert!(!projected
-        .raw()
-        .windows(6)
-        .any(|w| w == b"secret"));
+    assert!(!projected.raw().windows(6).any(|w| w == b"secret"));
     // Columns past the mask are kept; an all-true mask is the same tuple.
     assert_eq!(tuple.project(&[false]).len(), 2);
     assert_eq!(tuple.project(&[true; 3]).raw(), tuple.raw());
