@@ -16,6 +16,7 @@ mod filters;
 mod foundation;
 mod partitions;
 mod recovery;
+mod schema_change;
 mod security;
 mod support;
 mod values;
