@@ -16,6 +16,11 @@
 //! Message (non-transactional) → a Record of its own, then Change::Commit just past its LSN
 //! ```
 //!
+//! A Relation message whose columns differ from the ones known becomes a schema record
+//! (`Op::Schema`) in the open transaction, right before the change that follows it; tuples
+//! of a table with a projection are cut down to its columns before the record is made (see
+//! `decode::relation`).
+//!
 //! Relation and Type messages inside a stream block are buffered with the transaction and
 //! applied when it is replayed: the server sends them per streamed transaction, and a
 //! transaction that aborts must not leave its schema behind in the cache.

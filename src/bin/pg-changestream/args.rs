@@ -50,7 +50,7 @@ pub enum Command {
         table: String,
     },
     /// Read a consumer group's changes and print one JSON object per record and line.
-    Tail(TailArgs),
+    Tail(Box<TailArgs>),
     /// List consumer groups: their tables with start locations, partitions and members.
     Groups {
         /// Print JSON instead of a table.
