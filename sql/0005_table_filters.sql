@@ -6,3 +6,18 @@ ALTER TABLE changestream.group_tables
     ADD COLUMN row_filter     text,
     ADD COLUMN only_columns   text[],
     ADD COLUMN except_columns text[];
+
+-- Per partition and relation, the columns in force before the transaction at the partition's
+-- committed cursor, written with the cursor: a new consumer compares the first Relation
+-- message of each table with them, so a column change made while no consumer ran still
+-- becomes a schema record (and a Relation message merely re-sent does not).
+CREATE TABLE changestream.relation_shapes (
+    group_id    text    NOT NULL,
+    partition   integer NOT NULL,
+    relation_id oid     NOT NULL,
+    schema_name text    NOT NULL,
+    table_name  text    NOT NULL,
+    columns     jsonb   NOT NULL,
+    PRIMARY KEY (group_id, partition, relation_id),
+    FOREIGN KEY (group_id, partition) REFERENCES changestream.partitions ON DELETE CASCADE
+);

@@ -240,6 +240,55 @@ async fn a_schema_change_inside_a_transaction_resumes_at_the_same_index() {
 }
 
 #[tokio::test]
+async fn a_change_made_while_no_consumer_ran_is_reported_by_the_next_one() {
+    let (_db, client, config) = setup().await;
+    let mut first = consumer(&config, "offline").await;
+    client
+        .batch_execute("INSERT INTO t VALUES (1, 'x')")
+        .await
+        .unwrap();
+    assert_eq!(poll_n(&mut first, 1, 100).await[0].op(), Op::Insert);
+    first.commit().await.unwrap();
+    first.close().await.unwrap();
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM changestream.relation_shapes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the columns are stored with the cursor");
+    // Nothing of the table in the old shape after the committed position: only the
+    // columns stored with the cursor tell the next consumer that they changed.
+    client
+        .batch_execute(
+            "ALTER TABLE t ADD COLUMN b int;
+             INSERT INTO t VALUES (2, 'y', 3);",
+        )
+        .await
+        .unwrap();
+    let mut next = consumer(&config, "offline").await;
+    let records = poll_n(&mut next, 2, 100).await;
+    assert_eq!(
+        records.iter().map(Record::op).collect::<Vec<_>>(),
+        [Op::Schema, Op::Insert]
+    );
+    let (now, before) = columns(&records[0]);
+    assert_eq!(now, ["*id:int4(-1)", "a:text(-1)", "b:int4(-1)"]);
+    assert_eq!(before, ["*id:int4(-1)", "a:text(-1)"]);
+    next.commit().await.unwrap();
+    next.close().await.unwrap();
+    // And the next one after that sees no change at all.
+    client
+        .batch_execute("INSERT INTO t VALUES (3, 'z', 4)")
+        .await
+        .unwrap();
+    let mut third = consumer(&config, "offline").await;
+    let records = poll_n(&mut third, 1, 100).await;
+    assert_eq!(records[0].op(), Op::Insert);
+    assert_quiet(&mut third).await;
+    third.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn tail_prints_a_schema_record_with_both_column_lists() {
     let (db, client, _config) = setup().await;
     let url = db.url();

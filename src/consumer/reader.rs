@@ -11,8 +11,7 @@
 //! reader checks that the group, its slot and its publication still exist and that the slot
 //! was not invalidated, so those failures end with an error that says what happened.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -22,7 +21,6 @@ use super::filter::RecordFilter;
 use super::position::Position;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{Op, Record};
-use crate::decode::relation::{Baseline, Relation};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::full_identity_primary_keys;
@@ -31,6 +29,7 @@ use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{
     relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
 };
+use crate::group::shapes::load_shapes;
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
@@ -93,10 +92,10 @@ pub(crate) struct PartitionReader {
     next_attempt: Option<Instant>,
     backoff: Duration,
     reconnects: u64,
-    /// Per relation id, the columns in force from a commit LSN on, as the stream showed
-    /// them (first sighting at 0): a restarted stream compares its Relation messages with
-    /// the columns in force before the transaction it restarts in (see `baseline_at`).
-    shapes: HashMap<u32, Vec<(Lsn, Arc<Relation>)>>,
+    /// The columns in force must be read from the group's store at the next start: the
+    /// reader is new, or the partition was (re)claimed and another member may have moved
+    /// its cursor. Otherwise what the committer noted from this reader's stream holds.
+    load_shapes: bool,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -118,41 +117,8 @@ impl PartitionReader {
             next_attempt: None,
             backoff: FIRST_BACKOFF,
             reconnects: 0,
-            shapes: HashMap::new(),
+            load_shapes: true,
         }
-    }
-
-    /// Notes the columns `record` was decoded with (see `shapes`).
-    fn note_shape(&mut self, record: &Record) {
-        let Some(relation) = record.relation() else {
-            return;
-        };
-        let history = self.shapes.entry(relation.id()).or_default();
-        match history.last() {
-            None => history.push((Lsn::ZERO, Arc::clone(relation))),
-            Some((_, last)) if !last.same_columns(relation) => {
-                history.push((record.txn().commit_lsn, Arc::clone(relation)));
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// The columns in force before the transactions a stream starting at `start` sends
-    /// again: those committed before it. The server resends a partly taken transaction from
-    /// its beginning, Relation messages included, so the decoder then finds each schema
-    /// change again, at the same index — and a Relation message merely re-sent is none.
-    /// What the stream shows again is forgotten here and noted again as it comes.
-    fn baseline_at(&mut self, start: Lsn) -> Baseline {
-        let mut baseline = Baseline::new();
-        self.shapes.retain(|oid, history| {
-            history.retain(|(lsn, _)| *lsn < start);
-            if let Some(last) = history.pop() {
-                baseline.insert(*oid, Arc::clone(&last.1));
-                *history = vec![last];
-            }
-            !history.is_empty()
-        });
-        baseline
     }
 
     /// Where this reader has got to, for committing.
@@ -209,6 +175,7 @@ impl PartitionReader {
     pub(crate) fn restart_from(&mut self, position: Position) {
         self.reset();
         self.polled = position;
+        self.load_shapes = true;
     }
 
     /// The reader's index in the consumer's lists.
@@ -344,7 +311,7 @@ impl PartitionReader {
                         }
                     }
                     self.backfill.observe(&record);
-                    self.note_shape(&record);
+                    ctx.committer.note_shape(self.index, &record);
                     if Position::within(&record) <= floor {
                         continue;
                     }
@@ -512,6 +479,23 @@ impl PartitionReader {
         };
         let committed = ctx.committer.resume_from(self.index);
         let start = committed.max(durable);
+        // The columns in force at the start: what this member noted from its own stream,
+        // unless the reader is new or the partition was claimed again (another member may
+        // have moved on meanwhile): then what the group stored with the cursor.
+        let stored = if self.load_shapes {
+            let client = ctx.committer.client().await?;
+            Some(
+                load_shapes(
+                    &*client,
+                    ctx.group_id,
+                    self.info.partition,
+                    &ctx.decoder.types,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let mut options = ChangeStreamOptions::new(
             &self.info.slot_name,
             vec![self.info.publication_name.clone()],
@@ -523,7 +507,8 @@ impl PartitionReader {
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
         options.decoder.projections = ctx.filter.projections();
-        options.decoder.baseline = self.baseline_at(start.lsn);
+        options.decoder.baseline = ctx.committer.restart_shapes(self.index, start.lsn, stored);
+        self.load_shapes = false;
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,

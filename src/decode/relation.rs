@@ -201,6 +201,35 @@ impl Relation {
         }
     }
 
+    /// A relation as stored with a group's cursor (see `group::shapes`): `columns` are
+    /// (name, type OID, type modifier, is key, type name).
+    pub(crate) fn stored(
+        id: u32,
+        schema: String,
+        name: String,
+        columns: Vec<(String, u32, i32, bool, String)>,
+        types: &TypeCatalog,
+    ) -> Relation {
+        let names: Vec<String> = columns.iter().map(|c| c.4.clone()).collect();
+        let mut relation = Relation::from_catalog(
+            id,
+            schema,
+            name,
+            ReplicaIdentity::Default,
+            columns
+                .into_iter()
+                .map(|(name, oid, modifier, key, _)| (name, oid, modifier, key))
+                .collect(),
+            types,
+        );
+        for (column, type_name) in relation.columns.iter_mut().zip(names) {
+            if column.type_name() != type_name {
+                column.type_name = Some(type_name.into());
+            }
+        }
+        relation
+    }
+
     fn same_shape(&self, other: &Relation) -> bool {
         self.schema == other.schema
             && self.name == other.name

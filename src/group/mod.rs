@@ -9,7 +9,8 @@
 //! - [`membership`]: the consumers reading a group, with heartbeats, partition owners and
 //!   fencing;
 //! - [`assignment`]: the deterministic spread of partitions over live members;
-//! - [`admin`]: enabling and disabling change streaming per table (replica identity).
+//! - [`admin`]: enabling and disabling change streaming per table (replica identity);
+//! - `shapes`: the columns of each relation as of a partition's cursor (schema records).
 
 pub mod admin;
 pub mod assignment;
@@ -18,4 +19,5 @@ pub mod cursor;
 pub mod group_tables;
 pub mod membership;
 pub mod partition;
+pub(crate) mod shapes;
 pub mod table;
