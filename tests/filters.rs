@@ -119,6 +119,17 @@ async fn a_filtered_projected_table_never_shows_the_excluded_column() {
     let update = &records[1];
     let before = serde_json::to_value(update.before().image().unwrap()).unwrap();
     assert_eq!(before, serde_json::json!({"id": 1, "status": "active"}));
+    // The filter uses a non-key column: switching before-images off would make PostgreSQL
+    // refuse the application's UPDATEs and DELETEs, so it is refused and nothing changes.
+    let e = enable_change_streaming(&config, "customers", false)
+        .await
+        .unwrap_err();
+    assert!(e.is_config(), "{e}");
+    assert!(e.to_string().contains("row filter"), "{e}");
+    client
+        .batch_execute("UPDATE customers SET status = 'active' WHERE id = 2 AND false")
+        .await
+        .unwrap();
     assert_quiet(&mut consumer).await;
     consumer.close().await.unwrap();
 
