@@ -311,7 +311,17 @@ async fn a_column_change_mid_stream_decodes_with_the_right_schema() {
         )
         .await
         .unwrap();
-    let got = records(&mut stream, 5).await;
+    // Each change of columns is a schema record right before the first row in the new shape.
+    let all = records(&mut stream, 9).await;
+    let ops: Vec<&str> = all.iter().map(|r| r.op().as_str()).collect();
+    assert_eq!(
+        ops,
+        [
+            "insert", "schema", "insert", "schema", "insert", "schema", "insert", "schema",
+            "insert"
+        ]
+    );
+    let got: Vec<_> = all.into_iter().filter(|r| r.op() != Op::Schema).collect();
     let json: Vec<serde_json::Value> = got
         .iter()
         .map(|r| serde_json::to_value(r.current().unwrap()).unwrap())

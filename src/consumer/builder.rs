@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::location::StartLocation;
 use super::member::Consumer;
+use super::spec::TableSpec;
 use crate::decode::decoder::DecoderOptions;
 use crate::decode::record::Op;
 use crate::error::Result;
@@ -49,7 +50,7 @@ const DEFAULT_AUTO_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct ConsumerBuilder {
     pub(crate) config: ConnectConfig,
     pub(crate) group_id: String,
-    pub(crate) add: Vec<(String, StartLocation)>,
+    pub(crate) add: Vec<TableSpec>,
     pub(crate) remove: Vec<String>,
     pub(crate) commit_mode: CommitMode,
     pub(crate) auto_commit_interval: Duration,
@@ -93,8 +94,26 @@ impl ConsumerBuilder {
     /// `location` if the table is new to the group (or `force_reset` is set). The table must
     /// be enabled for change streaming. Tables already in the group stay in it; see
     /// [`ConsumerBuilder::remove_table`].
+    /// A table with a row filter or projection stored keeps them.
     pub fn add_table(mut self, table: impl Into<String>, location: StartLocation) -> Self {
-        self.add.push((table.into(), location));
+        self.add.push(TableSpec {
+            table: table.into(),
+            location,
+            settings: None,
+        });
+        self
+    }
+
+    /// Reads a table as `spec` says: start location as for
+    /// [`ConsumerBuilder::add_table`], plus a row filter (applied by PostgreSQL) and a
+    /// projection (columns dropped before records are made). They are stored with the
+    /// group's table and replace what was stored: for a table already in the group, a new
+    /// filter applies to changes committed after this build (rows already in the table are
+    /// not read again; add it at `Earliest` with [`ConsumerBuilder::force_reset`] for that),
+    /// a new projection to the streams this consumer starts. Members already running keep
+    /// the projection they started with until they reconnect.
+    pub fn add_table_with(mut self, spec: TableSpec) -> Self {
+        self.add.push(spec);
         self
     }
 

@@ -26,19 +26,21 @@
 //! fails the commit with [`Error::is_fenced`](crate::Error::is_fenced), because the cursor
 //! write checks the owner.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::{Mutex as StdMutex, MutexGuard as MutexGuardStd, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard as MutexGuardStd, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Notify};
 use tokio_postgres::Client;
 
 use super::position::Position;
+use crate::decode::record::Record;
+use crate::decode::relation::{Baseline, Relation};
 use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{store_cursor, Cursor};
 use crate::group::membership::register_session;
+use crate::group::shapes::store_shapes;
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::ChunkDone;
@@ -76,6 +78,25 @@ struct PartitionState {
     /// Backfill chunks whose read records were produced, oldest first, with the position
     /// just after their last read record: committing that position commits their progress.
     chunks: VecDeque<(Position, StoredProgress)>,
+    /// Per relation id, the columns in force from a commit LSN on, as the stream showed
+    /// them (see [`Committer::note_shape`]).
+    shapes: HashMap<u32, Vec<(Lsn, Arc<Relation>)>>,
+    /// What `changestream.relation_shapes` holds for this partition (as far as known).
+    stored_shapes: HashMap<u32, Arc<Relation>>,
+}
+
+impl PartitionState {
+    /// The columns in force before the transaction at `lsn` (for a position inside it, or
+    /// just past it for a whole one), per relation.
+    fn shapes_before(&self, lsn: Lsn) -> impl Iterator<Item = (u32, &Arc<Relation>)> + '_ {
+        self.shapes.iter().filter_map(move |(oid, history)| {
+            history
+                .iter()
+                .rev()
+                .find(|(from, _)| *from < lsn)
+                .map(|(_, r)| (*oid, r))
+        })
+    }
 }
 
 /// The partitions, and the trailing writer's state, under one lock: the writer decides to
@@ -133,6 +154,8 @@ impl Committer {
                 acker: None,
                 owned: false,
                 chunks: VecDeque::new(),
+                shapes: HashMap::new(),
+                stored_shapes: HashMap::new(),
             })
             .collect();
         Committer {
@@ -335,9 +358,20 @@ impl Committer {
             records_done: position.records,
             commit_time,
         };
-        // The progress of every chunk whose reads this commit covers, latest per table.
+        // The progress of every chunk whose reads this commit covers, latest per table;
+        // the columns in force at the position, where they changed.
         let mut progress: Vec<StoredProgress> = Vec::new();
+        let mut shapes: Vec<Arc<Relation>> = Vec::new();
         if let Some(p) = self.state().partitions.get(index) {
+            shapes = p
+                .shapes_before(position.lsn)
+                .filter(|(oid, r)| {
+                    p.stored_shapes
+                        .get(oid)
+                        .is_none_or(|stored| !stored.same_columns(r))
+                })
+                .map(|(_, r)| Arc::clone(r))
+                .collect();
             for (chunk_end, chunk) in &p.chunks {
                 if *chunk_end > position {
                     break;
@@ -346,7 +380,10 @@ impl Committer {
                 progress.push(chunk.clone());
             }
         }
-        match self.store(session, partition, &cursor, &progress).await {
+        match self
+            .store(session, partition, &cursor, &progress, &shapes)
+            .await
+        {
             Err(e) if e.is_fenced() && !self.owns(index) => return Ok(false),
             result => result?,
         }
@@ -355,25 +392,91 @@ impl Committer {
             while p.chunks.front().is_some_and(|(e, _)| *e <= position) {
                 p.chunks.pop_front();
             }
+            for relation in shapes {
+                p.stored_shapes.insert(relation.id(), relation);
+            }
+            // Entries older than the one in force at the stored position are done.
+            for history in p.shapes.values_mut() {
+                if let Some(i) = history.iter().rposition(|(from, _)| *from < position.lsn) {
+                    history.drain(..i);
+                }
+            }
         }
         Ok(true)
     }
 
-    /// Writes a cursor (and with it, in one transaction, backfill progress), reconnecting
-    /// the SQL session with backoff on transient failures.
+    /// Notes the columns `record` was decoded with, taken from partition `index`'s stream
+    /// (delivered or passed over): a new entry when they differ from the last one noted,
+    /// in force from the record's commit LSN on (from 0 for a relation's first sighting).
+    pub(crate) fn note_shape(&self, index: usize, record: &Record) {
+        let Some(relation) = record.relation() else {
+            return;
+        };
+        let mut state = self.state();
+        let Some(p) = state.partitions.get_mut(index) else {
+            return;
+        };
+        let history = p.shapes.entry(relation.id()).or_default();
+        match history.last() {
+            None => history.push((Lsn::ZERO, Arc::clone(relation))),
+            Some((_, last)) if !last.same_columns(relation) => {
+                history.push((record.txn().commit_lsn, Arc::clone(relation)));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Partition `index`'s stream starts again at `start`: the baseline for its decoder,
+    /// the columns in force before the transaction it resumes in (the server resends that
+    /// transaction from its Begin, Relation messages included, so the decoder finds each
+    /// schema change again at the same index, and a re-sent Relation message is none).
+    /// `stored` (read from `changestream.relation_shapes`) replaces what this member noted
+    /// when the stream starts past what it saw itself. What comes again is noted again.
+    pub(crate) fn restart_shapes(
+        &self,
+        index: usize,
+        start: Lsn,
+        stored: Option<Baseline>,
+    ) -> Baseline {
+        let mut state = self.state();
+        let Some(p) = state.partitions.get_mut(index) else {
+            return Baseline::new();
+        };
+        if let Some(stored) = stored {
+            p.shapes = stored
+                .iter()
+                .map(|(oid, r)| (*oid, vec![(Lsn::ZERO, Arc::clone(r))]))
+                .collect();
+            p.stored_shapes = stored;
+        }
+        let mut baseline = Baseline::new();
+        p.shapes.retain(|oid, history| {
+            history.retain(|(from, _)| *from < start);
+            if let Some((_, last)) = history.pop() {
+                baseline.insert(*oid, Arc::clone(&last));
+                *history = vec![(Lsn::ZERO, last)];
+            }
+            !history.is_empty()
+        });
+        baseline
+    }
+
+    /// Writes a cursor (and with it, in one transaction, backfill progress and the columns
+    /// in force), reconnecting the SQL session with backoff on transient failures.
     async fn store(
         &self,
         session: &mut Option<Client>,
         partition: i32,
         cursor: &Cursor,
         progress: &[StoredProgress],
+        shapes: &[Arc<Relation>],
     ) -> Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = async {
                 let client = self.connected(session).await?;
-                if progress.is_empty() {
+                if progress.is_empty() && shapes.is_empty() {
                     return store_cursor(
                         client,
                         &self.group_id,
@@ -392,6 +495,7 @@ impl Committer {
                         store_progress(client, &self.group_id, partition, &self.member_id, p)
                             .await?;
                     }
+                    store_shapes(client, &self.group_id, partition, shapes).await?;
                     Ok(moved)
                 }
                 .await;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::decode::record::{Op, Record};
+use crate::decode::relation::{Projection, Projections};
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
 
@@ -19,6 +20,8 @@ pub(crate) struct TableStart {
     pub(crate) table: TableName,
     pub(crate) start_lsn: Option<Lsn>,
     pub(crate) start_time: Option<SystemTime>,
+    /// The columns its records carry.
+    pub(crate) projection: Projection,
 }
 
 /// The operations to deliver, as a bit set over [`Op`].
@@ -33,15 +36,19 @@ impl OpSet {
             Op::Delete => 4,
             Op::Truncate => 8,
             Op::Read => 16,
+            Op::Schema => 64,
             _ => 32,
         }
     }
 
     pub(crate) fn of(ops: &[Op]) -> OpSet {
-        // Backfill rows are the table's state, not an operation one opts into.
+        // Backfill rows are the table's state, and schema records say how to read the
+        // records after them: neither is an operation one opts into.
         OpSet(
             ops.iter()
-                .fold(Self::bit(Op::Read), |set, &op| set | Self::bit(op)),
+                .fold(Self::bit(Op::Read) | Self::bit(Op::Schema), |set, &op| {
+                    set | Self::bit(op)
+                }),
         )
     }
 
@@ -107,6 +114,18 @@ impl RecordFilter {
         self.by_oid = ids.into_iter().collect();
         self.oids_at = at;
         self.by_relation.clear();
+    }
+
+    /// The projections of the tables, by relation id as last taken (a stream starting
+    /// takes them with the ids, so a table is matched by relation, as the server sends it).
+    pub(crate) fn projections(&self) -> Projections {
+        self.by_oid
+            .iter()
+            .filter_map(|(oid, table)| {
+                let start = self.tables.iter().find(|t| &t.table == table)?;
+                (start.projection != Projection::All).then(|| (*oid, start.projection.clone()))
+            })
+            .collect()
     }
 
     /// The group table relation `oid` was when its id was last taken.

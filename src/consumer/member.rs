@@ -38,8 +38,8 @@ use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
-    check_group_id, create_or_load_group, ensure_publication_options, load_group, relation_ids,
-    GroupInfo,
+    check_group_id, check_row_filter, create_or_load_group, ensure_publication_options, load_group,
+    relation_ids, GroupInfo,
 };
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
@@ -130,13 +130,28 @@ impl Consumer {
         let add = builder
             .add
             .iter()
-            .map(|(name, location)| Ok((name.parse::<TableName>()?, *location)))
+            .map(|spec| {
+                Ok((
+                    spec.table.parse::<TableName>()?,
+                    spec.location,
+                    spec.settings.clone(),
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
-        for (i, (table, location)) in add.iter().enumerate() {
-            if let Some((_, other)) = add[..i].iter().find(|(t, l)| t == table && l != location) {
+        for (i, (table, location, settings)) in add.iter().enumerate() {
+            if let Some((_, other, _)) = add[..i]
+                .iter()
+                .find(|(t, l, _)| t == table && l != location)
+            {
                 return Err(Error::config(format!(
                     "table {table} is added twice, starting at {other} and at {location}; \
                      give it one start location"
+                )));
+            }
+            if add[..i].iter().any(|(t, _, s)| t == table && s != settings) {
+                return Err(Error::config(format!(
+                    "table {table} is added twice with different row filters or columns; \
+                     add it once"
                 )));
             }
         }
@@ -156,19 +171,29 @@ impl Consumer {
             Some(_) => load_group_tables(&client, &group_id).await?,
             None => Vec::new(),
         };
-        for (table, location) in &add {
+        let mut add_resolved = Vec::with_capacity(add.len());
+        for (table, location, settings) in &add {
             check_enabled(&client, table).await?;
             let member = in_group.iter().any(|t| &t.table == table);
             if backfills(*location, member) {
                 backfill_key(&client, table).await?;
             }
+            let settings = match settings {
+                Some(settings) => Some(settings.resolve(&client, table).await?),
+                None => None,
+            };
+            if let Some(filter) = settings.as_ref().and_then(|s| s.filter.as_deref()) {
+                check_row_filter(&client, table, filter).await?;
+            }
+            add_resolved.push((table.clone(), *location, settings));
         }
+        let add = add_resolved;
         let mut reading: Vec<TableName> = in_group
             .iter()
             .map(|t| t.table.clone())
             .filter(|t| !remove.contains(t))
             .collect();
-        reading.extend(add.iter().map(|(t, _)| t.clone()));
+        reading.extend(add.iter().map(|(t, ..)| t.clone()));
         check_no_partition_of_another(&client, &group_id, &reading).await?;
         if add.is_empty() {
             let remaining = match load_group(&client, &group_id).await? {
@@ -193,7 +218,7 @@ impl Consumer {
             leave_table(&client, &group, table).await?;
         }
         let mut warnings = Vec::new();
-        for (table, location) in &add {
+        for (table, location, settings) in &add {
             // A table both removed and added joins afresh (the way to add back a table
             // that was dropped and created again).
             let current = existing
@@ -204,6 +229,7 @@ impl Consumer {
                 &group,
                 table,
                 *location,
+                settings.as_ref(),
                 current,
                 builder.force_reset,
                 &cursor,
@@ -611,6 +637,7 @@ impl Consumer {
                 &self.group,
                 &table,
                 location,
+                None,
                 current,
                 true,
                 &cursor,

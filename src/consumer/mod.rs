@@ -40,6 +40,7 @@ mod location;
 mod member;
 mod position;
 mod reader;
+mod spec;
 mod stats;
 mod tables;
 
@@ -47,9 +48,11 @@ pub use builder::{CommitMode, ConsumerBuilder};
 pub use bundle::{Event, Message, MessageBundle};
 pub use location::StartLocation;
 pub use member::Consumer;
+pub use spec::TableSpec;
 pub use stats::Stats;
 
-pub use crate::decode::record::{BeforeImage, EventId, Image, Op, Record};
+pub use crate::decode::record::{BeforeImage, EventId, Image, Op, Record, SchemaChange};
+pub use crate::decode::relation::Projection;
 pub use crate::snapshot::BackfillProgress;
 
 use crate::error::Result;

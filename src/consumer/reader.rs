@@ -31,6 +31,7 @@ use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{
     relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
 };
+use crate::group::shapes::load_shapes;
 use crate::group::table::TableName;
 use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
@@ -97,6 +98,10 @@ pub(crate) struct PartitionReader {
     /// Tables whose partitions lacking before-images were already reported (once per
     /// table: every such update and delete shows it).
     lacking_reported: HashSet<TableName>,
+    /// The columns in force must be read from the group's store at the next start: the
+    /// reader is new, or the partition was (re)claimed and another member may have moved
+    /// its cursor. Otherwise what the committer noted from this reader's stream holds.
+    load_shapes: bool,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -119,6 +124,7 @@ impl PartitionReader {
             backoff: FIRST_BACKOFF,
             reconnects: 0,
             lacking_reported: HashSet::new(),
+            load_shapes: true,
         }
     }
 
@@ -176,6 +182,7 @@ impl PartitionReader {
     pub(crate) fn restart_from(&mut self, position: Position) {
         self.reset();
         self.polled = position;
+        self.load_shapes = true;
     }
 
     /// The reader's index in the consumer's lists.
@@ -311,6 +318,7 @@ impl PartitionReader {
                         }
                     }
                     self.backfill.observe(&record);
+                    ctx.committer.note_shape(self.index, &record);
                     if Position::within(&record) <= floor {
                         continue;
                     }
@@ -483,6 +491,23 @@ impl PartitionReader {
         };
         let committed = ctx.committer.resume_from(self.index);
         let start = committed.max(durable);
+        // The columns in force at the start: what this member noted from its own stream,
+        // unless the reader is new or the partition was claimed again (another member may
+        // have moved on meanwhile): then what the group stored with the cursor.
+        let stored = if self.load_shapes {
+            let client = ctx.committer.client().await?;
+            Some(
+                load_shapes(
+                    &*client,
+                    ctx.group_id,
+                    self.info.partition,
+                    &ctx.decoder.types,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let mut options = ChangeStreamOptions::new(
             &self.info.slot_name,
             vec![self.info.publication_name.clone()],
@@ -494,6 +519,9 @@ impl PartitionReader {
         options.decoder = ctx.decoder.clone();
         options.decoder.primary_keys = primary_keys;
         options.decoder.types = types;
+        options.decoder.projections = ctx.filter.projections();
+        options.decoder.baseline = ctx.committer.restart_shapes(self.index, start.lsn, stored);
+        self.load_shapes = false;
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,

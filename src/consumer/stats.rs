@@ -22,6 +22,8 @@ pub struct Stats {
     pub reads: u64,
     /// Logical messages delivered.
     pub messages: u64,
+    /// Schema records delivered (a table's columns changed).
+    pub schema_changes: u64,
     /// Bytes of row data delivered, as the server sent them.
     pub bytes: u64,
     /// Polls made.
@@ -43,7 +45,13 @@ pub struct Stats {
 impl Stats {
     /// All records delivered.
     pub fn records(&self) -> u64 {
-        self.inserts + self.updates + self.deletes + self.truncates + self.reads + self.messages
+        self.inserts
+            + self.updates
+            + self.deletes
+            + self.truncates
+            + self.reads
+            + self.messages
+            + self.schema_changes
     }
 
     pub(crate) fn count(&mut self, record: &Record) {
@@ -53,6 +61,7 @@ impl Stats {
             Op::Delete => &mut self.deletes,
             Op::Truncate => &mut self.truncates,
             Op::Read => &mut self.reads,
+            Op::Schema => &mut self.schema_changes,
             _ => &mut self.messages,
         };
         *counter += 1;

@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use super::filter::TableStart;
 use super::location::StartLocation;
+use super::spec::TableSettings;
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::{enabled_with_before_images, not_enabled};
 use crate::group::cursor::Cursor;
@@ -90,23 +91,58 @@ pub(crate) struct Joined {
 }
 
 /// Adds `table` to the group with `location`, or — when it is already in the group —
-/// keeps its start unless `force` asks to reset it.
+/// keeps its start unless `force` asks to reset it. `settings` (resolved, see
+/// [`TableSettings::resolve`]) replace the table's row filter and projection; `None` keeps
+/// the stored ones.
 ///
 /// # Errors
-/// The table is not enabled for change streaming (or does not exist), or SQL failed.
+/// The table is not enabled for change streaming (or does not exist), the server refuses
+/// the row filter, or SQL failed.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn join_table(
     client: &Client,
     group: &GroupInfo,
     table: &TableName,
     location: StartLocation,
+    settings: Option<&TableSettings>,
     existing: Option<&GroupTable>,
     force: bool,
     cursor: &Cursor,
 ) -> Result<Joined> {
     check_enabled(client, table).await?;
+    let stored = existing.map(|e| TableSettings {
+        filter: e.row_filter.clone(),
+        projection: e.projection.clone(),
+    });
+    let wanted = settings.or(stored.as_ref()).cloned().unwrap_or_default();
+    // A filter is replaced in the publications (atomically: changes committed after it see
+    // the new one); a table new to the group is simply added with it.
+    let replace = existing.is_some_and(|e| e.row_filter != wanted.filter);
     if let (Some(existing), false) = (existing, force) {
+        if stored.as_ref() == Some(&wanted) {
+            return Ok(Joined {
+                table: existing.clone(),
+                warning: None,
+            });
+        }
+        if replace {
+            publish_table(client, group, table, wanted.filter.as_deref(), true).await?;
+        }
+        let changed = GroupTable {
+            row_filter: wanted.filter,
+            projection: wanted.projection,
+            ..existing.clone()
+        };
+        save_group_table(client, &group.group_id, &changed).await?;
+        tracing::info!(
+            group_id = %group.group_id,
+            table = %table,
+            row_filter = ?changed.row_filter,
+            projection = ?changed.projection,
+            "row filter or projection of table changed"
+        );
         return Ok(Joined {
-            table: existing.clone(),
+            table: changed,
             warning: None,
         });
     }
@@ -126,7 +162,7 @@ pub(crate) async fn join_table(
     let now_time: SystemTime = row.get(1);
     // Also for a table already in the group that is reset: one dropped and created again
     // is a new relation, outside the publication until added again (idempotent otherwise).
-    publish_table(client, group, table).await?;
+    publish_table(client, group, table, wanted.filter.as_deref(), replace).await?;
     // The oldest change of this table the group can still deliver: for a new table, the
     // join; for one in the group, the later of its join and the group's cursor.
     let (oldest_lsn, oldest_time) = match existing {
@@ -178,6 +214,8 @@ pub(crate) async fn join_table(
         start_lsn,
         start_time,
         added_at: existing.map_or(now_time, |e| e.added_at),
+        row_filter: wanted.filter,
+        projection: wanted.projection,
     };
     save_group_table(client, &group.group_id, &joined).await?;
     if backfill {
@@ -224,6 +262,7 @@ impl From<&GroupTable> for TableStart {
             table: t.table.clone(),
             start_lsn: t.start_lsn,
             start_time: t.start_time,
+            projection: t.projection.clone(),
         }
     }
 }

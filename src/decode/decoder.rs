@@ -16,6 +16,11 @@
 //! Message (non-transactional) → a Record of its own, then Change::Commit just past its LSN
 //! ```
 //!
+//! A Relation message whose columns differ from the ones known becomes a schema record
+//! (`Op::Schema`) in the open transaction, right before the change that follows it; tuples
+//! of a table with a projection are cut down to its columns before the record is made (see
+//! `decode::relation`).
+//!
 //! Relation and Type messages inside a stream block are buffered with the transaction and
 //! applied when it is replayed: the server sends them per streamed transaction, and a
 //! transaction that aborts must not leave its schema behind in the cache.
@@ -30,7 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::record::{Op, Record, TxnInfo};
-use super::relation::{PrimaryKeys, RelationCache};
+use super::relation::{Baseline, PrimaryKeys, Projections, Relation, RelationCache};
 use super::txn::{CommittedChanges, StreamedTxns};
 use super::types::TypeCatalog;
 use crate::error::{Error, Result};
@@ -66,6 +71,11 @@ pub struct DecoderOptions {
     pub types: TypeCatalog,
     /// Primary keys to report as the key of `REPLICA IDENTITY FULL` tables.
     pub primary_keys: PrimaryKeys,
+    /// Columns to leave out of each relation's records, by relation id.
+    pub projections: Projections,
+    /// The relations as the previous connection knew them, by relation id: a first
+    /// Relation message with other columns is a schema change (see `decode::relation`).
+    pub baseline: Baseline,
 }
 
 impl Default for DecoderOptions {
@@ -75,6 +85,8 @@ impl Default for DecoderOptions {
             spill_dir: None,
             types: TypeCatalog::new(),
             primary_keys: PrimaryKeys::new(),
+            projections: Projections::new(),
+            baseline: Baseline::new(),
         }
     }
 }
@@ -114,7 +126,10 @@ impl Decoder {
     pub fn new(options: DecoderOptions) -> Decoder {
         Decoder {
             messages: PgOutputDecoder::new(),
-            relations: RelationCache::new(options.types).with_primary_keys(options.primary_keys),
+            relations: RelationCache::new(options.types)
+                .with_primary_keys(options.primary_keys)
+                .with_projections(options.projections)
+                .with_baseline(options.baseline),
             streamed: StreamedTxns::new(options.memory_limit, options.spill_dir),
             open: None,
             replay: None,
@@ -229,16 +244,23 @@ impl Decoder {
                 self.finish(commit.end_lsn)?;
             }
             PgOutputMessage::Relation(relation) => {
-                self.relations.apply_relation(&relation);
+                let applied = self.relations.apply_relation(&relation);
+                // A schema change becomes a record of its own, in front of the first change
+                // in the new shape (pgoutput sends the Relation message right before it).
+                if let (Some(previous), true) = (applied.previous, self.open.is_some()) {
+                    let (txn, index) = self.next_index("Relation")?;
+                    self.emit(Record::schema(applied.relation, previous, txn, index));
+                }
             }
             PgOutputMessage::Type(ty) => self.relations.apply_type(&ty),
             PgOutputMessage::Insert(insert) => {
                 let relation = Arc::clone(self.relations.get(insert.relation_id)?);
                 let (txn, index) = self.next_index("Insert")?;
+                let new = project(&relation, insert.new);
                 self.emit(Record::row(
                     Op::Insert,
                     relation,
-                    Some(insert.new),
+                    Some(new),
                     None,
                     txn,
                     index,
@@ -247,11 +269,13 @@ impl Decoder {
             PgOutputMessage::Update(update) => {
                 let relation = Arc::clone(self.relations.get(update.relation_id)?);
                 let (txn, index) = self.next_index("Update")?;
+                let new = project(&relation, update.new);
+                let old = update.old.map(|old| project_old(&relation, old));
                 self.emit(Record::row(
                     Op::Update,
                     relation,
-                    Some(update.new),
-                    update.old,
+                    Some(new),
+                    old,
                     txn,
                     index,
                 ));
@@ -259,11 +283,12 @@ impl Decoder {
             PgOutputMessage::Delete(delete) => {
                 let relation = Arc::clone(self.relations.get(delete.relation_id)?);
                 let (txn, index) = self.next_index("Delete")?;
+                let old = project_old(&relation, delete.old);
                 self.emit(Record::row(
                     Op::Delete,
                     relation,
                     None,
-                    Some(delete.old),
+                    Some(old),
                     txn,
                     index,
                 ));
@@ -383,6 +408,22 @@ impl Decoder {
             records: open.next_index,
         });
         Ok(())
+    }
+}
+
+/// `tuple` cut down to the columns `relation` keeps (see `decode::relation`).
+fn project(relation: &Relation, tuple: pgoutput::TupleData) -> pgoutput::TupleData {
+    match relation.kept() {
+        Some(kept) => tuple.project(kept),
+        None => tuple,
+    }
+}
+
+/// An old tuple cut down like [`project`].
+fn project_old(relation: &Relation, old: pgoutput::OldTuple) -> pgoutput::OldTuple {
+    match old {
+        pgoutput::OldTuple::Key(t) => pgoutput::OldTuple::Key(project(relation, t)),
+        pgoutput::OldTuple::Full(t) => pgoutput::OldTuple::Full(project(relation, t)),
     }
 }
 

@@ -5,5 +5,6 @@ pub mod record;
 pub mod relation;
 pub mod stream;
 pub mod txn;
+mod type_names;
 pub mod types;
 pub mod value;

@@ -46,6 +46,9 @@ pub enum Op {
     Read,
     /// A logical message (`pg_logical_emit_message`) with a subscribed prefix.
     Message,
+    /// The table's columns changed (added, dropped, renamed, retyped): the record comes
+    /// before the first change in the new shape; see [`Record::schema_change`].
+    Schema,
 }
 
 impl Op {
@@ -58,6 +61,7 @@ impl Op {
             Op::Truncate => "truncate",
             Op::Read => "read",
             Op::Message => "message",
+            Op::Schema => "schema",
         }
     }
 }
@@ -156,6 +160,10 @@ enum Body {
         prefix: String,
         content: Bytes,
     },
+    Schema {
+        relation: Arc<Relation>,
+        previous: Arc<Relation>,
+    },
 }
 
 /// One row change (or truncate, or logical message).
@@ -222,6 +230,22 @@ impl Record {
         }
     }
 
+    pub(crate) fn schema(
+        relation: Arc<Relation>,
+        previous: Arc<Relation>,
+        txn: Arc<TxnInfo>,
+        index: u64,
+    ) -> Record {
+        Record {
+            op: Op::Schema,
+            body: Body::Schema { relation, previous },
+            txn,
+            index,
+            partition: None,
+            txn_end: None,
+        }
+    }
+
     /// What happened.
     pub fn op(&self) -> Op {
         self.op
@@ -230,7 +254,9 @@ impl Record {
     /// The relation, as described when this change was decoded (`None` for messages).
     pub fn relation(&self) -> Option<&Arc<Relation>> {
         match &self.body {
-            Body::Row { relation, .. } | Body::Truncate { relation, .. } => Some(relation),
+            Body::Row { relation, .. }
+            | Body::Truncate { relation, .. }
+            | Body::Schema { relation, .. } => Some(relation),
             Body::Message { .. } => None,
         }
     }
@@ -381,7 +407,7 @@ impl Record {
                 new.as_ref().map_or(0, TupleData::byte_len)
                     + old.as_ref().map_or(0, |o| o.data().byte_len())
             }
-            Body::Truncate { .. } => 0,
+            Body::Truncate { .. } | Body::Schema { .. } => 0,
             Body::Message { content, .. } => content.len(),
         }
     }
@@ -406,6 +432,14 @@ impl Record {
         }
     }
 
+    /// For a schema record: the table's columns now and before.
+    pub fn schema_change(&self) -> Option<SchemaChange<'_>> {
+        match &self.body {
+            Body::Schema { relation, previous } => Some(SchemaChange { relation, previous }),
+            _ => None,
+        }
+    }
+
     /// For a logical message: its prefix and content.
     pub fn message_content(&self) -> Option<(&str, &Bytes)> {
         match &self.body {
@@ -420,7 +454,7 @@ impl Record {
 /// null), `before_kind` (`full`, `key`, `not_enabled`, `not_applicable`) and `unchanged`
 /// (columns whose TOASTed value was not sent) for row changes; `cascade` and
 /// `restart_identity` for truncates; `prefix` and `content` (UTF-8 text, else `\x` hex) for
-/// messages.
+/// messages; `columns` and `previous_columns` for schema records (see [`ColumnList`]).
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
@@ -462,6 +496,10 @@ impl Serialize for Record {
                     Err(_) => map.serialize_entry("content", &hex(content))?,
                 }
             }
+            Body::Schema { relation, previous } => {
+                map.serialize_entry("columns", &ColumnList(relation))?;
+                map.serialize_entry("previous_columns", &ColumnList(previous))?;
+            }
         }
         map.end()
     }
@@ -487,6 +525,74 @@ fn key_only_old_row(relation: &Relation, tuple: &TupleData) -> bool {
         }
     }
     others > 0
+}
+
+/// A schema record's content: a table's columns after and before the change, as the
+/// records of the table carry them (a projection's left-out columns are not listed).
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaChange<'a> {
+    relation: &'a Arc<Relation>,
+    previous: &'a Arc<Relation>,
+}
+
+impl<'a> SchemaChange<'a> {
+    /// The table as it is now (its changes after this record are decoded with it).
+    pub fn relation(&self) -> &'a Arc<Relation> {
+        self.relation
+    }
+
+    /// The table as it was before.
+    pub fn previous(&self) -> &'a Arc<Relation> {
+        self.previous
+    }
+
+    /// The columns now, in tuple order.
+    pub fn columns(&self) -> &'a [super::relation::Column] {
+        self.relation.columns()
+    }
+
+    /// The columns before.
+    pub fn previous_columns(&self) -> &'a [super::relation::Column] {
+        self.previous.columns()
+    }
+}
+
+/// A relation's columns as a JSON array, one object per column, fields in this order:
+///
+/// ```text
+/// {"name":"id","type":"int4","type_oid":23,"type_modifier":-1,"key":true}
+/// ```
+///
+/// `type` is `pg_type.typname` (`_text` for `text[]`, `schema.name` for a type of the
+/// database's own, `""` if the server never named it), `type_modifier` is `atttypmod` (-1
+/// when none; `varchar(20)` is 24), `key` whether the column is part of the key the records
+/// report. Nullability is not known from the stream and is not given.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnList<'a>(pub &'a Relation);
+
+impl Serialize for ColumnList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.columns().len()))?;
+        for column in self.0.columns() {
+            seq.serialize_element(&ColumnJson(column))?;
+        }
+        seq.end()
+    }
+}
+
+struct ColumnJson<'a>(&'a super::relation::Column);
+
+impl Serialize for ColumnJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let column = self.0;
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("name", column.name())?;
+        map.serialize_entry("type", column.type_name())?;
+        map.serialize_entry("type_oid", &column.type_oid())?;
+        map.serialize_entry("type_modifier", &column.type_modifier())?;
+        map.serialize_entry("key", &column.is_key())?;
+        map.end()
+    }
 }
 
 /// The row before a change.

@@ -11,11 +11,29 @@
 //! Type (`Y`) messages describe non-built-in types; for a domain they name its base type,
 //! so a domain over a built-in type decodes as that type. Other user types (enums,
 //! composites, arrays of domains) decode by what the type catalog was told (the consumer
-//! reads `pg_type` at each stream start), else as text.
+//! reads `pg_type` at each stream start), else as text. Their names are kept for the
+//! column lists of schema records.
+//!
+//! ## Projection
+//!
+//! A table's [`Projection`] is applied here, when its Relation message arrives: the
+//! relation keeps only the chosen columns, and the decoder cuts every tuple of that table
+//! down to them (`TupleData::project`) before a record is made. A left-out column is
+//! therefore in no image, key or before-image, nor in any record's bytes.
+//!
+//! ## Schema changes
+//!
+//! A Relation message whose (projected) columns differ from the ones known for the relation
+//! id — by name, type or type modifier — is a schema change: [`RelationCache::apply_relation`]
+//! returns the previous relation with the new one, and the decoder makes a schema record of
+//! them. The relation known is the one of this connection, or else the *baseline* handed
+//! over from the previous connection (a reconnect re-sends every Relation message; the same
+//! columns again are no change). Key flags and the replica identity are not part of it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::decode::type_names::builtin_type_name;
 use crate::decode::types::{TypeCatalog, ValueKind};
 use crate::error::{Error, Result};
 use crate::protocol::pgoutput::{self, ReplicaIdentity};
@@ -32,6 +50,9 @@ pub struct Relation {
     /// A partitioned table under `REPLICA IDENTITY FULL` (from the catalog, see
     /// [`PrimaryKeys::mark_partitioned`]): a partition of it may lack before-images.
     partitioned: bool,
+    /// Which of the message's columns `columns` kept (`None`: all of them); tuples of
+    /// this relation are cut down with it.
+    kept: Option<Arc<[bool]>>,
 }
 
 /// One published column.
@@ -42,6 +63,58 @@ pub struct Column {
     type_modifier: i32,
     is_key: bool,
     kind: ValueKind,
+    /// The name a Type message gave a type of the database's own.
+    type_name: Option<Arc<str>>,
+}
+
+/// Which columns of a table its records carry. Left-out columns are dropped before a
+/// record is made, so they reach no output — current image, before-image and key alike.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Projection {
+    /// Every published column.
+    #[default]
+    All,
+    /// Only these columns (plus the key columns, which records always carry). Columns
+    /// added to the table later are left out until listed.
+    Only(Vec<String>),
+    /// Every column but these. Columns added to the table later are included.
+    Except(Vec<String>),
+}
+
+impl Projection {
+    /// Whether records carry column `name`.
+    pub fn keeps(&self, name: &str) -> bool {
+        match self {
+            Projection::All => true,
+            Projection::Only(names) => names.iter().any(|n| n == name),
+            Projection::Except(names) => !names.iter().any(|n| n == name),
+        }
+    }
+
+    /// The column names it lists (none for `All`).
+    pub fn names(&self) -> &[String] {
+        match self {
+            Projection::All => &[],
+            Projection::Only(names) | Projection::Except(names) => names,
+        }
+    }
+}
+
+/// Per relation id: what to leave out of its records.
+pub type Projections = HashMap<u32, Projection>;
+
+/// Per relation id: the relation the last connection knew, to tell a schema change from a
+/// Relation message re-sent after a reconnect.
+pub type Baseline = HashMap<u32, Arc<Relation>>;
+
+/// What a Relation message did to the cache.
+#[derive(Debug)]
+pub struct Applied {
+    /// The relation now in force.
+    pub relation: Arc<Relation>,
+    /// The relation before it, when the columns changed (a schema change).
+    pub previous: Option<Arc<Relation>>,
 }
 
 impl Relation {
@@ -86,6 +159,21 @@ impl Relation {
         self.partitioned
     }
 
+    /// Which columns of the server's tuples this relation keeps, when a projection left
+    /// some out.
+    pub(crate) fn kept(&self) -> Option<&[bool]> {
+        self.kept.as_deref()
+    }
+
+    /// Whether `other` has the same columns: names, types and type modifiers, in order.
+    /// Differing columns are a schema change; key flags and replica identity are not.
+    pub fn same_columns(&self, other: &Relation) -> bool {
+        self.columns.len() == other.columns.len()
+            && self.columns.iter().zip(&other.columns).all(|(a, b)| {
+                a.name == b.name && a.type_oid == b.type_oid && a.type_modifier == b.type_modifier
+            })
+    }
+
     /// Indexes of the key columns (replica identity key: the primary key, the identity
     /// index, or every column under FULL).
     pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
@@ -120,11 +208,42 @@ impl Relation {
                     type_modifier,
                     is_key,
                     kind: types.kind(type_oid),
+                    type_name: None,
                 })
                 .collect(),
             version: 1,
             partitioned: false,
+            kept: None,
         }
+    }
+
+    /// A relation as stored with a group's cursor (see `group::shapes`): `columns` are
+    /// (name, type OID, type modifier, is key, type name).
+    pub(crate) fn stored(
+        id: u32,
+        schema: String,
+        name: String,
+        columns: Vec<(String, u32, i32, bool, String)>,
+        types: &TypeCatalog,
+    ) -> Relation {
+        let names: Vec<String> = columns.iter().map(|c| c.4.clone()).collect();
+        let mut relation = Relation::from_catalog(
+            id,
+            schema,
+            name,
+            ReplicaIdentity::Default,
+            columns
+                .into_iter()
+                .map(|(name, oid, modifier, key, _)| (name, oid, modifier, key))
+                .collect(),
+            types,
+        );
+        for (column, type_name) in relation.columns.iter_mut().zip(names) {
+            if column.type_name() != type_name {
+                column.type_name = Some(type_name.into());
+            }
+        }
+        relation
     }
 
     fn same_shape(&self, other: &Relation) -> bool {
@@ -132,6 +251,7 @@ impl Relation {
             && self.name == other.name
             && self.replica_identity == other.replica_identity
             && self.columns == other.columns
+            && self.kept == other.kept
     }
 }
 
@@ -159,6 +279,15 @@ impl Column {
     /// How its values decode.
     pub fn kind(&self) -> ValueKind {
         self.kind
+    }
+
+    /// The type's name (`pg_type.typname`: `int4`, `_text` for `text[]`, `schema.name` for
+    /// a type of the database's own), or `""` when the server never named it.
+    pub fn type_name(&self) -> &str {
+        match &self.type_name {
+            Some(name) => name,
+            None => builtin_type_name(self.type_oid).unwrap_or(""),
+        }
     }
 }
 
@@ -212,6 +341,10 @@ pub struct RelationCache {
     relations: HashMap<u32, Arc<Relation>>,
     types: TypeCatalog,
     primary_keys: PrimaryKeys,
+    projections: Projections,
+    baseline: Baseline,
+    /// Names of the database's own types, from Type messages.
+    type_names: HashMap<u32, Arc<str>>,
 }
 
 impl RelationCache {
@@ -222,7 +355,23 @@ impl RelationCache {
             relations: HashMap::new(),
             types,
             primary_keys: PrimaryKeys::new(),
+            projections: Projections::new(),
+            baseline: Baseline::new(),
+            type_names: HashMap::new(),
         }
+    }
+
+    /// Leaves columns out of these relations' records.
+    pub fn with_projections(mut self, projections: Projections) -> RelationCache {
+        self.projections = projections;
+        self
+    }
+
+    /// The relations the previous connection knew: a Relation message with other columns
+    /// than these is a schema change even as the first on this connection.
+    pub fn with_baseline(mut self, baseline: Baseline) -> RelationCache {
+        self.baseline = baseline;
+        self
     }
 
     /// Reports these primary keys as the key of `REPLICA IDENTITY FULL` relations.
@@ -231,9 +380,9 @@ impl RelationCache {
         self
     }
 
-    /// Takes a Relation message; returns the relation now in force.
-    pub fn apply_relation(&mut self, message: &pgoutput::Relation) -> Arc<Relation> {
-        let previous = self.relations.get(&message.id);
+    /// Takes a Relation message; returns the relation now in force, and the one before it
+    /// when the columns changed.
+    pub fn apply_relation(&mut self, message: &pgoutput::Relation) -> Applied {
         let mut relation = Relation {
             id: message.id,
             schema: message.namespace.clone(),
@@ -248,10 +397,12 @@ impl RelationCache {
                     type_modifier: c.type_modifier,
                     is_key: c.is_key(),
                     kind: self.types.kind(c.type_oid),
+                    type_name: self.type_names.get(&c.type_oid).cloned(),
                 })
                 .collect(),
             version: 1,
             partitioned: false,
+            kept: None,
         };
         if relation.replica_identity == ReplicaIdentity::Full {
             relation.partitioned = self
@@ -268,23 +419,60 @@ impl RelationCache {
                 }
             }
         }
-        if let Some(previous) = previous {
+        if let Some(projection) = self.projections.get(&message.id) {
+            // Not `is_key ||`: under FULL without a primary key every column is flagged as
+            // key. The consumer puts the key columns into an `Only` list itself.
+            let kept: Vec<bool> = relation
+                .columns
+                .iter()
+                .map(|c| projection.keeps(&c.name))
+                .collect();
+            if kept.contains(&false) {
+                let mut flags = kept.iter();
+                relation
+                    .columns
+                    .retain(|_| flags.next().copied().unwrap_or(true));
+                relation.kept = Some(kept.into());
+            }
+        }
+        let known = self
+            .relations
+            .get(&message.id)
+            .or_else(|| self.baseline.get(&message.id));
+        let mut changed = None;
+        if let Some(previous) = known {
+            if !previous.same_columns(&relation) {
+                changed = Some(Arc::clone(previous));
+            }
+        }
+        if let Some(previous) = self.relations.get(&message.id) {
             if previous.same_shape(&relation) {
-                return Arc::clone(previous);
+                return Applied {
+                    relation: Arc::clone(previous),
+                    previous: None,
+                };
             }
             relation.version = previous.version + 1;
         }
         let relation = Arc::new(relation);
         self.relations.insert(message.id, Arc::clone(&relation));
-        relation
+        Applied {
+            relation,
+            previous: changed,
+        }
     }
 
     /// Takes a Type message: a domain over a built-in type decodes as that type from then
-    /// on (see [`TypeCatalog::apply_type_message`]). It precedes the Relation message that
-    /// uses the type, so the relation's columns pick it up.
+    /// on (see [`TypeCatalog::apply_type_message`]), and the type's name is kept for the
+    /// column lists of schema records. It precedes the Relation message that uses the type,
+    /// so the relation's columns pick it up.
     pub fn apply_type(&mut self, message: &pgoutput::TypeMessage) {
         self.types
             .apply_type_message(message.id, &message.namespace, &message.name);
+        self.type_names.insert(
+            message.id,
+            format!("{}.{}", message.namespace, message.name).into(),
+        );
     }
 
     /// The type catalog, to register domains and enums found by other means.

@@ -161,6 +161,25 @@ pub async fn enable_change_streaming(
         target.sql()
     ))
     .await?;
+    // A group's row filter on columns outside the new identity would make PostgreSQL refuse
+    // the application's UPDATEs and DELETEs; EXPLAIN runs that check and touches nothing.
+    tx.execute(
+        &format!("EXPLAIN DELETE FROM {} WHERE false", table.quoted()),
+        &[],
+    )
+    .await
+    .map_err(|e| {
+        Error::with_source(
+            Kind::Config,
+            format!(
+                "a consumer group's row filter on table {table} uses columns outside its key, \
+                 which PostgreSQL allows only with before-images (REPLICA IDENTITY FULL): \
+                 without them the table's UPDATEs and DELETEs would fail; change the group's \
+                 filter to key columns first (tail --where, TableSpec::filter)"
+            ),
+            e,
+        )
+    })?;
     tx.execute(
         "INSERT INTO changestream.tables
              (schema_name, table_name, before_images, original_identity, original_index)

@@ -34,10 +34,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partitioned_tables",
         include_str!("../../sql/0005_partitioned_tables.sql"),
     ),
+    (
+        6,
+        "table_filters",
+        include_str!("../../sql/0006_table_filters.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.
@@ -58,18 +63,22 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
          );",
     )
     .await?;
-    let newest: Option<i32> = tx
-        .query_one("SELECT max(version) FROM changestream.migrations", &[])
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM changestream.migrations", &[])
         .await?
-        .get(0);
-    let newest = newest.unwrap_or(0);
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let newest = applied.iter().copied().max().unwrap_or(0);
     if newest > SCHEMA_VERSION {
         return Err(crate::Error::config(format!(
             "schema changestream is at version {newest}, newer than this library's \
              {SCHEMA_VERSION}; upgrade pg-changestream"
         )));
     }
-    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > newest) {
+    // Every migration not recorded yet, in order (not only those past the newest: a schema
+    // whose later migration ran while an earlier one's row is missing gets the earlier one).
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         tx.batch_execute(sql).await?;
         tx.execute(
             "INSERT INTO changestream.migrations (version, name) VALUES ($1, $2)",

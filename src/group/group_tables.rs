@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use tokio_postgres::GenericClient;
 
 use super::table::TableName;
+use crate::decode::relation::Projection;
 use crate::error::Result;
 use crate::lsn::Lsn;
 
@@ -29,6 +30,18 @@ pub struct GroupTable {
     pub start_time: Option<SystemTime>,
     /// When it was added (or last reset).
     pub added_at: SystemTime,
+    /// The row filter (an SQL condition) as given; the publications hold it.
+    pub row_filter: Option<String>,
+    /// The columns its records carry (an `Only` list includes the key columns).
+    pub projection: Projection,
+}
+
+fn projection(only: Option<Vec<String>>, except: Option<Vec<String>>) -> Projection {
+    match (only, except) {
+        (Some(only), _) => Projection::Only(only),
+        (None, Some(except)) => Projection::Except(except),
+        (None, None) => Projection::All,
+    }
 }
 
 fn parse_lsn(text: Option<String>) -> Result<Option<Lsn>> {
@@ -46,7 +59,7 @@ pub async fn load_group_tables(
     let rows = client
         .query(
             "SELECT schema_name, table_name, start_location, joined_lsn::text, start_lsn::text,
-                    start_time, added_at
+                    start_time, added_at, row_filter, only_columns, except_columns
                FROM changestream.group_tables WHERE group_id = $1
               ORDER BY schema_name, table_name",
             &[&group_id],
@@ -61,6 +74,8 @@ pub async fn load_group_tables(
                 start_lsn: parse_lsn(row.get(4))?,
                 start_time: row.get(5),
                 added_at: row.get(6),
+                row_filter: row.get(7),
+                projection: projection(row.get(8), row.get(9)),
             })
         })
         .collect()
@@ -79,12 +94,14 @@ pub async fn save_group_table(
         .execute(
             "INSERT INTO changestream.group_tables
                  (group_id, schema_name, table_name, start_location, joined_lsn, start_lsn,
-                  start_time, added_at)
-             VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6::text::pg_lsn, $7, $8)
+                  start_time, added_at, row_filter, only_columns, except_columns)
+             VALUES ($1, $2, $3, $4, $5::text::pg_lsn, $6::text::pg_lsn, $7, $8, $9, $10, $11)
              ON CONFLICT (group_id, schema_name, table_name) DO UPDATE
                 SET start_location = excluded.start_location, joined_lsn = excluded.joined_lsn,
                     start_lsn = excluded.start_lsn, start_time = excluded.start_time,
-                    added_at = excluded.added_at",
+                    added_at = excluded.added_at, row_filter = excluded.row_filter,
+                    only_columns = excluded.only_columns,
+                    except_columns = excluded.except_columns",
             &[
                 &group_id,
                 &table.table.schema(),
@@ -94,6 +111,15 @@ pub async fn save_group_table(
                 &table.start_lsn.map(|l| l.to_string()),
                 &table.start_time,
                 &table.added_at,
+                &table.row_filter,
+                &match &table.projection {
+                    Projection::Only(names) => Some(names.clone()),
+                    _ => None,
+                },
+                &match &table.projection {
+                    Projection::Except(names) => Some(names.clone()),
+                    _ => None,
+                },
             ],
         )
         .await?;

@@ -10,7 +10,8 @@
 //!   fencing;
 //! - [`assignment`]: the deterministic spread of partitions over live members;
 //! - [`admin`]: enabling and disabling change streaming per table (replica identity);
-//! - [`user_types`]: the database's domains, enums and their arrays, for the decoder.
+//! - [`user_types`]: the database's domains, enums and their arrays, for the decoder;
+//! - `shapes`: the columns of each relation as of a partition's cursor (schema records).
 
 pub mod admin;
 pub mod assignment;
@@ -19,5 +20,6 @@ pub mod cursor;
 pub mod group_tables;
 pub mod membership;
 pub mod partition;
+pub(crate) mod shapes;
 pub mod table;
 pub mod user_types;

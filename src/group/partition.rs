@@ -473,16 +473,30 @@ async fn create_slot(client: &Client, name: &str, failover: bool) -> Result<Lsn>
 
 /// Adds `table` to every partition's publication: as it is for a group with one partition,
 /// else with each partition's row filter on the hash of the table's key (see the module
-/// docs). Returns the WAL position after which the table's changes are published.
+/// docs), and `user_filter` (an SQL condition) ANDed to it. With `replace`, a table already
+/// published is dropped and added again with the new filter, in one transaction (pgoutput
+/// reads publications as of each change, so changes committed after it see the new filter,
+/// earlier ones the old). Returns the WAL position after which the table's changes are
+/// published.
+///
+/// A row filter on a table published for UPDATE and DELETE may use only replica identity
+/// columns (all of them under `REPLICA IDENTITY FULL`), else PostgreSQL refuses the
+/// *application's* UPDATE and DELETE on the table. `EXPLAIN DELETE` in the same transaction
+/// runs that check without touching a row or firing a trigger, so such a filter is refused
+/// here, with the server's reason, instead.
+///
+/// Runs a transaction of its own: `client` must not be inside one.
 ///
 /// # Errors
 /// [`Error::is_config`] when a partitioned group cannot spread the table by key (no
-/// primary key, a key of a user-defined or unhashable type), or DDL
-/// failed.
+/// primary key, a key of a user-defined or unhashable type), or the server refuses the
+/// filter (naming the table and the server's reason); DDL failed.
 pub async fn publish_table(
     client: &impl GenericClient,
     group: &GroupInfo,
     table: &TableName,
+    user_filter: Option<&str>,
+    replace: bool,
 ) -> Result<Lsn> {
     let count = i32::try_from(group.partitions.len()).unwrap_or(MAX_PARTITIONS);
     let hash = if count > 1 {
@@ -490,6 +504,7 @@ pub async fn publish_table(
     } else {
         None
     };
+    let mut statements = Vec::new();
     for p in &group.partitions {
         let present: bool = client
             .query_one(
@@ -499,41 +514,119 @@ pub async fn publish_table(
             )
             .await?
             .get(0);
-        if present {
+        if present && !replace {
             continue;
         }
-        let filter = match &hash {
-            Some(hash) => format!(" WHERE ({})", row_filter(hash, count, p.partition)),
-            None => String::new(),
+        let share = hash
+            .as_ref()
+            .map(|hash| format!("({})", row_filter(hash, count, p.partition)));
+        let filter = match (share, user_filter) {
+            (Some(share), Some(user)) => format!(" WHERE ({share} AND ({user}))"),
+            (Some(share), None) => format!(" WHERE ({share})"),
+            (None, Some(user)) => format!(" WHERE ({user})"),
+            (None, None) => String::new(),
         };
-        client
-            .batch_execute(&format!(
-                "ALTER PUBLICATION {} ADD TABLE {}{filter}",
-                quote_ident(&p.publication_name),
+        let publication = quote_ident(&p.publication_name);
+        if present {
+            statements.push(format!(
+                "ALTER PUBLICATION {publication} DROP TABLE {}",
                 table.quoted()
-            ))
-            .await
-            .map_err(|e| {
-                if filter.is_empty() {
-                    return Error::from(e);
-                }
-                Error::with_source(
-                    Kind::Config,
-                    format!(
-                        "consumer group {:?}: PostgreSQL refused the row filter that spreads \
+            ));
+        }
+        statements.push(format!(
+            "ALTER PUBLICATION {publication} ADD TABLE {}{filter}",
+            table.quoted()
+        ));
+    }
+    if !statements.is_empty() {
+        if user_filter.is_some() {
+            statements.push(format!(
+                "EXPLAIN DELETE FROM {} WHERE false",
+                table.quoted()
+            ));
+        }
+        // One transaction, all of it or nothing; each statement on its own through the
+        // extended protocol, which runs exactly one, so a filter cannot smuggle in another.
+        let applied = async {
+            client.batch_execute("BEGIN").await?;
+            for statement in &statements {
+                client.execute(statement.as_str(), &[]).await?;
+            }
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if applied.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        applied.map_err(|e| {
+            if let Some(user) = user_filter {
+                return refused_filter(table, user, e);
+            }
+            if hash.is_none() {
+                return Error::from(e);
+            }
+            Error::with_source(
+                Kind::Config,
+                format!(
+                    "consumer group {:?}: PostgreSQL refused the row filter that spreads \
                          table {table} over {count} partitions; read the table with a \
                          1-partition group",
-                        group.group_id
-                    ),
-                    e,
-                )
-            })?;
+                    group.group_id
+                ),
+                e,
+            )
+        })?;
     }
     let lsn: String = client
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await?
         .get(0);
     lsn.parse()
+}
+
+/// Checks that PostgreSQL accepts `filter` as the row filter of `table`, by publishing the
+/// table with it in a transaction that is rolled back: nothing is left behind, so a build
+/// can check before it creates a group.
+///
+/// # Errors
+/// [`Error::is_config`] naming the table and the server's reason; SQL failed.
+pub async fn check_row_filter(
+    client: &impl GenericClient,
+    table: &TableName,
+    filter: &str,
+) -> Result<()> {
+    let publication = format!("pcs_filter_check_{:016x}", fastrand::u64(..));
+    let statements = [
+        format!(
+            "CREATE PUBLICATION {publication} FOR TABLE {} WHERE ({filter})",
+            table.quoted()
+        ),
+        format!("EXPLAIN DELETE FROM {} WHERE false", table.quoted()),
+    ];
+    client.batch_execute("BEGIN").await?;
+    let mut checked = Ok(());
+    for statement in &statements {
+        if let Err(e) = client.execute(statement.as_str(), &[]).await {
+            checked = Err(refused_filter(table, filter, e));
+            break;
+        }
+    }
+    client.batch_execute("ROLLBACK").await?;
+    checked
+}
+
+/// The error for a row filter PostgreSQL refused (its reason follows in the source).
+fn refused_filter(table: &TableName, filter: &str, e: tokio_postgres::Error) -> Error {
+    Error::with_source(
+        Kind::Config,
+        format!(
+            "PostgreSQL refused the row filter ({filter}) of table {table}; a filter may use \
+             the table's columns and built-in immutable functions and operators, and only key \
+             columns unless the table has before-images (pg-changestream enable, REPLICA \
+             IDENTITY FULL)"
+        ),
+        e,
+    )
 }
 
 /// The row filter of partition `partition` of `partitions`, over `hash`, an SQL expression

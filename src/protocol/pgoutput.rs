@@ -607,6 +607,34 @@ impl TupleData {
         &self.raw
     }
 
+    /// The same tuple with only the columns whose entry in `keep` is true (columns past the
+    /// end of `keep` are kept). The kept entries are copied into a buffer of their own, so
+    /// the result holds no byte of a dropped column: projection removes a value, it does
+    /// not hide it.
+    pub fn project(&self, keep: &[bool]) -> TupleData {
+        let mut raw = Vec::with_capacity(self.raw.len());
+        let mut len = 0;
+        let mut unchanged_toast = false;
+        let mut buf = &self.raw[..];
+        for i in 0..self.len {
+            // Validated when the tuple was read; stop rather than panic if not.
+            let Ok((column, rest)) = next_column(buf) else {
+                break;
+            };
+            if keep.get(i).copied().unwrap_or(true) {
+                raw.extend_from_slice(&buf[..buf.len() - rest.len()]);
+                len += 1;
+                unchanged_toast |= column == TupleColumn::UnchangedToast;
+            }
+            buf = rest;
+        }
+        TupleData {
+            raw: Bytes::from(raw),
+            len,
+            unchanged_toast,
+        }
+    }
+
     /// Tuple data holding `values` as text columns (`None` for NULL), encoded exactly as
     /// pgoutput encodes them: rows read by SQL (backfill) then decode like streamed ones.
     pub fn from_text<'v>(values: impl IntoIterator<Item = Option<&'v [u8]>>) -> TupleData {

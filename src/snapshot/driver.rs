@@ -274,6 +274,7 @@ impl Backfill {
         if state.plan.is_none() {
             let plan = TablePlan::load(
                 &*client,
+                &self.group_id,
                 &state.progress.table,
                 self.partitions,
                 self.partition,

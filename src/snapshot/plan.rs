@@ -8,12 +8,16 @@
 //! `read` record decodes exactly like an insert of the same row. Chunks walk the key in
 //! order: `WHERE (k1, k2) > (last) ORDER BY k1, k2 LIMIT n`, plus, in a group with several
 //! partitions, the partition's row filter, so each partition reads exactly its share.
+//!
+//! A table's row filter and projection (`changestream.group_tables`) apply as in the
+//! stream: the filter is ANDed to the select, and only the projected columns are selected,
+//! so a left-out column is never even read.
 
 use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
-use crate::decode::relation::Relation;
+use crate::decode::relation::{Projection, Relation};
 use crate::decode::types::TypeCatalog;
 use crate::error::{Error, Kind, Result};
 use crate::group::partition::row_filter;
@@ -82,13 +86,15 @@ pub(crate) async fn backfill_key(
 }
 
 impl TablePlan {
-    /// Plans `table` for partition `partition` of `partitions`, reading `chunk_size` rows
-    /// per chunk.
+    /// Plans `table` of group `group_id` for partition `partition` of `partitions`,
+    /// reading `chunk_size` rows per chunk.
     ///
     /// # Errors
     /// The table is gone or has no key; SQL failed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn load(
         client: &impl GenericClient,
+        group_id: &str,
         table: &TableName,
         partitions: i32,
         partition: i32,
@@ -123,6 +129,31 @@ impl TablePlan {
                 &[&oid],
             )
             .await?;
+        // The table's row filter and projection, as the stream applies them.
+        let (row_filter_sql, projection) = match client
+            .query_opt(
+                "SELECT row_filter, only_columns, except_columns FROM changestream.group_tables
+                  WHERE group_id = $1 AND schema_name = $2 AND table_name = $3",
+                &[&group_id, &table.schema(), &table.name()],
+            )
+            .await?
+        {
+            Some(row) => {
+                let only: Option<Vec<String>> = row.get(1);
+                let except: Option<Vec<String>> = row.get(2);
+                let projection = match (only, except) {
+                    (Some(only), _) => Projection::Only(only),
+                    (None, Some(except)) => Projection::Except(except),
+                    (None, None) => Projection::All,
+                };
+                (row.get::<_, Option<String>>(0), projection)
+            }
+            None => (None, Projection::All),
+        };
+        let columns: Vec<_> = columns
+            .into_iter()
+            .filter(|c| projection.keeps(&c.get::<_, String>(0)))
+            .collect();
         let key: Vec<KeyColumn> = backfill_key(client, table)
             .await?
             .into_iter()
@@ -181,6 +212,12 @@ impl TablePlan {
                 partition,
             )
         });
+        // The table's own filter, ANDed like the partition's share.
+        let share = match (share, row_filter_sql) {
+            (Some(share), Some(user)) => Some(format!("({share}) AND ({user})")),
+            (None, Some(user)) => Some(format!("({user})")),
+            (share, None) => share,
+        };
         let from = format!("SELECT {select} FROM {} AS r", table.quoted());
         let tail = format!("ORDER BY {order} LIMIT {chunk_size}");
         let (first_sql, next_sql) = match &share {

@@ -50,7 +50,7 @@ pub enum Command {
         table: String,
     },
     /// Read a consumer group's changes and print one JSON object per record and line.
-    Tail(TailArgs),
+    Tail(Box<TailArgs>),
     /// List consumer groups: their tables with start locations, partitions and members.
     Groups {
         /// Print JSON instead of a table.
@@ -103,6 +103,25 @@ pub struct TailArgs {
         required = true
     )]
     pub tables: Vec<String>,
+
+    /// Only rows of TABLE for which CONDITION (SQL, evaluated by PostgreSQL) is true, e.g.
+    /// --where "shop.orders=status <> 'draft'"; repeatable, one per table. Stored with the
+    /// group: a table named in --where, --columns or --exclude-columns gets exactly what
+    /// these say (TABLE= with nothing after it clears); a table named in none keeps what
+    /// the group stores. Without before-images only key columns may appear in CONDITION.
+    #[arg(long = "where", value_name = "TABLE=CONDITION")]
+    pub filters: Vec<String>,
+
+    /// Only these columns of TABLE (comma-separated; the key columns are always
+    /// included), e.g. --columns shop.orders=id,status; repeatable, one per table.
+    #[arg(long = "columns", value_name = "TABLE=COLUMN,...")]
+    pub columns: Vec<String>,
+
+    /// Leave these columns of TABLE out of every record (after, before, key), e.g.
+    /// --exclude-columns shop.orders=email,phone; repeatable, one per table. Key columns
+    /// cannot be left out.
+    #[arg(long = "exclude-columns", value_name = "TABLE=COLUMN,...")]
+    pub exclude_columns: Vec<String>,
 
     /// Records per poll (and per commit).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]

@@ -123,7 +123,7 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
         group: GROUP.into(),
         tables: tables
             .iter()
-            .map(|t| Ok((t.parse()?, StartLocation::Latest)))
+            .map(|t| Ok((t.parse()?, StartLocation::Latest, None)))
             .collect::<Result<_, pg_changestream::Error>>()?,
         ops: Vec::new(),
         message_prefixes: vec![PREFIX.into()],

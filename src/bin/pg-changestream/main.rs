@@ -53,7 +53,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             no_before_images,
         } => tables::enable(&connect::resolve(url)?, &table, !no_before_images).await,
         Command::Disable { table } => tables::disable(&connect::resolve(url)?, &table).await,
-        Command::Tail(args) => tail::tail(&connect::resolve(url)?, args).await,
+        Command::Tail(args) => tail::tail(&connect::resolve(url)?, *args).await,
         Command::Groups { json } => status::groups(&connect::resolve(url)?, json).await,
         Command::Status { group, json } => {
             status::status(&connect::resolve(url)?, group.as_deref(), json).await

@@ -19,13 +19,14 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::failure::Failure;
 
 /// The operations counted, in output order.
-const OPS: [Op; 6] = [
+const OPS: [Op; 7] = [
     Op::Insert,
     Op::Update,
     Op::Delete,
     Op::Truncate,
     Op::Read,
     Op::Message,
+    Op::Schema,
 ];
 
 /// The largest request head read before answering 431.
@@ -35,7 +36,7 @@ const MAX_HEAD: usize = 8 * 1024;
 #[derive(Debug)]
 pub struct Metrics {
     group: String,
-    records: [AtomicU64; 6],
+    records: [AtomicU64; 7],
     committed: AtomicU64,
     committed_lsn: AtomicU64,
     lag_bytes: AtomicU64,

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! then, only when they apply: `"unchanged":[..]` (TOASTed columns an update did not send
-//! and no full before-image could fill; they are left out of `after`), and for `message`
-//! records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex). A message has no table:
+//! and no full before-image could fill; they are left out of `after`), for `message`
+//! records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex), and for `schema` records
+//! `"columns":[..]` and `"previous_columns":[..]` (the library's
+//! [`ColumnList`](pg_changestream::decode::record::ColumnList) form; `key`, `before` and
+//! `after` are null, `before_image` is `not_applicable`). A message has no table:
 //! `"table":null`.
 //!
 //! The line is serialised straight into the writer: images are the library's
@@ -18,7 +21,7 @@
 
 use std::io::{self, Write};
 
-use pg_changestream::decode::record::{format_pg_timestamp, Record};
+use pg_changestream::decode::record::{format_pg_timestamp, ColumnList, Record};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -85,6 +88,10 @@ impl Serialize for RecordLine<'_> {
                 Ok(text) => map.serialize_entry("content", text)?,
                 Err(_) => map.serialize_entry("content", &Hex(content))?,
             }
+        }
+        if let Some(change) = record.schema_change() {
+            map.serialize_entry("columns", &ColumnList(change.relation()))?;
+            map.serialize_entry("previous_columns", &ColumnList(change.previous()))?;
         }
         map.end()
     }

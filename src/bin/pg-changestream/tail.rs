@@ -40,6 +40,13 @@ pub async fn tail(config: &ConnectConfig, args: TailArgs) -> Result<(), Failure>
         .iter()
         .map(|t| source::parse_table_arg(t))
         .collect::<Result<Vec<_>, _>>()?;
+    let choices =
+        source::table_choices(&tables, &args.filters, &args.columns, &args.exclude_columns)?;
+    let tables = tables
+        .into_iter()
+        .zip(choices)
+        .map(|((table, location), choice)| (table, location, choice))
+        .collect();
     let spec = Spec {
         group: args.group.clone(),
         tables,

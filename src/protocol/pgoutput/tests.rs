@@ -1234,3 +1234,19 @@ proptest! {
         prop_assert_eq!(frames, bodies.len());
     }
 }
+
+#[test]
+fn projection_keeps_only_the_chosen_columns_and_their_bytes() {
+    let tuple = TupleData::from_text([Some(&b"1"[..]), Some(b"secret@example.com"), None]);
+    let projected = tuple.project(&[true, false, true]);
+    assert_eq!(projected.len(), 2);
+    assert_eq!(
+        projected.iter().collect::<Vec<_>>(),
+        [TupleColumn::Text(b"1"), TupleColumn::Null]
+    );
+    // The dropped value is gone from the bytes, not skipped over.
+    assert!(!projected.raw().windows(6).any(|w| w == b"secret"));
+    // Columns past the mask are kept; an all-true mask is the same tuple.
+    assert_eq!(tuple.project(&[false]).len(), 2);
+    assert_eq!(tuple.project(&[true; 3]).raw(), tuple.raw());
+}
