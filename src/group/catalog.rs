@@ -29,10 +29,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0003_partition_owners.sql"),
     ),
     (4, "backfill", include_str!("../../sql/0004_backfill.sql")),
+    (
+        5,
+        "sink_progress",
+        include_str!("../../sql/0005_sink_progress.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.
