@@ -472,9 +472,8 @@ impl Sink for JetStreamSink {
                     self.config.stream, self.config.filters
                 )));
             }
-            let ack: PubAck = serde_json::from_slice(&message.payload).map_err(|e| {
-                SinkError::Unavailable(format!("unreadable acknowledgement ({e})"))
-            })?;
+            let ack: PubAck = serde_json::from_slice(&message.payload)
+                .map_err(|e| SinkError::Unavailable(format!("unreadable acknowledgement ({e})")))?;
             if let Some(error) = ack.error {
                 return Err(SinkError::Unavailable(format!(
                     "stream {} refused a message: {} (code {}, error code {})",

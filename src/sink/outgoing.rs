@@ -170,9 +170,7 @@ impl Encoder {
                 .collect(),
         };
         Ok(Outgoing {
-            subject: self
-                .subjects
-                .for_schema(relation.schema(), relation.name()),
+            subject: self.subjects.for_schema(relation.schema(), relation.name()),
             id: format!("{}:schema:{event_id}", self.group),
             headers: vec![
                 (OP, "schema".to_owned()),

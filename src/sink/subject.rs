@@ -243,9 +243,15 @@ mod tests {
     #[test]
     fn the_default_template_names_schema_and_table() {
         let s = Subjects::new("cdc", DEFAULT_TEMPLATE, None).unwrap();
-        assert_eq!(s.for_change("public", "orders", "insert", 7), "cdc.public.orders");
+        assert_eq!(
+            s.for_change("public", "orders", "insert", 7),
+            "cdc.public.orders"
+        );
         assert_eq!(s.for_message("audit"), "cdc._message.audit");
-        assert_eq!(s.for_schema("public", "orders"), "cdc._schema.public.orders");
+        assert_eq!(
+            s.for_schema("public", "orders"),
+            "cdc._schema.public.orders"
+        );
         assert_eq!(s.stream_filters(), ["cdc.>"]);
     }
 
@@ -278,7 +284,12 @@ mod tests {
         assert_eq!(s.for_change("s", "t", "delete", 0), "cdc.delete.s_t");
         let other = Subjects::new("cdc", "db1.{table}", None).unwrap();
         assert_eq!(other.stream_filters(), ["db1.>", "cdc.>"]);
-        for bad in ["{table}.x", "{prefix}..{table}", "{prefix}.{nope}", "{prefix}.{table"] {
+        for bad in [
+            "{table}.x",
+            "{prefix}..{table}",
+            "{prefix}.{nope}",
+            "{prefix}.{table",
+        ] {
             assert!(Subjects::new("cdc", bad, None).is_err(), "{bad}");
         }
         assert!(Subjects::new("c*", DEFAULT_TEMPLATE, None).is_err());
