@@ -16,6 +16,7 @@ mod foundation;
 mod partitions;
 mod recovery;
 mod security;
+mod sink;
 mod support;
 mod values;
 mod wire;
