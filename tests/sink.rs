@@ -681,6 +681,19 @@ async fn status(url: &str, group: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `status` once the group exists (a publisher just started may not have created it yet).
+async fn status_when_there(url: &str, group: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(&["--url", url, "status", group, "--json"]).await;
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{}", stderr(&out));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn confirmed(status: &Value) -> u64 {
     let lsn: pg_changestream::Lsn = status[0]["confirmed_flush_lsn"]
         .as_str()
@@ -719,7 +732,7 @@ async fn a_broker_that_stops_acknowledging_stalls_the_cursor() {
         async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let s = status(&url, &group).await;
+                let s = status_when_there(&url, &group).await;
                 if s[0]["sinks"][0]["records_acked"].as_u64() >= Some(want) {
                     return s;
                 }
@@ -731,6 +744,8 @@ async fn a_broker_that_stops_acknowledging_stalls_the_cursor() {
             }
         }
     };
+    // The group must exist (at the end of the WAL, `latest`) before the rows are written.
+    status_when_there(&url, &group).await;
     client
         .batch_execute("INSERT INTO items SELECT g, 0, 'a' FROM generate_series(1, 100) g")
         .await
@@ -790,7 +805,7 @@ async fn sigterm_waits_for_acknowledgements_commits_and_exits_0() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    status_when_there(&url, &group).await;
     client
         .batch_execute("INSERT INTO items SELECT g, 0, 'a' FROM generate_series(1, 5000) g")
         .await

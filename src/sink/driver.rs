@@ -195,6 +195,9 @@ impl<S: Sink> Loop<'_, S> {
                 {
                     tracing::info!(committed = self.committed, "idle; exiting");
                     break;
+                } else if let Some(progress) = self.progress.as_deref_mut() {
+                    // Quiet: the last commit's row is written now, not at the next commit.
+                    progress.flush().await;
                 }
                 continue;
             }
