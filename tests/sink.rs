@@ -307,13 +307,22 @@ fn event_order(event_id: &str) -> (u64, u64) {
 /// The records (not schema records) in the stream: asserts each event id once and, per
 /// subject, commit order.
 fn records_once_in_order<'a>(stored: &'a [Stored], group: &str) -> Vec<&'a Stored> {
+    checked_records(stored, group)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// [`records_once_in_order`] with each record's parsed payload.
+fn checked_records<'a>(stored: &'a [Stored], group: &str) -> Vec<(&'a Stored, Change)> {
     let records: Vec<&Stored> = stored
         .iter()
         .filter(|s| s.headers.get("Pg-Op").map(String::as_str) != Some("schema"))
         .collect();
     let mut seen = HashMap::new();
     let mut last_per_subject: HashMap<&str, (u64, u64)> = HashMap::new();
-    for r in &records {
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
         let id = &r.headers["Pg-Event-Id"];
         assert_eq!(r.headers["Nats-Msg-Id"], format!("{group}:{id}"));
         let change: Change = serde_json::from_slice(&r.body).unwrap();
@@ -325,8 +334,9 @@ fn records_once_in_order<'a>(stored: &'a [Stored], group: &str) -> Vec<&'a Store
         if let Some(prev) = last_per_subject.insert(&r.subject, order) {
             assert!(prev < order, "{} out of commit order on {}", id, r.subject);
         }
+        out.push((r, change));
     }
-    records
+    out
 }
 
 #[tokio::test]
@@ -680,16 +690,16 @@ async fn publisher_and_server_kills_lose_and_duplicate_nothing() {
 
     let reader = nats.client(None).await;
     let stored = read_stream(&reader, "FAULTS").await;
-    let records = records_once_in_order(&stored, &group);
+    eprintln!("read back after {:?}", started.elapsed());
+    let records = checked_records(&stored, &group);
     assert_eq!(
         records.len(),
         work.total,
         "every change once, nothing missing"
     );
     let mut per_key: HashMap<i64, Vec<(String, i64)>> = HashMap::new();
-    for r in &records {
+    for (r, change) in records {
         let op = r.headers["Pg-Op"].clone();
-        let change: Change = serde_json::from_slice(&r.body).unwrap();
         let (key, n) = match (op.as_str(), change.key, change.after) {
             ("delete", Some(key), _) => (key.id, -1),
             (_, _, Some(after)) => (after.id, after.n),

@@ -4,8 +4,9 @@
 //! most [`DriverOptions::max_in_flight`] messages wait for acknowledgements and goes on
 //! polling while they come in. A poll's bundle is committed once the sink's durable count
 //! covers its last message — commits are coalesced to one per
-//! [`DriverOptions::commit_every`] (committing a bundle commits all before it), and forced
-//! whenever the pipeline runs dry, so an idle group's cursor is never left behind.
+//! [`DriverOptions::commit_every`] (committing a bundle commits all before it); when the
+//! source runs dry the loop waits for every acknowledgement, so an idle group's cursor is
+//! committed within `commit_every` plus one poll.
 //!
 //! On a sink failure the loop forgets everything uncommitted ([`Consumer::reset`]), has the
 //! sink reconnect (with backoff, until it succeeds, the configuration is refused, or the
@@ -186,8 +187,11 @@ impl<S: Sink> Loop<'_, S> {
             let bundle = self.consumer.poll(limit.max(1), wait).await?;
             if bundle.is_empty() {
                 if self.sink.in_flight() > 0 || !self.pending.is_empty() {
+                    // The source is slower than the broker: wait for the acknowledgements;
+                    // commit if the last commit is older than `commit_every` (else at a
+                    // later empty poll, at most `poll_wait` away, since nothing is in flight).
                     let durable = self.sink.settle(0).await?;
-                    self.commit_durable(durable, true).await?;
+                    self.commit_durable(durable, false).await?;
                 } else if self
                     .options
                     .idle_exit

@@ -411,9 +411,9 @@ impl Sink for JetStreamSink {
         let send = async {
             for message in batch {
                 let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", message.id.as_str());
-                for (name, value) in &message.headers {
-                    headers.insert(*name, value.as_str());
+                headers.insert("Nats-Msg-Id", message.id);
+                for (name, value) in message.headers {
+                    headers.insert(name, value);
                 }
                 let reply = format!("{}.{}", conn.inbox, conn.sent);
                 conn.client
