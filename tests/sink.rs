@@ -844,6 +844,19 @@ async fn a_broker_that_stops_acknowledging_stalls_the_cursor() {
     let acked_before = before[0]["sinks"][0]["last_acked_event"].clone();
 
     nats.signal(libc::SIGSTOP);
+    // Delivered asynchronously: wait until the server is stopped.
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = std::fs::read_to_string(format!("/proc/{}/status", nats.pid())).unwrap();
+        if state.contains("State:\tT") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        state.contains("State:\tT"),
+        "nats-server not stopped: {state}"
+    );
     let wal_before: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -858,7 +871,8 @@ async fn a_broker_that_stops_acknowledging_stalls_the_cursor() {
     let stalled = status(&url, &group).await;
     assert!(
         confirmed(&stalled) <= wal_before.as_u64(),
-        "the cursor passed records the broker never acknowledged: {stalled}"
+        "the cursor passed records the broker never acknowledged: {stalled}\npublisher: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert_eq!(stalled[0]["sinks"][0]["last_acked_event"], acked_before);
     assert!(stalled[0]["lag_bytes"].as_u64().unwrap() > 0, "{stalled}");
