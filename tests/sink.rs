@@ -740,6 +740,20 @@ async fn publisher_and_server_kills_lose_and_duplicate_nothing() {
     eprintln!("verified after {:?}", started.elapsed());
 }
 
+/// The text of `GET /metrics` at `addr` (empty while nothing listens yet).
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body
+}
+
 /// Creates `group` (its tables start at the current end of the WAL) with a short
 /// `publish` run, so that rows written after it are the group's for sure.
 async fn create_group(url: &str, group: &str, nats: &str, stream: &str) {
@@ -894,6 +908,12 @@ async fn sigterm_waits_for_acknowledgements_commits_and_exits_0() {
     let nats = NatsServer::start().await;
     let (_db, client, url, group) = fixture().await;
     create_group(&url, &group, &nats.url(), "CHANGESTREAM").await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let child = cli()
         .args([
             "--url",
@@ -905,6 +925,8 @@ async fn sigterm_waits_for_acknowledgements_commits_and_exits_0() {
             "items@latest",
             "--nats",
             &nats.url(),
+            "--metrics-addr",
+            &metrics_addr,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -914,7 +936,33 @@ async fn sigterm_waits_for_acknowledgements_commits_and_exits_0() {
         .batch_execute("INSERT INTO items SELECT g, 0, 'a' FROM generate_series(1, 5000) g")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The exporter shows the sink's figures while records flow.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = scrape(&metrics_addr).await;
+        let published = page.lines().find_map(|l| {
+            l.strip_prefix("pg_changestream_sink_published_total{")
+                .and_then(|rest| rest.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+        if published.is_some_and(|p| p > 0) {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "nothing published: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for name in [
+        "pg_changestream_sink_acked_total",
+        "pg_changestream_sink_in_flight",
+        "pg_changestream_sink_reconnects_total",
+        "pg_changestream_sink_commit_lag_seconds",
+        "pg_changestream_committed_lsn",
+    ] {
+        assert!(
+            page.contains(&format!("{name}{{group=")),
+            "{name} missing: {page}"
+        );
+    }
     // SAFETY: kill(2) on our own child.
     #[allow(unsafe_code)]
     unsafe {
