@@ -11,6 +11,7 @@
 #   bench/run.sh --modes memory        # peak RSS of `tail` on one large transaction, plain
 #                                      # and after traffic (--memory-rows, --traffic-seconds)
 #   bench/run.sh --modes latency --drain-bin /tmp/old/bench_drain   # another build of (d)
+#   bench/run.sh --modes sink          # publish into NATS JetStream next to tail > /dev/null
 #
 # Throughput: one base pgoutput slot is created before the workload; after it, the slot
 # is copied once per contender (pg_copy_logical_replication_slot) so each drains the same
@@ -40,6 +41,10 @@
 # `latest`, twice: plain, and after --traffic-seconds of single-row insert/update/delete
 # transactions (pgbench, bench/traffic.sql) on a table of another group, started and stopped
 # before the insert. Peak RSS of `tail` is the number to watch (issue 15: at most 64 MiB).
+# Sink: two groups created before the same workload; `pg-changestream tail > /dev/null` and
+# `pg-changestream publish` into a file-storage JetStream stream (a local nats-server -js)
+# each drain it (--max-records); publish's wall time includes every acknowledgement and the
+# last commit. The stream's message count is checked (records + one schema record per table).
 #
 # Client CPU (user+sys) and peak RSS come from /usr/bin/time around each contender's
 # process. Results: a table on stdout and JSON in bench/results/. Runs as root (the server
@@ -102,6 +107,7 @@ need_apt=()
 [[ -f /usr/lib/postgresql/15/lib/wal2json.so ]] || need_apt+=(postgresql-15-wal2json)
 /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need_apt+=(python3-psycopg2)
 [[ -x /usr/bin/time ]] || need_apt+=(time)
+[[ ,$modes, != *,sink,* ]] || command -v nats-server >/dev/null || need_apt+=(nats-server)
 if ((${#need_apt[@]})); then
   ((install)) || die "missing: ${need_apt[*]} (run without --no-install, or apt-get install them)"
   log "installing ${need_apt[*]}"
@@ -118,8 +124,8 @@ if [[ -z $drain_bin ]]; then
 fi
 [[ -x $drain_bin ]] || die "no bench_drain at $drain_bin"
 cli_bin=$root/target/release/pg-changestream
-if [[ ,$modes, == *,memory,* ]]; then
-  log "building the CLI (release) for the memory mode"
+if [[ ,$modes, == *,memory,* || ,$modes, == *,sink,* ]]; then
+  log "building the CLI (release) for the memory and sink modes"
   cargo build --release --quiet --bin pg-changestream
 fi
 
@@ -516,6 +522,60 @@ memory() {
   printf '{"mode":"memory","date":"%s","server_version":"%s","machine":%s,"rows":%s,"traffic_seconds":%s,"results":%s}\n' \
     "$stamp" "$server_version" "$machine_json" "$memory_rows" "$traffic_seconds" \
     "$(join_json "${json_rows[@]}")" >"$file"
+# --- publish into JetStream, next to tail > /dev/null ---------------------------------------
+sink() {
+  table_rows=(); json_rows=(); ceiling_rps=""
+  local total=$((n_ins + n_upd + n_del))
+  local records=$((total + 1)) # and the bench_end row both stop on
+  local tables=(-t public.bench -t public.bench_end)
+  local g
+  for g in sink_tail sink_pub; do
+    "$drain_bin" create-group --url "$url" --group "$g" --tables public.bench,public.bench_end >/dev/null
+  done
+  log "workload: $n_ins inserts, $n_upd updates, $n_del deletes, $per_txn rows per transaction"
+  local t0=$SECONDS
+  psql -c "SET synchronous_commit = off" -c "CALL bench_load($n_ins, $n_upd, $n_del, $per_txn)"
+  end_of_wal >/dev/null
+  log "workload took $((SECONDS - t0)) s"
+  warm
+
+  log "tail > /dev/null"
+  run_timed sink_tail sh -c 'exec "$0" "$@" >/dev/null' "$cli_bin" --url "$url" tail -g sink_tail \
+    "${tables[@]}" --max-records "$records"
+  row sink_tail "tail > /dev/null" "$records" true
+
+  local nats_port=$((port + 1)) mon_port=$((port + 2))
+  mkdir -p "$work/nats"
+  nats-server -js -sd "$work/nats" -a 127.0.0.1 -p "$nats_port" -m "$mon_port" \
+    >"$work/nats.log" 2>&1 &
+  local nats_pid=$!
+  for _ in $(seq 100); do
+    grep -q "Server is ready" "$work/nats.log" && break
+    sleep 0.1
+  done
+  local nats_cpu0
+  nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
+  log "publish into JetStream (file storage)"
+  run_timed sink_pub "$cli_bin" --url "$url" publish -g sink_pub "${tables[@]}" \
+    --nats "nats://127.0.0.1:$nats_port" --stream BENCH --max-records "$records"
+  local nats_cpu stored
+  nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
+  stored=$(/usr/bin/python3 -c "import json, urllib.request
+d = json.load(urllib.request.urlopen('http://127.0.0.1:$mon_port/jsz?streams=true'))
+print(sum(s['state']['messages'] for a in d.get('account_details', []) for s in a.get('stream_detail', [])))")
+  kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true
+  # One schema record per table precedes its records.
+  row sink_pub "publish → JetStream (file), acked" "$records" \
+    "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
+
+  echo
+  echo "sink: PostgreSQL $server_version, $n_ins inserts + $n_upd updates + $n_del deletes, $per_txn rows/txn; ×(a) is × tail's rate"
+  print_table
+  echo "nats-server CPU during publish: $nats_cpu s; messages in the stream: $stored"
+  local file=bench/results/$stamp-pg$pg_major-sink.json
+  printf '{"mode":"sink","date":"%s","server_version":"%s","machine":%s,"inserts":%s,"updates":%s,"deletes":%s,"rows_per_txn":%s,"nats_server_cpu_s":%s,"stream_messages":%s,"results":%s}\n' \
+    "$stamp" "$server_version" "$machine_json" "$n_ins" "$n_upd" "$n_del" "$per_txn" "$nats_cpu" \
+    "$stored" "$(join_json "${json_rows[@]}")" >"$file"
   log "wrote $file"
 }
 
@@ -526,6 +586,7 @@ for mode in ${modes//,/ }; do
     latency) latency ;;
     large) large ;;
     memory) memory ;;
-    *) die "unknown mode $mode (throughput, latency, large, memory)" ;;
+    sink) sink ;;
+    *) die "unknown mode $mode (throughput, latency, large, memory, sink)" ;;
   esac
 done

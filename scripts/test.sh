@@ -6,7 +6,8 @@
 #   scripts/test.sh --matrix   the same, then the integration tests again on PostgreSQL 18, 16, 17
 #
 # On a fresh Debian machine it first installs what is missing (the `postgresql` package when
-# no PostgreSQL binaries are found; the test cluster makes its certificates itself). The default
+# no PostgreSQL binaries are found, `nats-server` for the JetStream sink's tests; the test
+# cluster makes its certificates itself). The default
 # run uses the server the test harness finds (see README.md, "Testing"); on Debian that is the
 # packaged PostgreSQL 15. The matrix runs take their binaries from scripts/postgres.sh and
 # always use a local cluster. Stops at the first failure.
@@ -49,6 +50,9 @@ have_pg_binaries() {
 install_missing() {
   local packages=()
   have_pg_binaries || packages+=(postgresql)
+  # tests/sink.rs runs a real JetStream server (Debian's 2.9 has all it needs: Nats-Msg-Id
+  # de-duplication, duplicate windows, file storage); NATS_SERVER may name another binary.
+  [[ -n ${NATS_SERVER:-} ]] || command -v nats-server >/dev/null || packages+=(nats-server)
   $matrix && ! command -v npm >/dev/null && packages+=(npm)
   ((${#packages[@]})) || return 0
   step "installing ${packages[*]}"

@@ -57,6 +57,7 @@ pub mod error;
 pub mod group;
 pub mod lsn;
 pub mod protocol;
+pub mod sink;
 pub mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;

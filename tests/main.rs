@@ -20,6 +20,7 @@ mod partitions;
 mod recovery;
 mod schema_change;
 mod security;
+mod sink;
 mod support;
 mod values;
 mod wire;

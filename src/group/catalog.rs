@@ -39,10 +39,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "table_filters",
         include_str!("../../sql/0006_table_filters.sql"),
     ),
+    (
+        7,
+        "sink_progress",
+        include_str!("../../sql/0007_sink_progress.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Creates or upgrades the `changestream` schema. Idempotent and safe to call from several
 /// processes at once.

@@ -51,6 +51,10 @@ pub enum Command {
     },
     /// Read a consumer group's changes and print one JSON object per record and line.
     Tail(Box<TailArgs>),
+    /// Publish a consumer group's records into a NATS JetStream stream, exactly once: the
+    /// group commits only what the stream acknowledged, and each message's Nats-Msg-Id
+    /// (<group>:<event id>) lets the stream drop what is published again after a restart.
+    Publish(Box<PublishArgs>),
     /// List consumer groups: their tables with start locations, partitions and members.
     Groups {
         /// Print JSON instead of a table.
@@ -153,6 +157,112 @@ pub struct TailArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// `publish` options.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The consumer group (created on first use).
+    #[arg(long, short)]
+    pub group: String,
+
+    /// A table to read, TABLE[@LOCATION]; repeat for more (as for `tail`).
+    #[arg(
+        long = "table",
+        short = 't',
+        value_name = "TABLE[@LOCATION]",
+        required = true
+    )]
+    pub tables: Vec<String>,
+
+    /// The NATS server(s), comma-separated: nats://host:4222 (tls://host:4222 for TLS).
+    #[arg(long, value_name = "URL", env = "NATS_URL")]
+    pub nats: String,
+
+    /// The JetStream stream; created (file storage) when missing.
+    #[arg(long, value_name = "NAME", default_value = "CHANGESTREAM")]
+    pub stream: String,
+
+    /// The first token(s) of every subject: <prefix>.<schema>.<table>.
+    #[arg(long, value_name = "P", default_value = "changestream")]
+    pub subject_prefix: String,
+
+    /// The subject of a row change, from {prefix}, {schema}, {table} and {op}.
+    #[arg(long, value_name = "TEMPLATE", default_value = pg_changestream::sink::subject::DEFAULT_TEMPLATE)]
+    pub subject_template: String,
+
+    /// Add a last subject token <p> = hash(key) mod N, so consumers can split a table's
+    /// subject by key and keep each key's order.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_partitions: Option<u32>,
+
+    /// A NATS credentials file (JWT and NKey seed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["token", "user"])]
+    pub creds: Option<PathBuf>,
+
+    /// A NATS token.
+    #[arg(
+        long,
+        env = "NATS_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "user"
+    )]
+    pub token: Option<String>,
+
+    /// A NATS user (with --password).
+    #[arg(long, requires = "password")]
+    pub user: Option<String>,
+
+    /// The NATS user's password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, requires = "user")]
+    pub password: Option<String>,
+
+    /// Require TLS to the NATS server.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// The longest this publisher may be down (in seconds) with its repeats still dropped:
+    /// the duplicate window of a stream it creates; an existing stream's shorter window is
+    /// a warning. The server keeps every id of the window in memory.
+    #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = parse_seconds)]
+    pub max_restart: Duration,
+
+    /// Replicas of a stream it creates (3 on a NATS cluster).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub replicas: u32,
+
+    /// Seconds to wait for the next acknowledgement before reconnecting and publishing again
+    /// from the committed cursor.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub ack_timeout: Duration,
+
+    /// Messages published and not yet acknowledged, at most.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Records per poll.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+
+    /// Commit and exit after this many records.
+    #[arg(long, value_name = "N")]
+    pub max_records: Option<u64>,
+
+    /// Commit and exit after this many seconds with nothing new (decimals allowed).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub idle_exit: Option<Duration>,
+
+    /// Also publish logical messages (pg_logical_emit_message) with this prefix; repeatable.
+    #[arg(long = "messages", value_name = "PREFIX")]
+    pub message_prefixes: Vec<String>,
+
+    /// Partitions of a new group (1 to 64), as for `tail`.
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// An operation for `--ops`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OpArg {
@@ -226,6 +336,52 @@ mod tests {
         assert_eq!(tail.idle_exit, Some(Duration::from_millis(500)));
         assert_eq!(tail.max_records, Some(3));
         assert_eq!(tail.limit, 1000);
+    }
+
+    #[test]
+    fn publish_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "pg-changestream",
+            "publish",
+            "-g",
+            "g",
+            "-t",
+            "orders",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--user",
+            "u",
+            "--password",
+            "p",
+            "--key-partitions",
+            "8",
+        ])
+        .unwrap();
+        let Command::Publish(p) = cli.command else {
+            panic!("not publish")
+        };
+        assert_eq!(p.stream, "CHANGESTREAM");
+        assert_eq!(p.subject_prefix, "changestream");
+        assert_eq!(p.max_restart, Duration::from_secs(3600));
+        assert_eq!((p.user.as_deref(), p.key_partitions), (Some("u"), Some(8)));
+        for bad in [
+            &["--user", "u"][..],
+            &["--creds", "f", "--token", "t"],
+            &["--key-partitions", "0"],
+        ] {
+            let mut args = vec![
+                "pg-changestream",
+                "publish",
+                "-g",
+                "g",
+                "-t",
+                "t",
+                "--nats",
+                "n",
+            ];
+            args.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

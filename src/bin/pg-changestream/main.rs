@@ -11,6 +11,7 @@ mod failure;
 mod metrics;
 mod output;
 mod progress;
+mod publish;
 mod source;
 mod status;
 mod tables;
@@ -54,6 +55,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => tables::enable(&connect::resolve(url)?, &table, !no_before_images).await,
         Command::Disable { table } => tables::disable(&connect::resolve(url)?, &table).await,
         Command::Tail(args) => tail::tail(&connect::resolve(url)?, *args).await,
+        Command::Publish(args) => publish::publish(&connect::resolve(url)?, *args).await,
         Command::Groups { json } => status::groups(&connect::resolve(url)?, json).await,
         Command::Status { group, json } => {
             status::status(&connect::resolve(url)?, group.as_deref(), json).await

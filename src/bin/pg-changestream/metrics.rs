@@ -42,6 +42,8 @@ pub struct Metrics {
     lag_bytes: AtomicU64,
     reconnects: AtomicU64,
     commit_lag_micros: AtomicU64,
+    /// `publish`'s figures, when it runs.
+    sink: std::sync::OnceLock<Arc<pg_changestream::sink::Counters>>,
 }
 
 impl Metrics {
@@ -55,7 +57,14 @@ impl Metrics {
             lag_bytes: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             commit_lag_micros: AtomicU64::new(0),
+            sink: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Serves `publish`'s counters too (published, acknowledged, in flight, reconnects,
+    /// commit lag).
+    pub fn attach_sink(&self, counters: Arc<pg_changestream::sink::Counters>) {
+        let _ = self.sink.set(counters);
     }
 
     /// Counts a record written to stdout.
@@ -91,6 +100,15 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
+        if let Some(sink) = self.sink.get() {
+            // `publish` commits through its driver: the group's figures come from there.
+            self.committed
+                .store(sink.committed.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.committed_lsn.store(
+                sink.committed_lsn.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
         let group = escape_label(&self.group);
         let mut out = String::new();
         let _ = writeln!(
@@ -145,8 +163,56 @@ impl Metrics {
              gauge\npg_changestream_commit_lag_seconds{{group=\"{group}\"}} {}",
             self.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
+        if let Some(sink) = self.sink.get() {
+            render_sink(&mut out, &group, sink);
+        }
         out
     }
+}
+
+/// `publish`'s lines of the exposition.
+fn render_sink(out: &mut String, group: &str, sink: &pg_changestream::sink::Counters) {
+    let lines: [(&str, &str, &str, &AtomicU64); 4] = [
+        (
+            "pg_changestream_sink_published_total",
+            "counter",
+            "Records handed to the broker (repeats after a reconnect count again).",
+            &sink.published,
+        ),
+        (
+            "pg_changestream_sink_acked_total",
+            "counter",
+            "Records the broker acknowledged and the group then committed.",
+            &sink.acked,
+        ),
+        (
+            "pg_changestream_sink_in_flight",
+            "gauge",
+            "Messages published and not yet acknowledged.",
+            &sink.in_flight,
+        ),
+        (
+            "pg_changestream_sink_reconnects_total",
+            "counter",
+            "Times the sink reconnected and published again from the committed cursor.",
+            &sink.reconnects,
+        ),
+    ];
+    for (name, kind, help, value) in lines {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{group=\"{group}\"}} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pg_changestream_sink_commit_lag_seconds Time between the database commit of \
+         the last committed record and its group commit after the broker's acknowledgement.\n\
+         # TYPE pg_changestream_sink_commit_lag_seconds gauge\n\
+         pg_changestream_sink_commit_lag_seconds{{group=\"{group}\"}} {}",
+        sink.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
 }
 
 fn escape_label(value: &str) -> String {

@@ -245,6 +245,11 @@ impl Source {
         Ok(self.consumer.stats().committed_lsn)
     }
 
+    /// The consumer itself, for `publish`'s driver loop.
+    pub fn consumer_mut(&mut self) -> &mut Consumer {
+        &mut self.consumer
+    }
+
     /// The consumer's counters and lag.
     pub fn stats(&self) -> pg_changestream::consumer::Stats {
         self.consumer.stats()

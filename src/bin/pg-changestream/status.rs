@@ -73,6 +73,60 @@ pub struct PartitionStatus {
     /// the same for every partition of the group.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the group's sinks (`publish`) last saw acknowledged and committed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkProgress>,
+}
+
+/// A sink's row in `changestream.sink_progress`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkProgress {
+    /// The kind of sink (`jetstream`).
+    pub sink: String,
+    /// Where it publishes.
+    pub target: String,
+    /// The last event the broker acknowledged that the group then committed.
+    pub last_acked_event: String,
+    /// Records acknowledged and committed so far.
+    pub records_acked: i64,
+    /// When the row was last written.
+    pub updated_at: String,
+}
+
+/// The sinks of `group`, when the schema has the table (version 7 and later).
+async fn sink_progress(client: &Client, group: &str) -> Result<Vec<SinkProgress>, Failure> {
+    let sql = |e: tokio_postgres::Error| Failure::from(pg_changestream::Error::from(e));
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('changestream.sink_progress') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(sql)?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .query(
+            &format!(
+                "SELECT sink, target, last_acked_event, records_acked,
+                        to_char(updated_at AT TIME ZONE 'UTC', {UTC})
+                   FROM changestream.sink_progress WHERE group_id = $1 ORDER BY sink"
+            ),
+            &[&group],
+        )
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(|r| SinkProgress {
+            sink: r.get(0),
+            target: r.get(1),
+            last_acked_event: r.get(2),
+            records_acked: r.get(3),
+            updated_at: r.get(4),
+        })
+        .collect())
 }
 
 async fn has_catalog(client: &Client) -> Result<bool, Failure> {
@@ -193,6 +247,7 @@ pub async fn partition_status(
     for id in ids {
         let info = load(client, &id).await?;
         let warnings = table_warnings(client, &id).await?;
+        let sinks = sink_progress(client, &id).await?;
         for p in info.partitions {
             let status = partition::slot_status(client, &p.slot_name).await?;
             let last_commit_time: Option<String> = client
@@ -227,6 +282,7 @@ pub async fn partition_status(
                 wal_status,
                 last_commit_time,
                 warnings: warnings.clone(),
+                sinks: sinks.clone(),
             });
         }
     }
@@ -393,6 +449,21 @@ pub fn status_table(rows: &[PartitionStatus]) -> String {
     line(&header.map(String::from));
     for row in &cells {
         line(row);
+    }
+    // A group's sinks once, after its partitions.
+    let mut shown: Vec<&str> = Vec::new();
+    for r in rows {
+        if shown.contains(&r.group.as_str()) {
+            continue;
+        }
+        shown.push(&r.group);
+        for s in &r.sinks {
+            let _ = writeln!(
+                out,
+                "group {} publishes via {} to {}: last acknowledged event {} ({} records), at {}",
+                r.group, s.sink, s.target, s.last_acked_event, s.records_acked, s.updated_at
+            );
+        }
     }
     out
 }
