@@ -66,6 +66,13 @@ pub struct DecoderOptions {
     pub types: TypeCatalog,
     /// Primary keys to report as the key of `REPLICA IDENTITY FULL` tables.
     pub primary_keys: PrimaryKeys,
+    /// The server's `server_encoding` is `UTF8`, so every text value it sends is valid
+    /// UTF-8 and the JSON writer need not check it again ([`Relation::text_is_utf8`]).
+    /// [`ChangeStream`](super::stream::ChangeStream) sets it from the connection; leave it
+    /// `false` when unsure.
+    ///
+    /// [`Relation::text_is_utf8`]: super::relation::Relation::text_is_utf8
+    pub server_utf8: bool,
 }
 
 impl Default for DecoderOptions {
@@ -75,6 +82,7 @@ impl Default for DecoderOptions {
             spill_dir: None,
             types: TypeCatalog::new(),
             primary_keys: PrimaryKeys::new(),
+            server_utf8: false,
         }
     }
 }
@@ -114,7 +122,9 @@ impl Decoder {
     pub fn new(options: DecoderOptions) -> Decoder {
         Decoder {
             messages: PgOutputDecoder::new(),
-            relations: RelationCache::new(options.types).with_primary_keys(options.primary_keys),
+            relations: RelationCache::new(options.types)
+                .with_primary_keys(options.primary_keys)
+                .with_utf8_text(options.server_utf8),
             streamed: StreamedTxns::new(options.memory_limit, options.spill_dir),
             open: None,
             replay: None,

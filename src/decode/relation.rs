@@ -27,6 +27,8 @@ pub struct Relation {
     replica_identity: ReplicaIdentity,
     columns: Vec<Column>,
     version: u64,
+    /// Whether the server guarantees its column text is UTF-8 (see [`Relation::text_is_utf8`]).
+    text_utf8: bool,
 }
 
 /// One published column.
@@ -81,6 +83,14 @@ impl Relation {
             .map(|(i, _)| i)
     }
 
+    /// Whether the server guarantees that the text of this relation's values is valid
+    /// UTF-8: a UTF8 database (every text value was validated on its way in) or rows read
+    /// by SQL (the client library checked them). Writers may then skip validating it again;
+    /// under other server encodings (`SQL_ASCII` passes any byte through) they must not.
+    pub fn text_is_utf8(&self) -> bool {
+        self.text_utf8
+    }
+
     /// A relation described from the catalog rather than by a Relation message (backfill
     /// reads rows with SQL before, or without, any change of the table in the stream).
     /// `columns` are (name, type OID, type modifier, is key), in attribute order.
@@ -108,6 +118,8 @@ impl Relation {
                 })
                 .collect(),
             version: 1,
+            // Backfill rows come through tokio-postgres as `String`s: UTF-8 checked.
+            text_utf8: true,
         }
     }
 
@@ -116,6 +128,7 @@ impl Relation {
             && self.name == other.name
             && self.replica_identity == other.replica_identity
             && self.columns == other.columns
+            && self.text_utf8 == other.text_utf8
     }
 }
 
@@ -181,6 +194,7 @@ pub struct RelationCache {
     relations: HashMap<u32, Arc<Relation>>,
     types: TypeCatalog,
     primary_keys: PrimaryKeys,
+    text_utf8: bool,
 }
 
 impl RelationCache {
@@ -191,7 +205,15 @@ impl RelationCache {
             relations: HashMap::new(),
             types,
             primary_keys: PrimaryKeys::new(),
+            text_utf8: false,
         }
+    }
+
+    /// Marks the relations of this connection as carrying text the server guarantees to be
+    /// UTF-8 (`server_encoding` is `UTF8`); see [`Relation::text_is_utf8`].
+    pub fn with_utf8_text(mut self, utf8: bool) -> RelationCache {
+        self.text_utf8 = utf8;
+        self
     }
 
     /// Reports these primary keys as the key of `REPLICA IDENTITY FULL` relations.
@@ -220,6 +242,7 @@ impl RelationCache {
                 })
                 .collect(),
             version: 1,
+            text_utf8: self.text_utf8,
         };
         if relation.replica_identity == ReplicaIdentity::Full {
             if let Some(key) = self.primary_keys.get(&relation.schema, &relation.name) {
