@@ -32,9 +32,12 @@
 
 use std::io::Write;
 
-use super::record::{format_pg_timestamp, format_pg_timestamp_on_stack, to_value, Image, Record};
+use super::record::{
+    format_pg_timestamp, format_pg_timestamp_on_stack, to_value, Image, Record, TxnInfo,
+};
 use super::types::{ScalarKind, ValueKind};
 use super::value::Value;
+use crate::lsn::Lsn;
 use crate::protocol::pgoutput::TupleColumn;
 
 /// Appends `record`'s JSON line, newline included: the line `pg-changestream tail` prints,
@@ -52,16 +55,63 @@ use crate::protocol::pgoutput::TupleColumn;
 /// records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex). A message has no table:
 /// `"table":null`.
 pub fn write_line(out: &mut Vec<u8>, record: &Record, group: &str, partition: u32) {
-    let txn = record.txn();
-    let id = record.event_id();
+    write_line_with(out, record, group, partition, &mut TxnText::default());
+}
+
+/// The text of a transaction's fields, formatted once for all of its records.
+#[derive(Debug, Default)]
+struct TxnText {
+    /// Commit LSN, commit time and xid of the transaction formatted below.
+    of: Option<(Lsn, i64, u32)>,
+    /// `X/Y`, for event ids.
+    lsn: Vec<u8>,
+    /// `"commit_lsn":"X/Y","commit_time":"…","xid":N`
+    fields: Vec<u8>,
+}
+
+impl TxnText {
+    fn update(&mut self, txn: &TxnInfo) {
+        let of = (txn.commit_lsn, txn.commit_time_micros, txn.xid);
+        if self.of == Some(of) {
+            return;
+        }
+        self.of = Some(of);
+        self.lsn.clear();
+        self.lsn
+            .extend_from_slice(txn.commit_lsn.text().as_str().as_bytes());
+        let out = &mut self.fields;
+        out.clear();
+        out.extend_from_slice(br#""commit_lsn":""#);
+        out.extend_from_slice(&self.lsn);
+        out.extend_from_slice(br#"","commit_time":""#);
+        match format_pg_timestamp_on_stack(txn.commit_time_micros) {
+            Some(text) => out.extend_from_slice(&text),
+            None => write_escaped(out, format_pg_timestamp(txn.commit_time_micros).as_bytes()),
+        }
+        out.extend_from_slice(br#"","xid":"#);
+        write_u64(out, u64::from(txn.xid));
+    }
+}
+
+fn write_line_with(
+    out: &mut Vec<u8>,
+    record: &Record,
+    group: &str,
+    partition: u32,
+    txn: &mut TxnText,
+) {
+    txn.update(record.txn());
+    // Room for the fields around the images and the tuple text in them (~1.5 × its bytes
+    // once keys and quotes are added), so the appends below rarely grow the buffer.
+    out.reserve(256 + group.len() + record.data_bytes() * 3 / 2);
     out.extend_from_slice(br#"{"event_id":""#);
-    out.extend_from_slice(id.commit_lsn.text().as_str().as_bytes());
+    out.extend_from_slice(&txn.lsn);
     out.push(b':');
-    if let Some(p) = id.partition {
+    if let Some(p) = record.partition() {
         write_u64(out, u64::from(p));
         out.push(b':');
     }
-    write_u64(out, id.index);
+    write_u64(out, record.index());
     out.extend_from_slice(br#"","group":"#);
     write_str(out, group.as_bytes());
     out.extend_from_slice(br#","partition":"#);
@@ -79,15 +129,8 @@ pub fn write_line(out: &mut Vec<u8>, record: &Record, group: &str, partition: u3
     }
     out.extend_from_slice(br#","op":""#);
     out.extend_from_slice(record.op().as_str().as_bytes());
-    out.extend_from_slice(br#"","commit_lsn":""#);
-    out.extend_from_slice(txn.commit_lsn.text().as_str().as_bytes());
-    out.extend_from_slice(br#"","commit_time":""#);
-    match format_pg_timestamp_on_stack(txn.commit_time_micros) {
-        Some(text) => out.extend_from_slice(&text),
-        None => write_escaped(out, format_pg_timestamp(txn.commit_time_micros).as_bytes()),
-    }
-    out.extend_from_slice(br#"","xid":"#);
-    write_u64(out, u64::from(txn.xid));
+    out.extend_from_slice(br#"","#);
+    out.extend_from_slice(&txn.fields);
     out.extend_from_slice(br#","key":"#);
     write_optional_image(out, record.key().as_ref());
     let before = record.before();
@@ -417,42 +460,55 @@ fn needs_escape(word: u64) -> bool {
 
 /// The contents of a JSON string, escaped as serde_json escapes them (`\"`, `\\`, `\b`,
 /// `\f`, `\n`, `\r`, `\t`, other controls as `\u00xx`; nothing else).
+///
+/// Clean runs are skipped a word at a time; a short tail is checked as one word padded with
+/// a byte that needs no escape, so column names and short values cost one test.
 fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
     let mut clean = 0;
     let mut at = 0;
-    while at < text.len() {
-        if let Some(word) = text.get(at..at + 8) {
-            let word = u64::from_ne_bytes(word.try_into().unwrap_or([0; 8]));
-            if !needs_escape(word) {
-                at += 8;
+    let len = text.len();
+    while at < len {
+        let (word, n) = match text.get(at..at + 8) {
+            // A slice of eight always converts; zeros would only send it the slow way.
+            Some(chunk) => (chunk.try_into().unwrap_or([0; 8]), 8),
+            None => {
+                let mut word = [b'a'; 8];
+                word[..len - at].copy_from_slice(&text[at..]);
+                (word, len - at)
+            }
+        };
+        if !needs_escape(u64::from_ne_bytes(word)) {
+            at += n;
+            continue;
+        }
+        let end = at + n;
+        while at < end {
+            let byte = text[at];
+            if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+                at += 1;
                 continue;
             }
-        }
-        let end = (at + 8).min(text.len());
-        for (i, &byte) in text.iter().enumerate().take(end).skip(at) {
-            let escape: &[u8] = match byte {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..=0x1f => &[
+            out.extend_from_slice(&text[clean..at]);
+            match byte {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                _ => out.extend_from_slice(&[
                     b'\\',
                     b'u',
                     b'0',
                     b'0',
                     HEX[usize::from(byte >> 4)],
                     HEX[usize::from(byte & 0xf)],
-                ],
-                _ => continue,
-            };
-            out.extend_from_slice(&text[clean..i]);
-            out.extend_from_slice(escape);
-            clean = i + 1;
+                ]),
+            }
+            at += 1;
+            clean = at;
         }
-        at = end;
     }
     out.extend_from_slice(&text[clean..]);
 }
@@ -488,6 +544,7 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
 #[derive(Debug, Default)]
 pub struct LineBuffer {
     buf: Vec<u8>,
+    txn: TxnText,
 }
 
 impl LineBuffer {
@@ -498,7 +555,7 @@ impl LineBuffer {
 
     /// Appends `record`'s line ([`write_line`]).
     pub fn push(&mut self, record: &Record, group: &str, partition: u32) {
-        write_line(&mut self.buf, record, group, partition);
+        write_line_with(&mut self.buf, record, group, partition, &mut self.txn);
     }
 
     /// The lines appended since the last [`LineBuffer::write_to`].
