@@ -137,8 +137,8 @@ server_ticks() {
   local pm
   pm=$(head -1 "$data/postmaster.pid")
   # /proc/PID/stat without "PID (comm) ": state ppid ... utime(12) stime(13) cutime(14)
-  # cstime(15). cat skips processes that vanish meanwhile.
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v pm="$pm" '{
+  # cstime(15). cat skips processes that vanish meanwhile (and then fails: ignored).
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pm="$pm" '{
       pid = $1; line = $0; sub(/^[0-9]+ \([^)]*\) /, "", line); split(line, f, " ")
       if (pid == pm) t += f[12] + f[13] + f[14] + f[15]; else if (f[2] == pm) t += f[12] + f[13]
     } END { print t + 0 }'

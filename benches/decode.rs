@@ -10,7 +10,7 @@
 //!   library path for users who read values).
 //!
 //! Run: `cargo bench --bench decode` (add `-- --warm-up-time 1 --measurement-time 3` for a
-//! quick look). `DECODE_BENCH_ROWS=N cargo bench --bench decode -- <serde|line|typed>` skips
+//! quick look). `DECODE_BENCH_ROWS=N cargo bench --bench decode -- <serde|line|typed|decode>` skips
 //! criterion and decodes N rows once (for `valgrind --tool=callgrind`: instruction counts per
 //! row do not depend on the machine's load; subtract a run with N=0).
 
@@ -49,6 +49,9 @@ enum Way {
     Serde,
     Line,
     Typed,
+    /// Decode only: the records are dropped (the share of the three above that is not
+    /// theirs; instruction counts only).
+    Decode,
 }
 
 /// Decodes `transactions` transactions of [`ROWS_PER_TRANSACTION`] inserts and hands each
@@ -69,6 +72,9 @@ fn run(decoder: &mut Decoder, messages: &[Bytes; 3], transactions: usize, way: W
                     continue;
                 };
                 match way {
+                    Way::Decode => {
+                        black_box(&record);
+                    }
                     Way::Serde => {
                         serde_json::to_writer(&mut buf, &record).expect("serialise");
                         buf.push(b'\n');
@@ -141,6 +147,7 @@ fn main() {
         {
             Some("serde") => Way::Serde,
             Some("typed") => Way::Typed,
+            Some("decode") => Way::Decode,
             _ => Way::Line,
         };
         let messages = MESSAGES.map(Bytes::from_static);
