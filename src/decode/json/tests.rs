@@ -302,7 +302,7 @@ fn tuple(b: &mut BytesMut, cols: &[Col]) {
 }
 
 /// A relation `s"x.t"` with the given (name, type, is key) columns and identity.
-fn relation(columns: &[(String, u32, bool)], identity: u8) -> Bytes {
+fn relation(columns: &Columns, identity: u8) -> Bytes {
     let mut b = BytesMut::new();
     b.put_u8(b'R');
     b.put_u32(REL);
@@ -433,8 +433,11 @@ const TYPES: &[u32] = &[
     1007,
 ];
 
-/// A random relation and an update of one of its rows (old and new tuple).
-fn row() -> impl Strategy<Value = (Vec<(String, u32, bool)>, Vec<(Col, Col)>)> {
+/// A relation's columns: name, type, whether it is a key column.
+type Columns = Vec<(String, u32, bool)>;
+
+/// A random relation and an update of one of its rows (old and new value per column).
+fn row() -> impl Strategy<Value = (Columns, Vec<(Col, Col)>)> {
     prop::collection::vec(
         (
             "[a-z\"é\\\\ ]{1,6}",
