@@ -171,8 +171,7 @@ pub fn write_image(out: &mut Vec<u8>, image: &Image<'_>) {
             out.push(b',');
         }
         first = false;
-        write_str(out, meta.name().as_bytes());
-        out.push(b':');
+        out.extend_from_slice(meta.json_key());
         write_value(out, meta.kind(), column, utf8);
     }
     out.push(b'}');
@@ -260,6 +259,14 @@ pub fn write_value(out: &mut Vec<u8>, kind: ValueKind, column: TupleColumn<'_>, 
         },
         _ => write_typed(out, kind, column),
     }
+}
+
+/// `"name":` for an object key, escaped once per relation column rather than per row.
+pub(crate) fn object_key(name: &str) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(name.len() + 3);
+    write_str(&mut key, name.as_bytes());
+    key.push(b':');
+    key.into_boxed_slice()
 }
 
 /// The typed path: decode to a [`Value`] and serialise it.

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::decode::json;
 use crate::decode::types::{TypeCatalog, ValueKind};
 use crate::error::{Error, Result};
 use crate::protocol::pgoutput::{self, ReplicaIdentity};
@@ -39,6 +40,8 @@ pub struct Column {
     type_modifier: i32,
     is_key: bool,
     kind: ValueKind,
+    /// `"name":` as the JSON writer puts it before the value, escaped once here.
+    json_key: Box<[u8]>,
 }
 
 impl Relation {
@@ -110,6 +113,7 @@ impl Relation {
             columns: columns
                 .into_iter()
                 .map(|(name, type_oid, type_modifier, is_key)| Column {
+                    json_key: json::object_key(&name),
                     name,
                     type_oid,
                     type_modifier,
@@ -156,6 +160,11 @@ impl Column {
     /// How its values decode.
     pub fn kind(&self) -> ValueKind {
         self.kind
+    }
+
+    /// `"name":`, escaped for JSON.
+    pub(crate) fn json_key(&self) -> &[u8] {
+        &self.json_key
     }
 }
 
@@ -234,6 +243,7 @@ impl RelationCache {
                 .columns
                 .iter()
                 .map(|c| Column {
+                    json_key: json::object_key(&c.name),
                     name: c.name.clone(),
                     type_oid: c.type_oid,
                     type_modifier: c.type_modifier,
