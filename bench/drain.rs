@@ -1,5 +1,5 @@
 //! Contender (d) of the side-by-side benchmark (`bench/run.sh`): this library draining a
-//! replication slot, serialising every record to JSON into a counting sink.
+//! replication slot, writing every record as a JSON line into a counting sink.
 //!
 //! Modes, each printing one JSON object on stdout for the driver to collect:
 //!
@@ -21,10 +21,15 @@
 //!                                                          overhead is the difference
 //! --poll-limit N: records per poll (default 4096)
 //! BENCH_BULK_LINGER_US=N: the ChangeStream source's bulk linger (before/after comparisons)
+//! BENCH_JSON=serde: serialise each record with serde_json (`Record`'s `Serialize`, the path
+//! before the JSON writer) instead of the `tail` line from `decode::json`; BENCH_JSON=typed:
+//! no JSON, every column of every image decoded to a typed `Value` (the library path for
+//! users who read values)
 //! ```
 //!
 //! Either way every record crosses the path a user's would: decode, queue, application,
-//! `serde_json` into a writer (a counting sink here).
+//! then the lines of a poll formatted into one buffer and written to a counting sink with
+//! one write.
 //!
 //! CPU and peak RSS are measured from outside (`/usr/bin/time`), so the process does
 //! nothing but drain: no extra threads, no sampling.
@@ -36,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pg_changestream::consumer::{CommitMode, Consumer, ConsumerBuilder, StartLocation};
 use pg_changestream::decode::decoder::Change;
+use pg_changestream::decode::json::LineBuffer;
 use pg_changestream::decode::record::{Op, Record};
 use pg_changestream::decode::stream::{ChangeStream, ChangeStreamOptions};
 use pg_changestream::wire::ConnectConfig;
@@ -260,9 +266,62 @@ impl Counts {
     }
 }
 
-fn serialise(sink: &mut CountingSink, record: &Record) -> Result<(), String> {
-    serde_json::to_writer(&mut *sink, record).map_err(|e| format!("serialise: {e}"))?;
-    sink.write_all(b"\n").map_err(|e| e.to_string())
+/// How records are consumed (`BENCH_JSON`).
+#[derive(Clone, Copy)]
+enum Output {
+    /// The `tail` line from the JSON writer (the default).
+    Line,
+    /// `serde_json` over `Record` (before the writer).
+    Serde,
+    /// No JSON: every value of every image decoded to a typed `Value`.
+    Typed,
+}
+
+impl Output {
+    fn from_env() -> Result<Output, String> {
+        match std::env::var("BENCH_JSON").as_deref() {
+            Err(_) | Ok("line") => Ok(Output::Line),
+            Ok("serde") => Ok(Output::Serde),
+            Ok("typed") => Ok(Output::Typed),
+            Ok(other) => Err(format!("BENCH_JSON={other}: use line, serde or typed")),
+        }
+    }
+}
+
+/// The records of one poll, formatted into `buf` and written to `sink` with one write.
+fn serialise(
+    output: Output,
+    buf: &mut Vec<u8>,
+    lines: &mut LineBuffer,
+    sink: &mut CountingSink,
+    record: &Record,
+) -> Result<(), String> {
+    match output {
+        Output::Line => lines.push(record, "bench", 0),
+        Output::Serde => {
+            serde_json::to_writer(&mut *buf, record).map_err(|e| format!("serialise: {e}"))?;
+            buf.push(b'\n');
+        }
+        Output::Typed => {
+            let before = record.before();
+            for image in [record.key(), before.image(), record.current()]
+                .into_iter()
+                .flatten()
+            {
+                for (name, value) in image.iter() {
+                    sink.0 += name.len() as u64;
+                    std::hint::black_box(&value);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flush(buf: &mut Vec<u8>, lines: &mut LineBuffer, sink: &mut CountingSink) -> Result<(), String> {
+    sink.write_all(buf).map_err(|e| e.to_string())?;
+    buf.clear();
+    lines.write_to(sink).map_err(|e| e.to_string())
 }
 
 async fn drain(args: &Args) -> Result<String, String> {
@@ -281,6 +340,9 @@ async fn drain(args: &Args) -> Result<String, String> {
     let mut source = Source::open(args).await?;
     let mut counts = Counts::default();
     let mut sink = CountingSink(0);
+    let output = Output::from_env()?;
+    let mut buf = Vec::new();
+    let mut lines = LineBuffer::new();
     let mut batch = Vec::with_capacity(limit);
     let mut first_record = None;
     // With several partitions the end marker reaches one of them while the others may still
@@ -302,8 +364,9 @@ async fn drain(args: &Args) -> Result<String, String> {
                 continue;
             }
             counts.add(record.op());
-            serialise(&mut sink, record)?;
+            serialise(output, &mut buf, &mut lines, &mut sink, record)?;
         }
+        flush(&mut buf, &mut lines, &mut sink)?;
     }
     let drained = started.elapsed();
     source.close().await?;
@@ -332,6 +395,9 @@ async fn latency(args: &Args) -> Result<String, String> {
     let mut source = Source::open(args).await?;
     let mut counts = Counts::default();
     let mut sink = CountingSink(0);
+    let output = Output::from_env()?;
+    let mut buf = Vec::new();
+    let mut lines = LineBuffer::new();
     let mut batch = Vec::with_capacity(limit);
     // Microseconds from commit to poll, one per row.
     let mut latencies: Vec<u64> = Vec::with_capacity(1 << 20);
@@ -356,8 +422,9 @@ async fn latency(args: &Args) -> Result<String, String> {
                 .duration_since(commit)
                 .map_or(0, |d| d.as_micros() as u64);
             latencies.push(micros);
-            serialise(&mut sink, record)?;
+            serialise(output, &mut buf, &mut lines, &mut sink, record)?;
         }
+        flush(&mut buf, &mut lines, &mut sink)?;
     }
     source.close().await?;
     if latencies.is_empty() {

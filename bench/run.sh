@@ -19,8 +19,9 @@
 #   (a) pg_recvlogical + pgoutput -> /dev/null         the server/wire ceiling
 #   (b) pg_recvlogical + wal2json format-version 2     -> a tmpfs file (to count its rows)
 #   (c) psycopg2 + a Python pgoutput decoder building dicts   (bench/pgoutput_psycopg2.py)
-#   (d) this library's consumer group (automatic commit), every record serialised to JSON
-#       into a counting sink (bench/drain.rs); its group is created before the workload
+#   (d) this library's consumer group (automatic commit), every record written as a JSON
+#       line into a counting sink (BENCH_JSON=serde|typed in the environment: the
+#       serde path before the JSON writer, or typed values without JSON) (bench/drain.rs); its group is created before the workload
 #  (d0) the same over the low-level ChangeStream on a copied slot (the consumer's overhead)
 #   (e) (d) on groups of 2 and 4 partitions (--partitions "2 4"; "" for none), one member
 #       reading them all: every partition's slot decodes all of the WAL on the server
@@ -47,7 +48,8 @@
 # last commit. The stream's message count is checked (records + one schema record per table).
 #
 # Client CPU (user+sys) and peak RSS come from /usr/bin/time around each contender's
-# process. Results: a table on stdout and JSON in bench/results/. Runs as root (the server
+# process; the server's CPU for it from /proc: the postmaster's children (the walsender,
+# and for a consumer group its SQL connections) alive or already reaped, before and after. Results: a table on stdout and JSON in bench/results/. Runs as root (the server
 # runs as user postgres) or as a normal user.
 set -euo pipefail
 
@@ -171,12 +173,34 @@ machine_json=$(printf '{"cpu":"%s","nproc":%s,"mem_gib":%s,"kernel":"%s"}' \
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench/results
 
-# run_timed NAME CMD... : runs CMD under /usr/bin/time; leaves wall/user/sys/rss in $work/NAME.time
-# and its stdout in $work/NAME.out.
+# server_ticks: CPU clock ticks spent so far by the server's processes: the postmaster, its
+# live children (utime + stime) and the children it has reaped (its cutime + cstime). A
+# walsender ends with its client; its CPU then moves from the live children into the
+# postmaster's cutime, so the sum stays whole across the exit.
+server_ticks() {
+  local pm
+  pm=$(head -1 "$data/postmaster.pid")
+  # /proc/PID/stat without "PID (comm) ": state ppid ... utime(12) stime(13) cutime(14)
+  # cstime(15). cat skips processes that vanish meanwhile (and then fails: ignored).
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v pm="$pm" '{
+      pid = $1; line = $0; sub(/^[0-9]+ \([^)]*\) /, "", line); split(line, f, " ")
+      if (pid == pm) t += f[12] + f[13] + f[14] + f[15]; else if (f[2] == pm) t += f[12] + f[13]
+    } END { print t + 0 }'
+}
+clk_tck=$(getconf CLK_TCK)
+
+# run_timed NAME CMD... : runs CMD under /usr/bin/time; leaves wall/user/sys/rss in $work/NAME.time,
+# the server's CPU seconds meanwhile in $work/NAME.server and its stdout in $work/NAME.out.
 run_timed() {
   local name=$1; shift
+  local before after
+  before=$(server_ticks)
   /usr/bin/time -f '%e %U %S %M' -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err" \
     || { cat "$work/$name.err" >&2; die "contender $name failed"; }
+  # Let the postmaster reap the walsender that just lost its client.
+  sleep 0.5
+  after=$(server_ticks)
+  awk -v a="$after" -v b="$before" -v hz="$clk_tck" 'BEGIN {printf "%.2f\n", (a - b) / hz}' >"$work/$name.server"
 }
 
 # The end of the workload's WAL: the insert position (pg_current_wal_lsn is only the write
@@ -207,14 +231,17 @@ row() {
   [[ -n $ceiling_rps ]] || ceiling_rps=$rps
   ratio=$(awk -v r="$rps" -v c="$ceiling_rps" 'BEGIN {printf "%.2f", r / c}')
   us_row=$(awk -v c="$cpu" -v n="$nrows" 'BEGIN {printf "%.2f", c * 1e6 / n}')
-  table_rows+=("$(printf '%-44s %8s %10s %6s %8s %9s %9s %4s' "$label" "$wall" "$rps" "$ratio" \
-    "$cpu" "$us_row" "$((rss / 1024))" "$ok")")
-  json_rows+=("$(printf '{"contender":"%s","label":"%s","rows":%s,"wall_s":%s,"rows_per_s":%s,"ratio_to_ceiling":%s,"cpu_user_s":%s,"cpu_sys_s":%s,"cpu_s":%s,"cpu_us_per_row":%s,"peak_rss_kib":%s,"counts_ok":%s}' \
-    "$name" "$label" "$nrows" "$wall" "$rps" "$ratio" "$user" "$sys" "$cpu" "$us_row" "$rss" "$ok")")
+  local server server_us
+  server=$(cat "$work/$name.server")
+  server_us=$(awk -v c="$server" -v n="$nrows" 'BEGIN {printf "%.2f", c * 1e6 / n}')
+  table_rows+=("$(printf '%-44s %8s %10s %6s %8s %9s %9s %10s %9s %4s' "$label" "$wall" "$rps" "$ratio" \
+    "$cpu" "$us_row" "$server" "$server_us" "$((rss / 1024))" "$ok")")
+  json_rows+=("$(printf '{"contender":"%s","label":"%s","rows":%s,"wall_s":%s,"rows_per_s":%s,"ratio_to_ceiling":%s,"cpu_user_s":%s,"cpu_sys_s":%s,"cpu_s":%s,"cpu_us_per_row":%s,"server_cpu_s":%s,"server_cpu_us_per_row":%s,"peak_rss_kib":%s,"counts_ok":%s}' \
+    "$name" "$label" "$nrows" "$wall" "$rps" "$ratio" "$user" "$sys" "$cpu" "$us_row" "$server" "$server_us" "$rss" "$ok")")
 }
 print_table() {
-  printf '%-44s %8s %10s %6s %8s %9s %9s %4s\n' contender "wall s" "rows/s" "×(a)" "CPU s" \
-    "CPU µs/row" "RSS MiB" ok
+  printf '%-44s %8s %10s %6s %8s %9s %9s %10s %9s %4s\n' contender "wall s" "rows/s" "×(a)" "CPU s" \
+    "CPU µs/row" "server s" "server µs/row" "RSS MiB" ok
   printf '%s\n' "${table_rows[@]}"
 }
 join_json() { local IFS=,; echo "[$*]"; }
@@ -244,6 +271,10 @@ throughput() {
   # the base slot does.
   "$drain_bin" create-group --url "$url" --group bench_d --tables "$d_tables" >/dev/null
   "$drain_bin" create-group --url "$url" --group bench_f --tables "$d_tables" >/dev/null
+  # (d) again, records consumed the way before the JSON writer (serde over Record), and as
+  # typed values without JSON: before/after on the same WAL in the same run.
+  "$drain_bin" create-group --url "$url" --group bench_ds --tables "$d_tables" >/dev/null
+  "$drain_bin" create-group --url "$url" --group bench_dt --tables "$d_tables" >/dev/null
   local n
   for n in $partitions; do
     "$drain_bin" create-group --url "$url" --group "bench_e$n" --tables "$d_tables" \
@@ -300,6 +331,16 @@ throughput() {
   run_timed d "$drain_bin" drain --url "$url" --group bench_d --tables "$d_tables" \
     --stop-table bench_end --expect "$expect"
   row d "(d) pg-changestream consumer → JSON" "$total" "$(grep -q '"ok":true' "$work/d.out" && echo true || echo false)"
+
+  log "(d) with serde JSON (before the writer)"
+  BENCH_JSON=serde run_timed ds "$drain_bin" drain --url "$url" --group bench_ds --tables "$d_tables" \
+    --stop-table bench_end --expect "$expect"
+  row ds "(d) before: serde_json over Record" "$total" "$(grep -q '"ok":true' "$work/ds.out" && echo true || echo false)"
+
+  log "(d) with typed values, no JSON"
+  BENCH_JSON=typed run_timed dt "$drain_bin" drain --url "$url" --group bench_dt --tables "$d_tables" \
+    --stop-table bench_end --expect "$expect"
+  row dt "(d) typed values, no JSON" "$total" "$(grep -q '"ok":true' "$work/dt.out" && echo true || echo false)"
 
   log "(d0) pg-changestream ChangeStream"
   run_timed d0 "$drain_bin" drain --url "$url" --slot bench_d0 --publication bench_pub \

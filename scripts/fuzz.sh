@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every protocol fuzz target briefly (cargo-fuzz / libFuzzer).
+# Runs every protocol fuzz target, and the JSON writer's, briefly (cargo-fuzz / libFuzzer).
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 20)
 #
@@ -28,7 +28,7 @@ export RUSTC_BOOTSTRAP=1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-for target in frame replication pgoutput; do
+for target in frame replication pgoutput json; do
   echo "fuzzing $target for ${seconds}s" >&2
   mkdir -p "$scratch/$target"
   log="$scratch/$target.log"

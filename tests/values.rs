@@ -13,11 +13,16 @@
 //!   `to_jsonb` prints floats in positional notation and jsonb normalises numbers;
 //! - json: compared as parsed documents (`to_jsonb` normalises key order and duplicates);
 //! - composites: their text, where `to_jsonb` builds an object.
+//!
+//! Every value also goes through the JSON writer (`decode::json`), which must write the
+//! same bytes as serialising the decoded `Value`.
 
 use std::collections::BTreeMap;
 
+use pg_changestream::decode::json;
 use pg_changestream::decode::types::{ScalarKind, TypeCatalog, ValueKind};
 use pg_changestream::decode::value::Value;
+use pg_changestream::protocol::pgoutput::TupleColumn;
 use pg_changestream::testing::TestServer;
 use serde_json::Value as Json;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -436,6 +441,18 @@ fn check(
                 continue;
             }
         };
+        // The JSON writer, straight from the text, writes the same bytes, trusting the
+        // text's UTF-8 (this is a UTF8 server) or checking it.
+        for utf8 in [true, false] {
+            let mut fast = Vec::new();
+            json::write_value(&mut fast, kind, TupleColumn::Text(text.as_bytes()), utf8);
+            if fast != serialised.as_bytes() {
+                outcome.failures.push(format!(
+                    "{label}: {text:?}\n    writer:  {}\n    typed:   {serialised}",
+                    String::from_utf8_lossy(&fast)
+                ));
+            }
+        }
         let ours: Json = match serde_json::from_str(&serialised) {
             Ok(json) => json,
             Err(error) => {

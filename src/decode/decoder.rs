@@ -76,6 +76,13 @@ pub struct DecoderOptions {
     /// The relations as the previous connection knew them, by relation id: a first
     /// Relation message with other columns is a schema change (see `decode::relation`).
     pub baseline: Baseline,
+    /// The server's `server_encoding` is `UTF8`, so every text value it sends is valid
+    /// UTF-8 and the JSON writer need not check it again ([`Relation::text_is_utf8`]).
+    /// [`ChangeStream`](super::stream::ChangeStream) sets it from the connection; leave it
+    /// `false` when unsure.
+    ///
+    /// [`Relation::text_is_utf8`]: super::relation::Relation::text_is_utf8
+    pub server_utf8: bool,
 }
 
 impl Default for DecoderOptions {
@@ -87,6 +94,7 @@ impl Default for DecoderOptions {
             primary_keys: PrimaryKeys::new(),
             projections: Projections::new(),
             baseline: Baseline::new(),
+            server_utf8: false,
         }
     }
 }
@@ -129,7 +137,8 @@ impl Decoder {
             relations: RelationCache::new(options.types)
                 .with_primary_keys(options.primary_keys)
                 .with_projections(options.projections)
-                .with_baseline(options.baseline),
+                .with_baseline(options.baseline)
+                .with_utf8_text(options.server_utf8),
             streamed: StreamedTxns::new(options.memory_limit, options.spill_dir),
             open: None,
             replay: None,

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
-use super::relation::Relation;
+use super::relation::{Column, Relation};
 use super::value::Value;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{OldTuple, ReplicaIdentity, TupleColumn, TupleData};
@@ -645,12 +645,20 @@ pub struct Image<'a> {
 impl<'a> Image<'a> {
     /// The columns, in order: name and value. Key images yield only key columns.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + 'a {
-        let relation = self.relation;
+        self.columns()
+            .map(|(meta, column)| (meta.name(), to_value(meta.kind(), column)))
+    }
+
+    /// The columns of the image as sent, in order, with their relation column: which
+    /// columns are in it (key images: only key columns) and unchanged TOAST values filled
+    /// from the full before-image. The one place that decides what an image holds, for the
+    /// typed view ([`Image::iter`]) and the JSON writer alike.
+    pub(crate) fn columns(&self) -> impl Iterator<Item = (&'a Column, TupleColumn<'a>)> + 'a {
         let key_only = self.key_only;
         let mut fill = self.fill.map(|t| t.iter());
         self.tuple
             .iter()
-            .zip(relation.columns())
+            .zip(self.relation.columns())
             .filter_map(move |(column, meta)| {
                 let filler = fill.as_mut().and_then(|f| f.next());
                 if key_only && !meta.is_key() {
@@ -660,7 +668,7 @@ impl<'a> Image<'a> {
                     (TupleColumn::UnchangedToast, Some(old)) => old,
                     (column, _) => column,
                 };
-                Some((meta.name(), to_value(meta.kind(), column)))
+                Some((meta, column))
             })
     }
 
@@ -724,7 +732,7 @@ impl Serialize for UnchangedColumns<'_> {
     }
 }
 
-fn to_value(kind: super::types::ValueKind, column: TupleColumn<'_>) -> Value<'_> {
+pub(crate) fn to_value(kind: super::types::ValueKind, column: TupleColumn<'_>) -> Value<'_> {
     match column {
         TupleColumn::Null => Value::Null,
         TupleColumn::UnchangedToast => Value::Unchanged,
@@ -758,7 +766,7 @@ impl Serialize for Rfc3339 {
 }
 
 /// [`format_pg_timestamp`] without allocating, for years 0 to 9999 (every commit time).
-fn format_pg_timestamp_on_stack(micros: i64) -> Option<[u8; 27]> {
+pub(crate) fn format_pg_timestamp_on_stack(micros: i64) -> Option<[u8; 27]> {
     let unix_micros = micros.checked_add(10_957 * 86_400 * 1_000_000)?;
     let secs = unix_micros.div_euclid(1_000_000);
     let frac = unix_micros.rem_euclid(1_000_000);

@@ -33,6 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::decode::json;
 use crate::decode::type_names::builtin_type_name;
 use crate::decode::types::{TypeCatalog, ValueKind};
 use crate::error::{Error, Result};
@@ -53,6 +54,8 @@ pub struct Relation {
     /// Which of the message's columns `columns` kept (`None`: all of them); tuples of
     /// this relation are cut down with it.
     kept: Option<Arc<[bool]>>,
+    /// Whether the server guarantees its column text is UTF-8 (see [`Relation::text_is_utf8`]).
+    text_utf8: bool,
 }
 
 /// One published column.
@@ -65,6 +68,8 @@ pub struct Column {
     kind: ValueKind,
     /// The name a Type message gave a type of the database's own.
     type_name: Option<Arc<str>>,
+    /// `"name":` as the JSON writer puts it before the value, escaped once here.
+    json_key: Box<[u8]>,
 }
 
 /// Which columns of a table its records carry. Left-out columns are dropped before a
@@ -184,6 +189,14 @@ impl Relation {
             .map(|(i, _)| i)
     }
 
+    /// Whether the server guarantees that the text of this relation's values is valid
+    /// UTF-8: a UTF8 database (every text value was validated on its way in) or rows read
+    /// by SQL (the client library checked them). Writers may then skip validating it again;
+    /// under other server encodings (`SQL_ASCII` passes any byte through) they must not.
+    pub fn text_is_utf8(&self) -> bool {
+        self.text_utf8
+    }
+
     /// A relation described from the catalog rather than by a Relation message (backfill
     /// reads rows with SQL before, or without, any change of the table in the stream).
     /// `columns` are (name, type OID, type modifier, is key), in attribute order.
@@ -203,6 +216,7 @@ impl Relation {
             columns: columns
                 .into_iter()
                 .map(|(name, type_oid, type_modifier, is_key)| Column {
+                    json_key: json::object_key(&name),
                     name,
                     type_oid,
                     type_modifier,
@@ -214,6 +228,8 @@ impl Relation {
             version: 1,
             partitioned: false,
             kept: None,
+            // Backfill rows come through tokio-postgres as `String`s: UTF-8 checked.
+            text_utf8: true,
         }
     }
 
@@ -252,6 +268,7 @@ impl Relation {
             && self.replica_identity == other.replica_identity
             && self.columns == other.columns
             && self.kept == other.kept
+            && self.text_utf8 == other.text_utf8
     }
 }
 
@@ -288,6 +305,11 @@ impl Column {
             Some(name) => name,
             None => builtin_type_name(self.type_oid).unwrap_or(""),
         }
+    }
+
+    /// `"name":`, escaped for JSON.
+    pub(crate) fn json_key(&self) -> &[u8] {
+        &self.json_key
     }
 }
 
@@ -345,6 +367,7 @@ pub struct RelationCache {
     baseline: Baseline,
     /// Names of the database's own types, from Type messages.
     type_names: HashMap<u32, Arc<str>>,
+    text_utf8: bool,
 }
 
 impl RelationCache {
@@ -358,6 +381,7 @@ impl RelationCache {
             projections: Projections::new(),
             baseline: Baseline::new(),
             type_names: HashMap::new(),
+            text_utf8: false,
         }
     }
 
@@ -371,6 +395,13 @@ impl RelationCache {
     /// than these is a schema change even as the first on this connection.
     pub fn with_baseline(mut self, baseline: Baseline) -> RelationCache {
         self.baseline = baseline;
+        self
+    }
+
+    /// Marks the relations of this connection as carrying text the server guarantees to be
+    /// UTF-8 (`server_encoding` is `UTF8`); see [`Relation::text_is_utf8`].
+    pub fn with_utf8_text(mut self, utf8: bool) -> RelationCache {
+        self.text_utf8 = utf8;
         self
     }
 
@@ -392,6 +423,7 @@ impl RelationCache {
                 .columns
                 .iter()
                 .map(|c| Column {
+                    json_key: json::object_key(&c.name),
                     name: c.name.clone(),
                     type_oid: c.type_oid,
                     type_modifier: c.type_modifier,
@@ -403,6 +435,7 @@ impl RelationCache {
             version: 1,
             partitioned: false,
             kept: None,
+            text_utf8: self.text_utf8,
         };
         if relation.replica_identity == ReplicaIdentity::Full {
             relation.partitioned = self

@@ -143,6 +143,11 @@ impl ChangeStream {
         options: ChangeStreamOptions,
     ) -> Result<ChangeStream> {
         let conn = ReplicationConnection::connect(config).await?;
+        let mut decoder = options.decoder.clone();
+        // The connection asks for client_encoding UTF8; a UTF8 server validated every text
+        // value on its way in and converts nothing on the way out. Under SQL_ASCII any byte
+        // passes, and other encodings are converted by the server: keep checking those.
+        decoder.server_utf8 = conn.parameter("server_encoding") == Some("UTF8");
         let mut start = StartOptions::new()
             .messages(options.messages)
             .streaming(options.streaming)
@@ -163,7 +168,7 @@ impl ChangeStream {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let task = Task {
             stream,
-            decoder: Decoder::new(options.decoder.clone()),
+            decoder: Decoder::new(decoder),
             tx,
             shared: Arc::clone(&shared),
             delivered_end: Lsn::ZERO,

@@ -15,15 +15,17 @@
 //! `after` are null, `before_image` is `not_applicable`). A message has no table:
 //! `"table":null`.
 //!
-//! The line is serialised straight into the writer: images are the library's
-//! [`Image`](pg_changestream::decode::record::Image) views, which decode each value on the
-//! way out, so no intermediate map or `serde_json::Value` is built.
+//! The line is written by the library's JSON writer
+//! ([`pg_changestream::decode::json::write_line`]), straight from pgoutput's text: the CLI,
+//! the sinks and the Python binding print the same bytes. The records of a poll go into one
+//! buffer and out with one write. `RecordLine` below, serde over the library's typed
+//! [`Image`](pg_changestream::decode::record::Image) views, is the reference the writer is
+//! held to: the tests compare the two byte for byte.
 
 use std::io::{self, Write};
 
-use pg_changestream::decode::record::{format_pg_timestamp, ColumnList, Record};
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use pg_changestream::decode::json::LineBuffer;
+use pg_changestream::decode::record::Record;
 
 /// Writes `record` as one JSON line.
 ///
@@ -35,90 +37,92 @@ pub fn write_record(
     group: &str,
     partition: u32,
 ) -> io::Result<()> {
-    serde_json::to_writer(
-        &mut *out,
-        &RecordLine {
-            record,
-            group,
-            partition,
-        },
-    )?;
-    out.write_all(b"\n")
+    let mut lines = LineBuffer::new();
+    lines.push(record, group, partition);
+    lines.write_to(out)
 }
 
-/// A record with the group and partition it was read for.
-struct RecordLine<'a> {
-    record: &'a Record,
-    group: &'a str,
-    partition: u32,
-}
+/// The typed path the writer replaced: serde over the library's images. Kept as the
+/// reference the writer's output must equal byte for byte.
+#[cfg(test)]
+mod reference {
+    use pg_changestream::decode::record::{format_pg_timestamp, ColumnList, Record};
+    use serde::ser::SerializeMap;
+    use serde::{Serialize, Serializer};
 
-impl Serialize for RecordLine<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let record = self.record;
-        let txn = record.txn();
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("event_id", &record.event_id())?;
-        map.serialize_entry("group", self.group)?;
-        map.serialize_entry("partition", &self.partition)?;
-        match record.relation() {
-            Some(relation) => {
-                map.serialize_entry("table", &QualifiedName(relation.schema(), relation.name()))?
-            }
-            None => map.serialize_entry("table", &())?,
-        }
-        map.serialize_entry("op", record.op().as_str())?;
-        map.serialize_entry("commit_lsn", &txn.commit_lsn)?;
-        map.serialize_entry("commit_time", &format_pg_timestamp(txn.commit_time_micros))?;
-        map.serialize_entry("xid", &txn.xid)?;
-        map.serialize_entry("key", &record.key())?;
-        let before = record.before();
-        map.serialize_entry("before", &before.image())?;
-        let after = record.current();
-        map.serialize_entry("after", &after)?;
-        map.serialize_entry("before_image", before.kind())?;
-        if let Some(after) = after {
-            if after.has_unchanged() {
-                map.serialize_entry("unchanged", &after.unchanged())?;
-            }
-        }
-        if let Some((prefix, content)) = record.message_content() {
-            map.serialize_entry("prefix", prefix)?;
-            match std::str::from_utf8(content) {
-                Ok(text) => map.serialize_entry("content", text)?,
-                Err(_) => map.serialize_entry("content", &Hex(content))?,
-            }
-        }
-        if let Some(change) = record.schema_change() {
-            map.serialize_entry("columns", &ColumnList(change.relation()))?;
-            map.serialize_entry("previous_columns", &ColumnList(change.previous()))?;
-        }
-        map.end()
+    /// A record with the group and partition it was read for.
+    pub struct RecordLine<'a> {
+        pub record: &'a Record,
+        pub group: &'a str,
+        pub partition: u32,
     }
-}
 
-/// `schema.name`, written without allocating.
-struct QualifiedName<'a>(&'a str, &'a str);
-
-impl Serialize for QualifiedName<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!("{}.{}", self.0, self.1))
-    }
-}
-
-/// Bytes as PostgreSQL's `\x` hex text.
-struct Hex<'a>(&'a [u8]);
-
-impl Serialize for Hex<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Digits<'a>(&'a [u8]);
-        impl std::fmt::Display for Digits<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("\\x")?;
-                self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    impl Serialize for RecordLine<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let record = self.record;
+            let txn = record.txn();
+            let mut map = serializer.serialize_map(None)?;
+            map.serialize_entry("event_id", &record.event_id())?;
+            map.serialize_entry("group", self.group)?;
+            map.serialize_entry("partition", &self.partition)?;
+            match record.relation() {
+                Some(relation) => map
+                    .serialize_entry("table", &QualifiedName(relation.schema(), relation.name()))?,
+                None => map.serialize_entry("table", &())?,
             }
+            map.serialize_entry("op", record.op().as_str())?;
+            map.serialize_entry("commit_lsn", &txn.commit_lsn)?;
+            map.serialize_entry("commit_time", &format_pg_timestamp(txn.commit_time_micros))?;
+            map.serialize_entry("xid", &txn.xid)?;
+            map.serialize_entry("key", &record.key())?;
+            let before = record.before();
+            map.serialize_entry("before", &before.image())?;
+            let after = record.current();
+            map.serialize_entry("after", &after)?;
+            map.serialize_entry("before_image", before.kind())?;
+            if let Some(after) = after {
+                if after.has_unchanged() {
+                    map.serialize_entry("unchanged", &after.unchanged())?;
+                }
+            }
+            if let Some((prefix, content)) = record.message_content() {
+                map.serialize_entry("prefix", prefix)?;
+                match std::str::from_utf8(content) {
+                    Ok(text) => map.serialize_entry("content", text)?,
+                    Err(_) => map.serialize_entry("content", &Hex(content))?,
+                }
+            }
+            if let Some(change) = record.schema_change() {
+                map.serialize_entry("columns", &ColumnList(change.relation()))?;
+                map.serialize_entry("previous_columns", &ColumnList(change.previous()))?;
+            }
+            map.end()
         }
-        serializer.collect_str(&Digits(self.0))
+    }
+
+    /// `schema.name`, written without allocating.
+    struct QualifiedName<'a>(&'a str, &'a str);
+
+    impl Serialize for QualifiedName<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(&format_args!("{}.{}", self.0, self.1))
+        }
+    }
+
+    /// Bytes as PostgreSQL's `\x` hex text.
+    struct Hex<'a>(&'a [u8]);
+
+    impl Serialize for Hex<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            struct Digits<'a>(&'a [u8]);
+            impl std::fmt::Display for Digits<'_> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("\\x")?;
+                    self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+                }
+            }
+            serializer.collect_str(&Digits(self.0))
+        }
     }
 }
 
@@ -256,13 +260,30 @@ mod tests {
         out
     }
 
+    /// The line both ways: the writer's, checked equal to the serde reference's.
+    fn line(record: &Record, group: &str, partition: u32) -> String {
+        let mut out = Vec::new();
+        write_record(&mut out, record, group, partition).unwrap();
+        let mut expected = serde_json::to_vec(&reference::RecordLine {
+            record,
+            group,
+            partition,
+        })
+        .unwrap();
+        expected.push(b'\n');
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected),
+            "the writer and the typed path differ"
+        );
+        String::from_utf8(out).unwrap()
+    }
+
     fn lines(records: &[Record]) -> Vec<String> {
         records
             .iter()
             .map(|r| {
-                let mut out = Vec::new();
-                write_record(&mut out, r, "g1", 0).unwrap();
-                let text = String::from_utf8(out).unwrap();
+                let text = line(r, "g1", 0);
                 assert!(
                     text.ends_with('\n') && text.matches('\n').count() == 1,
                     "{text}"
@@ -403,5 +424,45 @@ mod tests {
                 head.replace("IDX", "1")
             )
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random rows, groups, partitions, transaction ids and messages: the writer's line
+        /// equals the reference's.
+        #[test]
+        fn random_records_write_the_reference_line(
+            group in "[a-z_\"\\\\é]{0,8}",
+            partition in proptest::prelude::any::<u32>(),
+            rows in proptest::collection::vec(
+                (
+                    "-?[0-9]{1,19}|x",
+                    proptest::option::of("[ -~\n\té😀]{0,16}"),
+                    proptest::option::of("-?[0-9]{1,12}"),
+                    0u8..4,
+                ),
+                1..6,
+            ),
+            content in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+        ) {
+            let mut messages = vec![relation(b'f')];
+            for (id, note, n, shape) in &rows {
+                let note = note.as_deref().map_or(Col::Null, Col::Text);
+                let n = n.as_deref().map_or(Col::Null, Col::Text);
+                let new = [Col::Text(id), note, n];
+                messages.push(match shape {
+                    0 => change(b'I', None, Some(&new)),
+                    1 => change(b'U', None, Some(&[Col::Text(id), Col::Toast, Col::Null])),
+                    2 => change(b'U', Some((b'O', &new)), Some(&[Col::Text(id), Col::Toast, Col::Text("1")])),
+                    _ => change(b'D', Some((b'K', &[Col::Text(id), Col::Null, Col::Null])), None),
+                });
+            }
+            messages.push(message(&group, &content));
+            messages.push(truncate());
+            for record in decode(messages) {
+                line(&record, &group, partition);
+            }
+        }
     }
 }

@@ -5,17 +5,17 @@
 //! SIGINT and SIGTERM set a flag that the loop checks between polls (each poll waits at
 //! most [`POLL_WAIT`]); what was written is committed and the exit status is 0.
 
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pg_changestream::decode::json::LineBuffer;
 use pg_changestream::wire::ConnectConfig;
 
 use crate::args::TailArgs;
 use crate::failure::Failure;
 use crate::metrics::{self, Metrics};
-use crate::output;
 use crate::progress::{self, ProgressBar};
 use crate::source::{self, Source, Spec};
 
@@ -65,8 +65,9 @@ pub async fn tail(config: &ConnectConfig, args: TailArgs) -> Result<(), Failure>
         max_records: args.max_records,
         idle_exit: args.idle_exit,
     };
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    // Locked once; each poll's lines reach it in one write of one buffer (see `run`), so a
+    // BufWriter in between would only copy them again.
+    let mut out = std::io::stdout().lock();
     let result = run(&mut source, &mut out, &args.group, limits, &metrics, &stop).await;
     let closed = source.close().await;
     result.map(|_| ())?;
@@ -89,6 +90,8 @@ pub async fn run(
     let mut written = 0u64;
     let mut last_record = Instant::now();
     let mut bar = ProgressBar::stderr();
+    // The lines of one poll: formatted here, written with one write.
+    let mut lines = LineBuffer::new();
     loop {
         if bar.is_enabled() {
             bar.update(&progress::by_table(&source.stats().backfill));
@@ -123,14 +126,10 @@ pub async fn run(
             continue;
         }
         last_record = Instant::now();
-        let delivered = records
-            .iter()
-            .try_for_each(|r| {
-                output::write_record(out, r, group, r.partition().map_or(0, u32::from))?;
-                metrics.written(r.op());
-                Ok(())
-            })
-            .and_then(|()| out.flush());
+        for r in &records {
+            lines.push(r, group, r.partition().map_or(0, u32::from));
+        }
+        let delivered = lines.write_to(out).and_then(|()| out.flush());
         match delivered {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {
@@ -140,6 +139,9 @@ pub async fn run(
                 return Ok(written);
             }
             Err(e) => return Err(Failure::other(format!("writing to stdout: {e}"))),
+        }
+        for r in &records {
+            metrics.written(r.op());
         }
         written += records.len() as u64;
         let lsn = source.commit().await?;

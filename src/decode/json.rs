@@ -1,0 +1,596 @@
+//! JSON straight from pgoutput's text: the record line of `tail` (and of the sinks that carry
+//! the same line), written in one pass per image with no [`Value`] in between.
+//!
+//! Most of what pgoutput sends is already the JSON it becomes: integers, finite floats and
+//! numerics are JSON numbers as printed, `json`/`jsonb` are documents, dates and times are
+//! the strings we print. So the writer checks that a value has the shape whose JSON form is
+//! its own text (or, for timestamps, its text with the space made a `T` and `+00` made a
+//! `Z`) and copies it; anything else — NaN and infinities, BC dates, other offsets, arrays,
+//! text the server should not have sent — goes through the typed path
+//! ([`Value`]'s `Serialize`), so the output is the same bytes either way. The tests compare
+//! the two on every value type, on PostgreSQL's own values and on random rows.
+//!
+//! Strings are escaped with a scan eight bytes at a time for the bytes JSON needs escaped
+//! (`"`, `\`, controls). Their UTF-8 is not validated again when the relation says the
+//! server guarantees it ([`Relation::text_is_utf8`](super::relation::Relation::text_is_utf8):
+//! a UTF8 database); text from other servers is checked and, if it is not UTF-8, written
+//! lossily as the typed path does.
+//!
+//! The writer appends to a `Vec<u8>`: a caller writes the records of a poll into one buffer
+//! and hands it to its sink with one write.
+//!
+//! ```
+//! use pg_changestream::decode::json;
+//! use pg_changestream::decode::types::{oid, ValueKind};
+//! use pg_changestream::protocol::pgoutput::TupleColumn;
+//!
+//! let mut out = Vec::new();
+//! let kind = ValueKind::for_type(oid::TIMESTAMPTZ);
+//! json::write_value(&mut out, kind, TupleColumn::Text(b"2024-01-01 03:00:00.5+00"), true);
+//! assert_eq!(out, br#""2024-01-01T03:00:00.5Z""#);
+//! ```
+
+use std::io::Write;
+
+use super::record::{
+    format_pg_timestamp, format_pg_timestamp_on_stack, to_value, ColumnList, Image, Record, TxnInfo,
+};
+use super::types::{ScalarKind, ValueKind};
+use super::value::Value;
+use crate::lsn::Lsn;
+use crate::protocol::pgoutput::TupleColumn;
+
+/// Appends `record`'s JSON line, newline included: the line `pg-changestream tail` prints,
+/// for `group` and `partition` (0 in a group with one).
+///
+/// ```text
+/// {"event_id":"<commit_lsn>:<index>","group":"G","partition":0,"table":"schema.name",
+///  "op":"insert|update|delete|truncate|read|message","commit_lsn":"X/Y",
+///  "commit_time":"2026-01-01T03:04:05.123456Z","xid":N,"key":{..}|null,"before":{..}|null,
+///  "after":{..}|null,"before_image":"full|key|not_enabled|not_applicable"}
+/// ```
+///
+/// then, only when they apply: `"unchanged":[..]` (TOASTed columns an update did not send
+/// and no full before-image could fill; they are left out of `after`), for `message`
+/// records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex), and for `schema` records
+/// `"columns":[..]` and `"previous_columns":[..]` ([`ColumnList`]). A message has no table:
+/// `"table":null`.
+pub fn write_line(out: &mut Vec<u8>, record: &Record, group: &str, partition: u32) {
+    write_line_with(out, record, group, partition, &mut TxnText::default());
+}
+
+/// The text of a transaction's fields, formatted once for all of its records.
+#[derive(Debug, Default)]
+struct TxnText {
+    /// Commit LSN, commit time and xid of the transaction formatted below.
+    of: Option<(Lsn, i64, u32)>,
+    /// `X/Y`, for event ids.
+    lsn: Vec<u8>,
+    /// `"commit_lsn":"X/Y","commit_time":"…","xid":N`
+    fields: Vec<u8>,
+}
+
+impl TxnText {
+    fn update(&mut self, txn: &TxnInfo) {
+        let of = (txn.commit_lsn, txn.commit_time_micros, txn.xid);
+        if self.of == Some(of) {
+            return;
+        }
+        self.of = Some(of);
+        self.lsn.clear();
+        self.lsn
+            .extend_from_slice(txn.commit_lsn.text().as_str().as_bytes());
+        let out = &mut self.fields;
+        out.clear();
+        out.extend_from_slice(br#""commit_lsn":""#);
+        out.extend_from_slice(&self.lsn);
+        out.extend_from_slice(br#"","commit_time":""#);
+        match format_pg_timestamp_on_stack(txn.commit_time_micros) {
+            Some(text) => out.extend_from_slice(&text),
+            None => write_escaped(out, format_pg_timestamp(txn.commit_time_micros).as_bytes()),
+        }
+        out.extend_from_slice(br#"","xid":"#);
+        write_u64(out, u64::from(txn.xid));
+    }
+}
+
+fn write_line_with(
+    out: &mut Vec<u8>,
+    record: &Record,
+    group: &str,
+    partition: u32,
+    txn: &mut TxnText,
+) {
+    txn.update(record.txn());
+    // Room for the fields around the images and the tuple text in them (~1.5 × its bytes
+    // once keys and quotes are added), so the appends below rarely grow the buffer.
+    out.reserve(256 + group.len() + record.data_bytes() * 3 / 2);
+    out.extend_from_slice(br#"{"event_id":""#);
+    out.extend_from_slice(&txn.lsn);
+    out.push(b':');
+    if let Some(p) = record.partition() {
+        write_u64(out, u64::from(p));
+        out.push(b':');
+    }
+    write_u64(out, record.index());
+    out.extend_from_slice(br#"","group":"#);
+    write_str(out, group.as_bytes());
+    out.extend_from_slice(br#","partition":"#);
+    write_u64(out, u64::from(partition));
+    out.extend_from_slice(br#","table":"#);
+    match record.relation() {
+        Some(relation) => {
+            out.push(b'"');
+            write_escaped(out, relation.schema().as_bytes());
+            out.push(b'.');
+            write_escaped(out, relation.name().as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(br#","op":""#);
+    out.extend_from_slice(record.op().as_str().as_bytes());
+    out.extend_from_slice(br#"","#);
+    out.extend_from_slice(&txn.fields);
+    out.extend_from_slice(br#","key":"#);
+    write_optional_image(out, record.key().as_ref());
+    let before = record.before();
+    out.extend_from_slice(br#","before":"#);
+    write_optional_image(out, before.image().as_ref());
+    let after = record.current();
+    out.extend_from_slice(br#","after":"#);
+    write_optional_image(out, after.as_ref());
+    out.extend_from_slice(br#","before_image":""#);
+    out.extend_from_slice(before.kind().as_bytes());
+    out.push(b'"');
+    if let Some(after) = after {
+        write_unchanged(out, &after);
+    }
+    if let Some((prefix, content)) = record.message_content() {
+        out.extend_from_slice(br#","prefix":"#);
+        write_str(out, prefix.as_bytes());
+        out.extend_from_slice(br#","content":"#);
+        match std::str::from_utf8(content) {
+            Ok(text) => write_str(out, text.as_bytes()),
+            Err(_) => write_hex(out, content),
+        }
+    }
+    if let Some(change) = record.schema_change() {
+        // Rare (a column change), so serde's form of the column lists is fast enough.
+        out.extend_from_slice(br#","columns":"#);
+        serde_json::to_writer(&mut *out, &ColumnList(change.relation()))
+            .expect("writing JSON into a Vec cannot fail");
+        out.extend_from_slice(br#","previous_columns":"#);
+        serde_json::to_writer(&mut *out, &ColumnList(change.previous()))
+            .expect("writing JSON into a Vec cannot fail");
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// Appends an image as a JSON object (unchanged TOAST values left out), the same bytes as
+/// serialising the [`Image`] with `serde_json`.
+pub fn write_image(out: &mut Vec<u8>, image: &Image<'_>) {
+    let utf8 = image.relation().text_is_utf8();
+    out.push(b'{');
+    let mut first = true;
+    for (meta, column) in image.columns() {
+        if matches!(column, TupleColumn::UnchangedToast) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(meta.json_key());
+        write_value(out, meta.kind(), column, utf8);
+    }
+    out.push(b'}');
+}
+
+fn write_optional_image(out: &mut Vec<u8>, image: Option<&Image<'_>>) {
+    match image {
+        Some(image) => write_image(out, image),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `,"unchanged":[..]` when the image has TOAST values nothing filled.
+fn write_unchanged(out: &mut Vec<u8>, image: &Image<'_>) {
+    if !image.has_unchanged() {
+        return;
+    }
+    out.extend_from_slice(br#","unchanged":["#);
+    let mut first = true;
+    for (meta, column) in image.columns() {
+        if matches!(column, TupleColumn::UnchangedToast) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(out, meta.name().as_bytes());
+        }
+    }
+    out.push(b']');
+}
+
+/// Appends the JSON form of one column value of `kind` (see [`Value`] for the forms):
+/// the same bytes as serialising the [`Value`] the typed path decodes from it. An
+/// unchanged TOAST value is written as [`UNCHANGED_TOAST`](super::value::UNCHANGED_TOAST),
+/// as when serialised on its own.
+///
+/// `utf8`: the server guarantees the text is UTF-8 ([`Relation::text_is_utf8`]), so it is
+/// not checked; pass `false` when unsure.
+///
+/// [`Relation::text_is_utf8`]: super::relation::Relation::text_is_utf8
+pub fn write_value(out: &mut Vec<u8>, kind: ValueKind, column: TupleColumn<'_>, utf8: bool) {
+    let text = match column {
+        TupleColumn::Text(text) => text,
+        TupleColumn::Null => return out.extend_from_slice(b"null"),
+        _ => return write_typed(out, kind, column),
+    };
+    let ValueKind::Scalar(scalar) = kind else {
+        return write_typed(out, kind, column);
+    };
+    // Shapes whose JSON form is the text itself (all ASCII, so UTF-8 by construction).
+    let copied = match scalar {
+        ScalarKind::Bool => match text {
+            b"t" => Some(&b"true"[..]),
+            b"f" => Some(&b"false"[..]),
+            _ => None,
+        },
+        ScalarKind::Int => is_canonical_int(text).then_some(text),
+        ScalarKind::Float | ScalarKind::Numeric => is_json_number(text).then_some(text),
+        _ => None,
+    };
+    if let Some(json) = copied {
+        return out.extend_from_slice(json);
+    }
+    match scalar {
+        ScalarKind::Date if is_plain_date(text) => return write_quoted(out, text),
+        ScalarKind::Timestamp if write_timestamp(out, text, false) => return,
+        ScalarKind::TimestampTz if write_timestamp(out, text, true) => return,
+        _ => {}
+    }
+    if !utf8 && std::str::from_utf8(text).is_err() {
+        // The typed path keeps non-UTF-8 text lossily, whatever the kind.
+        return write_typed(out, kind, column);
+    }
+    match scalar {
+        // Kept as their text by the typed path, whether or not they parse.
+        ScalarKind::Text | ScalarKind::Bytea | ScalarKind::Time | ScalarKind::TimeTz => {
+            write_str(out, text)
+        }
+        ScalarKind::Float | ScalarKind::Numeric if !is_special_number(text) => write_str(out, text),
+        // The server printed a valid document (json_out, jsonb_out); serde_json embeds it
+        // without the whitespace around it.
+        ScalarKind::Json if utf8 => match trim_json_space(text) {
+            [] => write_typed(out, kind, column),
+            document => out.extend_from_slice(document),
+        },
+        _ => write_typed(out, kind, column),
+    }
+}
+
+/// `"name":` for an object key, escaped once per relation column rather than per row.
+pub(crate) fn object_key(name: &str) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(name.len() + 3);
+    write_str(&mut key, name.as_bytes());
+    key.push(b':');
+    key.into_boxed_slice()
+}
+
+/// The typed path: decode to a [`Value`] and serialise it.
+fn write_typed(out: &mut Vec<u8>, kind: ValueKind, column: TupleColumn<'_>) {
+    let value: Value<'_> = to_value(kind, column);
+    // Writing into a Vec cannot fail, and a Value always serialises.
+    let _ = serde_json::to_writer(&mut *out, &value);
+}
+
+/// `0` or `-?[1-9][0-9]{0,17}`: an int8 printed by the server, which `i64` parsing and
+/// printing leave as it is (eighteen digits always fit; longer ones take the typed path).
+fn is_canonical_int(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.len() <= 17 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+fn is_special_number(text: &[u8]) -> bool {
+    matches!(text, b"NaN" | b"Infinity" | b"-Infinity")
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` — JSON's number grammar, which every
+/// finite float8/numeric output matches.
+fn is_json_number(b: &[u8]) -> bool {
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn trim_json_space(text: &[u8]) -> &[u8] {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = text.iter().position(|b| !space(b)).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    text.get(start..end).unwrap_or_default()
+}
+
+/// Whether the bytes at `at` are ASCII digits.
+fn digits_at(text: &[u8], at: &[usize]) -> bool {
+    at.iter()
+        .all(|&i| text.get(i).is_some_and(u8::is_ascii_digit))
+}
+
+/// The number in `text[from..from + width]` (the caller checked the digits).
+fn number(text: &[u8], from: usize, width: usize) -> u32 {
+    text.iter()
+        .skip(from)
+        .take(width)
+        .fold(0, |n, d| n * 10 + u32::from(d - b'0'))
+}
+
+/// `YYYY-MM-DD`: every date the server prints with a four-digit AD year. Its JSON form is
+/// its text whether or not it is a valid day (an invalid one is kept as text).
+fn is_plain_date(text: &[u8]) -> bool {
+    text.len() == 10
+        && text[4] == b'-'
+        && text[7] == b'-'
+        && digits_at(text, &[0, 1, 2, 3, 5, 6, 8, 9])
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f{1,6}]`, then `+00` with `tz` (the connection pins TimeZone=UTC):
+/// a valid instant of years 1–9999 with the fraction as the server prints it (no trailing
+/// zero) is written as `"YYYY-MM-DDTHH:MM:SS[.f][Z]"`. Returns false, writing nothing, for
+/// anything else (BC, infinities, other offsets, five-digit years).
+fn write_timestamp(out: &mut Vec<u8>, text: &[u8], tz: bool) -> bool {
+    let end = if tz {
+        match text.strip_suffix(b"+00") {
+            Some(rest) => rest.len(),
+            None => return false,
+        }
+    } else {
+        text.len()
+    };
+    if end < 19
+        || !(text[4] == b'-'
+            && text[7] == b'-'
+            && text[10] == b' '
+            && text[13] == b':'
+            && text[16] == b':')
+        || !digits_at(text, &[0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+    {
+        return false;
+    }
+    let fraction = &text[19..end];
+    let fraction_ok = match fraction {
+        [] => true,
+        [b'.', digits @ ..] => {
+            (1..=6).contains(&digits.len())
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits.last() != Some(&b'0')
+        }
+        _ => false,
+    };
+    let (year, month, day) = (number(text, 0, 4), number(text, 5, 2), number(text, 8, 2));
+    if !fraction_ok
+        || year == 0
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || number(text, 11, 2) > 23
+        || number(text, 14, 2) > 59
+        || number(text, 17, 2) > 59
+    {
+        return false;
+    }
+    out.push(b'"');
+    out.extend_from_slice(&text[..10]);
+    out.push(b'T');
+    out.extend_from_slice(&text[11..end]);
+    if tz {
+        out.push(b'Z');
+    }
+    out.push(b'"');
+    true
+}
+
+/// Days in `month` of `year` (AD), 0 for a month out of range.
+fn days_in_month(year: u32, month: u32) -> u32 {
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// `"text"` for text that needs no escaping.
+fn write_quoted(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
+}
+
+/// A JSON string.
+fn write_str(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    write_escaped(out, text);
+    out.push(b'"');
+}
+
+/// `\x` hex of `bytes` as a JSON string (the backslash escaped).
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(br#""\\x"#);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+    out.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Eight copies of `byte`.
+const fn splat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// Whether some byte of `word` is below 0x20, `"` or `\` (SWAR: "has zero byte" on the
+/// word xor-ed with the byte sought; exact, no false negatives).
+fn needs_escape(word: u64) -> bool {
+    let has_zero = |v: u64| v.wrapping_sub(splat(1)) & !v & splat(0x80) != 0;
+    let below_space = word.wrapping_sub(splat(0x20)) & !word & splat(0x80) != 0;
+    below_space || has_zero(word ^ splat(b'"')) || has_zero(word ^ splat(b'\\'))
+}
+
+/// The contents of a JSON string, escaped as serde_json escapes them (`\"`, `\\`, `\b`,
+/// `\f`, `\n`, `\r`, `\t`, other controls as `\u00xx`; nothing else).
+///
+/// Clean runs are skipped a word at a time; a short tail is checked as one word padded with
+/// a byte that needs no escape, so column names and short values cost one test.
+fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    let mut clean = 0;
+    let mut at = 0;
+    let len = text.len();
+    while at < len {
+        let (word, n) = match text.get(at..at + 8) {
+            // A slice of eight always converts; zeros would only send it the slow way.
+            Some(chunk) => (chunk.try_into().unwrap_or([0; 8]), 8),
+            None => {
+                let mut word = [b'a'; 8];
+                word[..len - at].copy_from_slice(&text[at..]);
+                (word, len - at)
+            }
+        };
+        if !needs_escape(u64::from_ne_bytes(word)) {
+            at += n;
+            continue;
+        }
+        let end = at + n;
+        while at < end {
+            let byte = text[at];
+            if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+                at += 1;
+                continue;
+            }
+            out.extend_from_slice(&text[clean..at]);
+            match byte {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                _ => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ]),
+            }
+            at += 1;
+            clean = at;
+        }
+    }
+    out.extend_from_slice(&text[clean..]);
+}
+
+/// `n` in decimal, two digits at a time from a table rather than through `fmt`.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        buf[at] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// Writes records as JSON lines through a [`Write`] sink, one buffer per batch: the records
+/// of a poll are formatted into the buffer and handed over with one `write_all`.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    txn: TxnText,
+}
+
+impl LineBuffer {
+    /// An empty buffer.
+    pub fn new() -> LineBuffer {
+        LineBuffer::default()
+    }
+
+    /// Appends `record`'s line ([`write_line`]).
+    pub fn push(&mut self, record: &Record, group: &str, partition: u32) {
+        write_line_with(&mut self.buf, record, group, partition, &mut self.txn);
+    }
+
+    /// The lines appended since the last [`LineBuffer::write_to`].
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Writes the lines with one `write_all` and empties the buffer (keeping its memory
+    /// for the next batch).
+    ///
+    /// # Errors
+    /// The sink's write error; the lines stay in the buffer.
+    pub fn write_to(&mut self, sink: &mut impl Write) -> std::io::Result<()> {
+        sink.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
