@@ -840,8 +840,10 @@ async fn domains_carry_their_base_types_json() {
         )
         .await
         .unwrap();
-    let records = poll_exactly(&mut consumer, 1).await;
-    let current = serde_json::to_value(records[0].current().unwrap()).unwrap();
+    // The new column is a schema record first, then the insert in the new shape.
+    let records = poll_exactly(&mut consumer, 2).await;
+    assert_eq!(records[0].op(), Op::Schema);
+    let current = serde_json::to_value(records[1].current().unwrap()).unwrap();
     assert_eq!(current["r"], json!(0.5));
     assert_eq!(current["id"], json!(3));
     consumer.close().await.unwrap();
