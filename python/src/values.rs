@@ -24,7 +24,7 @@
 
 use std::borrow::Cow;
 
-use changestream::decode::record::Image;
+use changestream::decode::record::{civil_from_days, Image};
 use changestream::decode::types::oid;
 use changestream::decode::value::{Timestamp, Value};
 use pyo3::prelude::*;
@@ -219,21 +219,6 @@ fn pg_timestamp_text(ts: &Timestamp, utc: bool) -> String {
     text.into_owned()
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// `HH:MM:SS[.ffffff][±HH[:MM[:SS]]]` → hour, minute, second, microsecond and the offset in
 /// seconds east of UTC; `None` for what `datetime.time` cannot hold (`24:00:00`).
 fn parse_time(text: &str) -> Option<(u32, u32, u32, u32, Option<i64>)> {
@@ -286,13 +271,6 @@ fn parse_time(text: &str) -> Option<(u32, u32, u32, u32, Option<i64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-719_162), (1, 1, 1));
-    }
 
     #[test]
     fn times() {

@@ -36,7 +36,7 @@ use super::record::{
     format_pg_timestamp, format_pg_timestamp_on_stack, to_value, ColumnList, Image, Record, TxnInfo,
 };
 use super::types::{ScalarKind, ValueKind};
-use super::value::Value;
+use super::value::{is_json_number, Value};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::TupleColumn;
 
@@ -299,42 +299,6 @@ fn is_canonical_int(text: &[u8]) -> bool {
 
 fn is_special_number(text: &[u8]) -> bool {
     matches!(text, b"NaN" | b"Infinity" | b"-Infinity")
-}
-
-/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` — JSON's number grammar, which every
-/// finite float8/numeric output matches.
-fn is_json_number(b: &[u8]) -> bool {
-    let mut i = usize::from(b.first() == Some(&b'-'));
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while b.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i - start
-    };
-    match b.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => {
-            digits(&mut i);
-        }
-        _ => return false,
-    }
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    i == b.len()
 }
 
 fn trim_json_space(text: &[u8]) -> &[u8] {

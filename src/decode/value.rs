@@ -390,7 +390,7 @@ fn json(text: Cow<'_, str>) -> Value<'_> {
 
 /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?` — JSON's number grammar, which every
 /// finite float8/numeric output matches.
-fn is_json_number(b: &[u8]) -> bool {
+pub(super) fn is_json_number(b: &[u8]) -> bool {
     let mut i = 0;
     if b.first() == Some(&b'-') {
         i += 1;

@@ -150,24 +150,43 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{group=\"{group}\"}} {}",
-                value.load(Ordering::Relaxed)
+            write_metric(
+                &mut out,
+                &group,
+                name,
+                kind,
+                help,
+                value.load(Ordering::Relaxed),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP pg_changestream_commit_lag_seconds Time between the commit of the last \
-             delivered record and its delivery.\n# TYPE pg_changestream_commit_lag_seconds \
-             gauge\npg_changestream_commit_lag_seconds{{group=\"{group}\"}} {}",
-            self.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6
+        write_metric(
+            &mut out,
+            &group,
+            "pg_changestream_commit_lag_seconds",
+            "gauge",
+            "Time between the commit of the last delivered record and its delivery.",
+            self.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
         );
         if let Some(sink) = self.sink.get() {
             render_sink(&mut out, &group, sink);
         }
         out
     }
+}
+
+/// One metric of the exposition: its help, its type and its value for `group`.
+fn write_metric(
+    out: &mut String,
+    group: &str,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{group=\"{group}\"}} {value}"
+    );
 }
 
 /// `publish`'s lines of the exposition.
@@ -199,19 +218,16 @@ fn render_sink(out: &mut String, group: &str, sink: &pg_changestream::sink::Coun
         ),
     ];
     for (name, kind, help, value) in lines {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{group=\"{group}\"}} {}",
-            value.load(Ordering::Relaxed)
-        );
+        write_metric(out, group, name, kind, help, value.load(Ordering::Relaxed));
     }
-    let _ = writeln!(
+    write_metric(
         out,
-        "# HELP pg_changestream_sink_commit_lag_seconds Time between the database commit of \
-         the last committed record and its group commit after the broker's acknowledgement.\n\
-         # TYPE pg_changestream_sink_commit_lag_seconds gauge\n\
-         pg_changestream_sink_commit_lag_seconds{{group=\"{group}\"}} {}",
-        sink.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6
+        group,
+        "pg_changestream_sink_commit_lag_seconds",
+        "gauge",
+        "Time between the database commit of the last committed record and its group commit \
+         after the broker's acknowledgement.",
+        sink.commit_lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
 }
 
