@@ -132,10 +132,13 @@ if [[ ,$modes, == *,memory,* || ,$modes, == *,sink,* ]]; then
 fi
 
 # --- contender (f): the Python package, installed from python/ like a user would ----------------
+# (only the throughput mode runs it).
 bench_venv=$root/target/bench-venv
-log "building contender (f) (pip install ./python into $bench_venv)"
-[[ -x $bench_venv/bin/python ]] || python3 -m venv "$bench_venv"
-"$bench_venv/bin/pip" install -q ./python || die "pip install ./python failed"
+if [[ ,$modes, == *,throughput,* ]]; then
+  log "building contender (f) (pip install ./python into $bench_venv)"
+  [[ -x $bench_venv/bin/python ]] || python3 -m venv "$bench_venv"
+  "$bench_venv/bin/pip" install -q ./python || die "pip install ./python failed"
+fi
 
 # --- a throwaway server ---------------------------------------------------------------------
 data=$(mktemp -d /tmp/bench-pg.XXXXXX)
@@ -563,6 +566,8 @@ memory() {
   printf '{"mode":"memory","date":"%s","server_version":"%s","machine":%s,"rows":%s,"traffic_seconds":%s,"results":%s}\n' \
     "$stamp" "$server_version" "$machine_json" "$memory_rows" "$traffic_seconds" \
     "$(join_json "${json_rows[@]}")" >"$file"
+}
+
 # --- publish into JetStream, next to tail > /dev/null ---------------------------------------
 sink() {
   table_rows=(); json_rows=(); ceiling_rps=""
