@@ -566,6 +566,7 @@ memory() {
   printf '{"mode":"memory","date":"%s","server_version":"%s","machine":%s,"rows":%s,"traffic_seconds":%s,"results":%s}\n' \
     "$stamp" "$server_version" "$machine_json" "$memory_rows" "$traffic_seconds" \
     "$(join_json "${json_rows[@]}")" >"$file"
+  log "wrote $file"
 }
 
 # --- publish into JetStream, next to tail > /dev/null ---------------------------------------
