@@ -863,3 +863,32 @@ async fn a_walsender_holding_an_owned_partitions_slot_is_terminated() {
     assert_eq!(partitions.len(), 2, "both partitions stream");
     consumer.close().await.unwrap();
 }
+
+/// Two members building a new partitioned group at the same moment both see the table
+/// missing from the publications and both add it; the one that comes second must find it
+/// added (by the other, with the same filter), not fail. Several rounds, each a new group,
+/// since the window is small.
+#[tokio::test]
+async fn members_building_a_new_group_at_once_both_start() {
+    let (_db, client, config) = database().await;
+    client
+        .batch_execute("CREATE TABLE race (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    enable_change_streaming(&config, "race", false)
+        .await
+        .unwrap();
+    for round in 0..6 {
+        let group = format!("race{round}");
+        let build = || {
+            ConsumerBuilder::new(config.clone(), &group)
+                .partitions(2)
+                .add_table("race", StartLocation::Latest)
+                .build()
+        };
+        let (a, b) = tokio::join!(build(), build());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
+}

@@ -96,7 +96,10 @@ def test_two_consumer_processes_share_a_partitioned_group(items):
             last = [o[-1][0].split(",") if o and o[-1] else [] for o in owned]
             if sorted(last[0] + last[1]) == ["0", "1"] and last[0] and last[1]:
                 break
-            assert time.monotonic() < deadline, (owned, [c.poll() for c in children])
+            assert time.monotonic() < deadline, (
+                owned,
+                [c.stderr.read() if c.poll() is not None else None for c in children],
+            )
             time.sleep(0.1)
         db.txns(*(f"INSERT INTO items VALUES ({i}, 'v')" for i in range(1, 101)))
         for child in children:

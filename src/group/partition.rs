@@ -48,6 +48,7 @@
 //!   a row to another partition arrives as a delete in the old partition and an insert in
 //!   the new one.
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
@@ -504,78 +505,91 @@ pub async fn publish_table(
     } else {
         None
     };
-    let mut statements = Vec::new();
-    for p in &group.partitions {
-        let present: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+    // Two members joining the same table at once (two builds of a new group) both see it
+    // missing and both add it; the second's ADD then fails as a duplicate. Look again: the
+    // table is there now, published by the other member with the same filter.
+    let mut attempts = 0;
+    'publish: loop {
+        let mut statements = Vec::new();
+        for p in &group.partitions {
+            let present: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_publication_tables
                   WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)",
-                &[&p.publication_name, &table.schema(), &table.name()],
-            )
-            .await?
-            .get(0);
-        if present && !replace {
-            continue;
-        }
-        let share = hash
-            .as_ref()
-            .map(|hash| format!("({})", row_filter(hash, count, p.partition)));
-        let filter = match (share, user_filter) {
-            (Some(share), Some(user)) => format!(" WHERE ({share} AND ({user}))"),
-            (Some(share), None) => format!(" WHERE ({share})"),
-            (None, Some(user)) => format!(" WHERE ({user})"),
-            (None, None) => String::new(),
-        };
-        let publication = quote_ident(&p.publication_name);
-        if present {
+                    &[&p.publication_name, &table.schema(), &table.name()],
+                )
+                .await?
+                .get(0);
+            if present && !replace {
+                continue;
+            }
+            let share = hash
+                .as_ref()
+                .map(|hash| format!("({})", row_filter(hash, count, p.partition)));
+            let filter = match (share, user_filter) {
+                (Some(share), Some(user)) => format!(" WHERE ({share} AND ({user}))"),
+                (Some(share), None) => format!(" WHERE ({share})"),
+                (None, Some(user)) => format!(" WHERE ({user})"),
+                (None, None) => String::new(),
+            };
+            let publication = quote_ident(&p.publication_name);
+            if present {
+                statements.push(format!(
+                    "ALTER PUBLICATION {publication} DROP TABLE {}",
+                    table.quoted()
+                ));
+            }
             statements.push(format!(
-                "ALTER PUBLICATION {publication} DROP TABLE {}",
+                "ALTER PUBLICATION {publication} ADD TABLE {}{filter}",
                 table.quoted()
             ));
         }
-        statements.push(format!(
-            "ALTER PUBLICATION {publication} ADD TABLE {}{filter}",
-            table.quoted()
-        ));
-    }
-    if !statements.is_empty() {
-        if user_filter.is_some() {
-            statements.push(format!(
-                "EXPLAIN DELETE FROM {} WHERE false",
-                table.quoted()
-            ));
-        }
-        // One transaction, all of it or nothing; each statement on its own through the
-        // extended protocol, which runs exactly one, so a filter cannot smuggle in another.
-        let applied = async {
-            client.batch_execute("BEGIN").await?;
-            for statement in &statements {
-                client.execute(statement.as_str(), &[]).await?;
+        if !statements.is_empty() {
+            if user_filter.is_some() {
+                statements.push(format!(
+                    "EXPLAIN DELETE FROM {} WHERE false",
+                    table.quoted()
+                ));
             }
-            client.batch_execute("COMMIT").await
-        }
-        .await;
-        if applied.is_err() {
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
-        applied.map_err(|e| {
-            if let Some(user) = user_filter {
-                return refused_filter(table, user, e);
+            // One transaction, all of it or nothing; each statement on its own through the
+            // extended protocol, which runs exactly one, so a filter cannot smuggle in another.
+            let applied = async {
+                client.batch_execute("BEGIN").await?;
+                for statement in &statements {
+                    client.execute(statement.as_str(), &[]).await?;
+                }
+                client.batch_execute("COMMIT").await
             }
-            if hash.is_none() {
-                return Error::from(e);
+            .await;
+            if applied.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
             }
-            Error::with_source(
-                Kind::Config,
-                format!(
-                    "consumer group {:?}: PostgreSQL refused the row filter that spreads \
+            if let Err(e) = &applied {
+                attempts += 1;
+                if !replace && attempts < 3 && e.code() == Some(&SqlState::DUPLICATE_OBJECT) {
+                    continue 'publish;
+                }
+            }
+            applied.map_err(|e| {
+                if let Some(user) = user_filter {
+                    return refused_filter(table, user, e);
+                }
+                if hash.is_none() {
+                    return Error::from(e);
+                }
+                Error::with_source(
+                    Kind::Config,
+                    format!(
+                        "consumer group {:?}: PostgreSQL refused the row filter that spreads \
                          table {table} over {count} partitions; read the table with a \
                          1-partition group",
-                    group.group_id
-                ),
-                e,
-            )
-        })?;
+                        group.group_id
+                    ),
+                    e,
+                )
+            })?;
+        }
+        break;
     }
     let lsn: String = client
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
