@@ -654,6 +654,10 @@ mod tests {
         now += bulk + ms;
         pace.took(80_000);
         assert_eq!(pace.pause(now), short);
+        // A steady stream after a 20 ms server hiccup: 64 KiB at once, but slowly.
+        now += 20 * ms;
+        pace.took(BULK_BYTES);
+        assert_eq!(pace.pause(now), short);
         // A burst after a quiet moment counts the wait: one large transaction is no backlog.
         now += 3 * ms;
         pace.idle(now);
@@ -662,11 +666,13 @@ mod tests {
         assert_eq!(pace.pause(now), short);
         // Nor do the bytes taken, or the fast stretches seen, before the task waited count
         // after it.
+        let mut last = short;
         for _ in 0..20 {
             now += ms;
             pace.took(BULK_BYTES);
-            pace.pause(now);
+            last = pace.pause(now);
         }
+        assert_eq!(last, bulk);
         pace.idle(now);
         now += Duration::from_micros(100);
         pace.took(BULK_BYTES);
