@@ -136,7 +136,8 @@ enum Source {
         /// Kept for the Debug output; the watcher removes the container.
         id: String,
     },
-    Local(LocalCluster),
+    /// Boxed: a cluster is large and the other sources hold nothing worth the space.
+    Local(Box<LocalCluster>),
 }
 
 static SHARED: OnceLock<std::result::Result<TestServer, String>> = OnceLock::new();
@@ -191,7 +192,7 @@ impl TestServer {
     /// The local cluster, when [`is_local`](Self::is_local).
     pub fn local_cluster(&self) -> Option<&LocalCluster> {
         match &self.source {
-            Source::Local(cluster) => Some(cluster),
+            Source::Local(cluster) => Some(cluster.as_ref()),
             _ => None,
         }
     }
@@ -284,7 +285,7 @@ impl TestServer {
                     format!("starting a local PostgreSQL cluster for the tests failed: {e}")
                 })?;
                 let config = cluster.admin_config();
-                TestServer::from_config(config, Source::Local(cluster))
+                TestServer::from_config(config, Source::Local(Box::new(cluster)))
                     .map_err(|e| format!("the local test cluster cannot be used: {e}"))
             }
             Err(e) => {
