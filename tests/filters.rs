@@ -5,21 +5,14 @@
 //! hash, and the refusals (bad filter, filter on a non-key column without before-images,
 //! unknown column, excluded key column) with the exit status and message the CLI gives.
 
-use std::process::{Output, Stdio};
-use std::time::Duration;
-
 use pg_changestream::consumer::{
     enable_change_streaming, ConsumerBuilder, Op, Record, StartLocation, TableSpec,
 };
 use pg_changestream::testing::{TestDatabase, TestServer};
 use pg_changestream::ConnectConfig;
-use serde_json::Value;
-use tokio::process::Command;
 use tokio_postgres::Client;
 
 use crate::support::{assert_quiet, poll_n};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pg-changestream");
 
 /// A database with `customers (id int PRIMARY KEY, email text, status text)`, enabled with
 /// or without before-images.
@@ -293,150 +286,4 @@ async fn refused_filters_and_columns_name_the_table_and_create_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(groups, 0, "a refused build created a slot");
-}
-
-fn cli() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key == "DATABASE_URL" || key.starts_with("PG") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    cmd
-}
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(120), cli().args(args).output())
-        .await
-        .expect("the command finishes within 120 s")
-        .expect("the binary runs")
-}
-
-fn lines(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-#[tokio::test]
-async fn tail_filters_and_excludes_columns_in_backfill_and_stream() {
-    let (db, client, _config) = setup(true).await;
-    let url = db.url();
-    client
-        .batch_execute(
-            "INSERT INTO customers VALUES (1, 'a@pii.example', 'active'),
-                                          (2, 'b@pii.example', 'draft')",
-        )
-        .await
-        .unwrap();
-    let out = run(&[
-        "--url",
-        &url,
-        "tail",
-        "-g",
-        "cli",
-        "-t",
-        "customers@earliest",
-        "--where",
-        "customers=status <> 'draft'",
-        "--exclude-columns",
-        "customers=email",
-        "--max-records",
-        "1",
-    ])
-    .await;
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_no_pii(&stdout);
-    let read = lines(&out);
-    assert_eq!(read.len(), 1, "{stdout}");
-    assert_eq!(read[0]["op"], "read");
-    assert_eq!(
-        read[0]["after"],
-        serde_json::json!({"id": 1, "status": "active"})
-    );
-
-    client
-        .batch_execute(
-            "INSERT INTO customers VALUES (3, 'c@pii.example', 'draft');
-             UPDATE customers SET email = 'z@pii.example', status = 'gone' WHERE id = 1;
-             DELETE FROM customers WHERE id = 1;",
-        )
-        .await
-        .unwrap();
-    // Without the flags: the group keeps what it stores.
-    let out = run(&[
-        "--url",
-        &url,
-        "tail",
-        "-g",
-        "cli",
-        "-t",
-        "customers",
-        "--max-records",
-        "2",
-    ])
-    .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_no_pii(&stdout);
-    let got = lines(&out);
-    let ops: Vec<&str> = got.iter().map(|l| l["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["update", "delete"], "{stdout}");
-    assert_eq!(
-        got[0]["before"],
-        serde_json::json!({"id": 1, "status": "active"})
-    );
-    assert_eq!(
-        got[1]["before"],
-        serde_json::json!({"id": 1, "status": "gone"})
-    );
-}
-
-#[tokio::test]
-async fn tail_refuses_a_bad_filter_or_column_with_exit_status_2() {
-    let (db, _client, _config) = setup(false).await;
-    let url = db.url();
-    for (flags, needle) in [
-        (
-            ["--where", "customers=status <> 'x'"],
-            "not part of the replica identity",
-        ),
-        (
-            ["--where", "customers=nosuch = 1"],
-            "\"nosuch\" does not exist",
-        ),
-        (
-            ["--exclude-columns", "customers=mail"],
-            "no column \"mail\"",
-        ),
-        (["--columns", "other=id"], "which no --table reads"),
-    ] {
-        let mut args = vec![
-            "--url",
-            url.as_str(),
-            "tail",
-            "-g",
-            "bad",
-            "-t",
-            "customers",
-        ];
-        args.extend(flags);
-        let out = run(&args).await;
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
-        assert!(
-            stderr.contains("customers") || stderr.contains("other"),
-            "{stderr}"
-        );
-    }
 }

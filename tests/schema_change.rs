@@ -4,7 +4,6 @@
 //! uncommitted ones with the same event ids, also from the middle of a transaction; the
 //! CLI prints them with both column lists.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use pg_changestream::consumer::{
@@ -13,7 +12,6 @@ use pg_changestream::consumer::{
 use pg_changestream::testing::{TestDatabase, TestServer};
 use pg_changestream::ConnectConfig;
 use serde_json::{json, Value};
-use tokio::process::Command;
 use tokio_postgres::Client;
 
 use crate::support::{assert_quiet, poll_n};
@@ -286,69 +284,4 @@ async fn a_change_made_while_no_consumer_ran_is_reported_by_the_next_one() {
     assert_eq!(records[0].op(), Op::Insert);
     assert_quiet(&mut third).await;
     third.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn tail_prints_a_schema_record_with_both_column_lists() {
-    let (db, client, _config) = setup().await;
-    let url = db.url();
-    let tail = |max: &'static str| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg-changestream"));
-        for (key, _) in std::env::vars() {
-            if key == "DATABASE_URL" || key.starts_with("PG") || key == "RUST_LOG" {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["--url", &url, "tail", "-g", "cli", "-t", "t@latest"])
-            .args(["--max-records", max, "--idle-exit", "2"])
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
-    };
-    // The first run creates the group; nothing to read yet.
-    let out = tail("1").output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    client
-        .batch_execute(
-            "INSERT INTO t VALUES (1, 'x');
-             ALTER TABLE t ADD COLUMN b int;
-             INSERT INTO t VALUES (2, 'y', 5);",
-        )
-        .await
-        .unwrap();
-    let out = tail("3").output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ops: Vec<&str> = lines.iter().map(|l| l["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["insert", "schema", "insert"]);
-    let schema = &lines[1];
-    assert_eq!(schema["table"], "public.t");
-    assert_eq!(
-        (&schema["key"], &schema["before"], &schema["after"]),
-        (&Value::Null, &Value::Null, &Value::Null)
-    );
-    assert_eq!(schema["before_image"], "not_applicable");
-    let names = |field: &str| -> Vec<String> {
-        schema[field]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(names("columns"), ["id", "a", "b"]);
-    assert_eq!(names("previous_columns"), ["id", "a"]);
-    assert_eq!(schema["columns"][2]["type"], "int4");
-    assert_eq!(lines[2]["after"], json!({"id": 2, "a": "y", "b": 5}));
 }

@@ -23,7 +23,7 @@ use crate::source::{self, Spec};
 use crate::status;
 
 /// The demo schema.
-const DEMO_SQL: &str = include_str!("../../../sql/demo.sql");
+const DEMO_SQL: &str = include_str!("../../sql/demo.sql");
 
 /// The consumer group the demo reads with.
 const GROUP: &str = "demo";

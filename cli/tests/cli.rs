@@ -13,19 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pg-changestream");
-
-/// The binary with a clean environment for connections (no DATABASE_URL or PG* leaking in).
-fn cli() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key == "DATABASE_URL" || key.starts_with("PG") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    cmd
-}
+use crate::bin::{cli, json_lines, run, stderr};
 
 /// `tail` of table `items` for `group`, with `extra` arguments.
 async fn tail(url: &str, group: &str, extra: &[&str]) -> Output {
@@ -34,25 +22,6 @@ async fn tail(url: &str, group: &str, extra: &[&str]) -> Output {
     let mut args = vec!["--url", url, "tail", "-g", group, "-t", "items@latest"];
     args.extend_from_slice(extra);
     run(&args).await
-}
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(120), cli().args(args).output())
-        .await
-        .expect("the command finishes within 120 s")
-        .expect("the binary runs")
-}
-
-fn stdout_lines(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Asserts the exit status and that stderr is exactly one line starting with `prefix`.
@@ -137,7 +106,7 @@ async fn demo_prints_every_operation_with_before_images() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&args).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines = stdout_lines(&out);
+    let lines = json_lines(&out);
     let ops: BTreeSet<&str> = lines.iter().filter_map(|l| l["op"].as_str()).collect();
     assert_eq!(
         ops,
@@ -212,7 +181,7 @@ async fn demo_fetches_postgresql_when_none_is_installed() {
             && fetched.ends_with("/native/bin"),
         "the server came from the cache, not an installed PostgreSQL: {fetched}"
     );
-    let ops: BTreeSet<String> = stdout_lines(&first)
+    let ops: BTreeSet<String> = json_lines(&first)
         .iter()
         .filter_map(|l| l["op"].as_str().map(str::to_owned))
         .collect();
@@ -230,7 +199,7 @@ async fn demo_fetches_postgresql_when_none_is_installed() {
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(bin_dir(&second), fetched);
     assert!(!stderr(&second).contains("fetching"), "{}", stderr(&second));
-    assert!(!stdout_lines(&second).is_empty());
+    assert!(!json_lines(&second).is_empty());
 }
 
 #[tokio::test]
@@ -239,7 +208,7 @@ async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
     // The first run creates the group and, with nothing new, leaves on --idle-exit.
     let out = tail(&url, &group, &["--idle-exit", "0.3"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout_lines(&out).is_empty());
+    assert!(json_lines(&out).is_empty());
     for id in 1..=5 {
         client
             .execute("INSERT INTO items VALUES ($1, 'x')", &[&id])
@@ -257,10 +226,10 @@ async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
     ];
     let out = run(&[&args[..], &["--max-records", "2"]].concat()).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ids(&stdout_lines(&out)), [1, 2]);
+    assert_eq!(ids(&json_lines(&out)), [1, 2]);
     let out = run(&[&args[..], &["--idle-exit", "1"]].concat()).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines = stdout_lines(&out);
+    let lines = json_lines(&out);
     assert_eq!(
         ids(&lines),
         [3, 4, 5],
@@ -270,16 +239,16 @@ async fn tail_stops_at_max_records_and_the_next_run_resumes_after_the_commit() {
         .iter()
         .all(|l| l["group"] == group.as_str() && l["table"] == "public.items"));
     let out = run(&[&args[..], &["--idle-exit", "0.3"]].concat()).await;
-    assert!(stdout_lines(&out).is_empty(), "everything was committed");
+    assert!(json_lines(&out).is_empty(), "everything was committed");
     // A commit inside a transaction: the next run starts at the record after it.
     client
         .batch_execute("INSERT INTO items VALUES (6, 'y'), (7, 'y'), (8, 'y')")
         .await
         .unwrap();
     let out = run(&[&args[..], &["--max-records", "1"]].concat()).await;
-    assert_eq!(ids(&stdout_lines(&out)), [6]);
+    assert_eq!(ids(&json_lines(&out)), [6]);
     let out = run(&[&args[..], &["--idle-exit", "1"]].concat()).await;
-    let lines = stdout_lines(&out);
+    let lines = json_lines(&out);
     assert_eq!(ids(&lines), [7, 8]);
     assert!(
         lines[0]["event_id"].as_str().unwrap().ends_with(":1"),
@@ -310,7 +279,7 @@ async fn tail_reads_every_partition_of_a_partitioned_group() {
     // Without --partitions the existing group is used as it was created.
     let out = tail(&url, &group, &["--idle-exit", "1"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines = stdout_lines(&out);
+    let lines = json_lines(&out);
     let mut seen = ids(&lines);
     seen.sort_unstable();
     assert_eq!(seen, (1..=40).collect::<Vec<i64>>(), "every row once");
@@ -383,7 +352,7 @@ async fn tail_prints_the_changes_of_a_partitioned_table_as_the_root() {
     };
     let out = tail_m("@latest", "0.3").await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout_lines(&out).is_empty());
+    assert!(json_lines(&out).is_empty());
     client
         .batch_execute(
             "INSERT INTO m VALUES (1, 'eu', 'a');
@@ -395,7 +364,7 @@ async fn tail_prints_the_changes_of_a_partitioned_table_as_the_root() {
         .unwrap();
     let out = tail_m("", "3").await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines = stdout_lines(&out);
+    let lines = json_lines(&out);
     let got: Vec<(&str, &str, i64)> = lines
         .iter()
         .map(|l| {
@@ -427,7 +396,7 @@ async fn tail_prints_the_changes_of_a_partitioned_table_as_the_root() {
     assert_eq!(lines[3]["before_image"], "full");
     // Nothing was committed past them: a new run starts after them and prints nothing.
     let out = tail_m("", "0.3").await;
-    assert!(stdout_lines(&out).is_empty());
+    assert!(json_lines(&out).is_empty());
 }
 
 #[tokio::test]
@@ -466,7 +435,7 @@ async fn tail_draws_a_backfill_progress_bar_when_stderr_is_a_terminal() {
         .unwrap();
     let screen = screen.join().unwrap();
     assert!(out.status.success(), "{screen}");
-    let lines = stdout_lines(&out);
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), rows, "every row once");
     assert!(
         lines.iter().all(|l| l["op"] == "read"),
@@ -539,7 +508,7 @@ async fn sigterm_commits_what_was_written_and_exits_0() {
     assert!(status.success(), "{status:?}");
     let out = tail(&url, &group, &["--idle-exit", "0.5"]).await;
     assert!(
-        stdout_lines(&out).is_empty(),
+        json_lines(&out).is_empty(),
         "the record was committed before exiting"
     );
 }
@@ -744,7 +713,7 @@ async fn the_least_privilege_role_of_sql_role_sql_can_enable_and_tail() {
         .map(|dir| dir.join("psql"))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| "psql".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/role.sql");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/role.sql");
     let out = Command::new(&psql)
         .args(["-X", "-q", &db.url(), "-f", script])
         .args(["-v", &format!("role={role}"), "-v", "password=s3cret'x"])
@@ -781,7 +750,78 @@ async fn the_least_privilege_role_of_sql_role_sql_can_enable_and_tail() {
         .unwrap();
     let out = run(&[&tail[..], &["--max-records", "1"]].concat()).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ids(&stdout_lines(&out)), [1]);
+    assert_eq!(ids(&json_lines(&out)), [1]);
     let out = run(&["--url", &url, "delete-group", &group]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Negative limits are refused by the command line (exit 2, naming the flag) before anything
+/// touches the database: no slot is created.
+#[tokio::test]
+async fn negative_limits_exit_2_and_change_nothing() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    for (arg, name) in [
+        ("--max-records=-1", "max-records"),
+        ("--idle-exit=-5s", "idle-exit"),
+    ] {
+        let out = run(&["--url", &db.url(), "tail", "-g", "g8", "-t", "items", arg]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {err}");
+        assert!(err.contains(name), "{arg}: {err}");
+    }
+    let slots: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "a refused command created a slot");
+}
+
+/// A partition attached after `enable` keeps its own replica identity: `status` warns, naming
+/// the partition, its table and the fix (the library's side is in tests/capture.rs).
+#[tokio::test]
+async fn status_warns_of_a_partition_attached_after_enable() {
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE ev (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+             CREATE TABLE ev_1 PARTITION OF ev FOR VALUES FROM (0) TO (100);",
+        )
+        .await
+        .unwrap();
+    let url = db.url();
+    let out = run(&["--url", &url, "enable", "ev"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+        .batch_execute("CREATE TABLE ev_2 PARTITION OF ev FOR VALUES FROM (100) TO (200)")
+        .await
+        .unwrap();
+    let args = ["--url", &url, "tail", "-g", "attached", "-t", "ev@latest"];
+    let out = run(&[&args[..], &["--max-records", "1", "--idle-exit", "1"]].concat()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--url", &url, "status", "attached"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("warning: partition public.ev_2 of table public.ev"),
+        "{text}"
+    );
+    assert!(text.contains("pg-changestream enable public.ev"), "{text}");
 }

@@ -16,9 +16,9 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use pg_changestream::testing::{TestDatabase, TestServer};
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pg-changestream");
+use crate::bin::{cli, run, stderr};
 
 /// A `nats-server -js` of this test, on a port of its own, storing in `dir`.
 struct NatsServer {
@@ -173,29 +173,6 @@ impl Drop for NatsServer {
             let _ = child.wait();
         }
     }
-}
-
-/// The binary with a clean environment for connections.
-fn cli() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key == "DATABASE_URL" || key.starts_with("PG") || key.starts_with("NATS") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    cmd
-}
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(120), cli().args(args).output())
-        .await
-        .expect("the command finishes within 120 s")
-        .expect("the binary runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A database with `items (id int PRIMARY KEY, n int, pad text)` enabled, its URL and a
