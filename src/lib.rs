@@ -56,6 +56,7 @@ pub mod decode;
 pub mod error;
 pub mod group;
 pub mod lsn;
+pub mod metrics;
 pub mod protocol;
 pub mod sink;
 pub mod snapshot;

@@ -10,18 +10,16 @@
 //! status is 0. A broker that stays unreachable at that point means exit status 1 with
 //! nothing more committed.
 
-use std::sync::Arc;
-
 use pg_changestream::sink::jetstream::{Auth, JetStreamConfig, JetStreamSink};
 use pg_changestream::sink::outgoing::Encoder;
 use pg_changestream::sink::progress::ProgressRow;
 use pg_changestream::sink::subject::Subjects;
-use pg_changestream::sink::{self, Counters, DriverOptions, SinkError};
+use pg_changestream::sink::{self, DriverOptions, SinkError};
 use pg_changestream::wire::ConnectConfig;
 
 use crate::args::PublishArgs;
 use crate::failure::Failure;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::output;
 use crate::source::{self, Spec};
 use crate::tail::stop_on_signals;
@@ -53,11 +51,8 @@ pub async fn publish(config: &ConnectConfig, args: PublishArgs) -> Result<(), Fa
     js.client_name = format!("pg-changestream publish {}", args.group);
     let target = format!("{} stream {}", args.nats, args.stream);
 
-    let metrics = Arc::new(Metrics::new(&args.group));
-    let counters = Arc::new(Counters::default());
-    metrics.attach_sink(Arc::clone(&counters));
     if let Some(addr) = args.metrics_addr {
-        metrics::serve(addr, Arc::clone(&metrics)).await?;
+        metrics::export(addr).await?;
     }
     let stop = stop_on_signals()?;
     // The broker first: nothing of the group is touched when it is not usable.
@@ -99,7 +94,6 @@ pub async fn publish(config: &ConnectConfig, args: PublishArgs) -> Result<(), Fa
         &mut encoder,
         Some(&mut progress),
         &options,
-        &counters,
         &stop,
     )
     .await;

@@ -171,7 +171,6 @@ pub struct Spec {
 /// A reader of one consumer group.
 pub struct Source {
     consumer: Consumer,
-    wal_bytes_behind: u64,
 }
 
 /// Joins `spec.group` (creating it and adding the tables as needed).
@@ -219,10 +218,7 @@ pub async fn open(config: &ConnectConfig, spec: Spec) -> Result<Source, Failure>
         builder = builder.message_prefix(prefix);
     }
     let consumer = builder.build().await?;
-    Ok(Source {
-        consumer,
-        wal_bytes_behind: 0,
-    })
+    Ok(Source { consumer })
 }
 
 impl Source {
@@ -232,17 +228,15 @@ impl Source {
     /// The consumer failed (slot invalidated, group deleted, server gone for too long).
     pub async fn poll(&mut self, limit: usize, wait: Duration) -> Result<Vec<Record>, Failure> {
         let bundle = self.consumer.poll(limit, wait).await?;
-        self.wal_bytes_behind = bundle.wal_bytes_behind();
         Ok(bundle.into_records())
     }
 
-    /// Commits everything the last poll returned; returns the group's committed position.
+    /// Commits everything the last poll returned.
     ///
     /// # Errors
     /// Writing the cursor failed.
-    pub async fn commit(&mut self) -> Result<pg_changestream::Lsn, Failure> {
-        self.consumer.commit().await?;
-        Ok(self.consumer.stats().committed_lsn)
+    pub async fn commit(&mut self) -> Result<(), Failure> {
+        self.consumer.commit().await.map_err(Failure::from)
     }
 
     /// The consumer itself, for `publish`'s driver loop.
@@ -253,11 +247,6 @@ impl Source {
     /// The consumer's counters and lag.
     pub fn stats(&self) -> pg_changestream::consumer::Stats {
         self.consumer.stats()
-    }
-
-    /// WAL bytes between what was polled last and the server's position.
-    pub fn lag_bytes(&self) -> u64 {
-        self.wal_bytes_behind
     }
 
     /// Leaves the group. Nothing is committed here: the tail loop commits after each

@@ -15,7 +15,7 @@ use pg_changestream::wire::ConnectConfig;
 
 use crate::args::TailArgs;
 use crate::failure::Failure;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::progress::{self, ProgressBar};
 use crate::source::{self, Source, Spec};
 
@@ -54,9 +54,8 @@ pub async fn tail(config: &ConnectConfig, args: TailArgs) -> Result<(), Failure>
         message_prefixes: args.message_prefixes.clone(),
         partitions: args.partitions,
     };
-    let metrics = Arc::new(Metrics::new(&args.group));
     if let Some(addr) = args.metrics_addr {
-        metrics::serve(addr, Arc::clone(&metrics)).await?;
+        metrics::export(addr).await?;
     }
     let stop = stop_on_signals()?;
     let mut source = source::open(config, spec).await?;
@@ -68,7 +67,7 @@ pub async fn tail(config: &ConnectConfig, args: TailArgs) -> Result<(), Failure>
     // Locked once; each poll's lines reach it in one write of one buffer (see `run`), so a
     // BufWriter in between would only copy them again.
     let mut out = std::io::stdout().lock();
-    let result = run(&mut source, &mut out, &args.group, limits, &metrics, &stop).await;
+    let result = run(&mut source, &mut out, &args.group, limits, &stop).await;
     let closed = source.close().await;
     result.map(|_| ())?;
     closed
@@ -84,7 +83,6 @@ pub async fn run(
     out: &mut impl Write,
     group: &str,
     limits: Limits,
-    metrics: &Metrics,
     stop: &AtomicBool,
 ) -> Result<u64, Failure> {
     let mut written = 0u64;
@@ -115,7 +113,6 @@ pub async fn run(
         };
         let records = source.poll(limit.max(1), wait).await?;
         if records.is_empty() {
-            metrics.lag(source.lag_bytes());
             if limits
                 .idle_exit
                 .is_some_and(|idle| last_record.elapsed() >= idle)
@@ -140,13 +137,8 @@ pub async fn run(
             }
             Err(e) => return Err(Failure::other(format!("writing to stdout: {e}"))),
         }
-        for r in &records {
-            metrics.written(r.op());
-        }
         written += records.len() as u64;
-        let lsn = source.commit().await?;
-        metrics.committed(records.len() as u64, lsn.as_u64(), source.lag_bytes());
-        metrics.observe(&source.stats());
+        source.commit().await?;
     }
     bar.finish();
     Ok(written)

@@ -34,6 +34,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Notify};
 use tokio_postgres::Client;
 
 use super::position::Position;
+use super::stats::Stats;
 use crate::decode::record::Record;
 use crate::decode::relation::{Baseline, Relation};
 use crate::decode::stream::Acker;
@@ -43,6 +44,7 @@ use crate::group::membership::register_session;
 use crate::group::shapes::store_shapes;
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
+use crate::metrics::ConsumerMetrics;
 use crate::snapshot::driver::ChunkDone;
 use crate::snapshot::progress::{store_progress, StoredProgress};
 use crate::wire::ConnectConfig;
@@ -128,6 +130,8 @@ pub(crate) struct Committer {
     state: StdMutex<State>,
     /// Wakes the trailing writer when `hurry` is set.
     hurried: Notify,
+    /// The group's metrics (cursor writes here; the rest set per poll by the consumer).
+    metrics: ConsumerMetrics,
 }
 
 impl Committer {
@@ -159,7 +163,6 @@ impl Committer {
             })
             .collect();
         Committer {
-            group_id,
             member_id,
             config,
             reconnect_timeout,
@@ -172,7 +175,14 @@ impl Committer {
                 last_trail: None,
             }),
             hurried: Notify::new(),
+            metrics: ConsumerMetrics::new(&group_id),
+            group_id,
         }
+    }
+
+    /// Sets the group's metrics from the consumer's figures (once per poll).
+    pub(crate) fn observe(&self, stats: &Stats) {
+        self.metrics.observe(stats);
     }
 
     fn state(&self) -> MutexGuardStd<'_, State> {
@@ -402,6 +412,7 @@ impl Committer {
                 }
             }
         }
+        self.metrics.cursor_written();
         Ok(true)
     }
 

@@ -473,6 +473,7 @@ impl Consumer {
                     .ok();
             }
         }
+        self.committer.observe(&self.stats);
         self.last_poll = ends.clone();
         Ok(MessageBundle::new(
             gather.records,

@@ -14,7 +14,7 @@
 //! repeats by their ids.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::outgoing::Encoder;
@@ -22,6 +22,7 @@ use super::progress::ProgressRow;
 use super::{Sink, SinkError};
 use crate::consumer::{Consumer, MessageBundle};
 use crate::error::{Error, Kind};
+use crate::metrics::SinkMetrics;
 
 /// How the loop runs and when it stops.
 #[derive(Debug, Clone)]
@@ -53,26 +54,6 @@ impl Default for DriverOptions {
     }
 }
 
-/// Figures of a running loop, for metrics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Records handed to the sink (repeats after a reconnect count again).
-    pub published: AtomicU64,
-    /// Records the broker acknowledged.
-    pub acked: AtomicU64,
-    /// Messages waiting for an acknowledgement.
-    pub in_flight: AtomicU64,
-    /// Records committed to the group.
-    pub committed: AtomicU64,
-    /// The group's committed position, as a number.
-    pub committed_lsn: AtomicU64,
-    /// Microseconds between the last committed record's database commit and its group
-    /// commit (the end-to-end delay through the broker).
-    pub commit_lag_micros: AtomicU64,
-    /// Times the sink reconnected after a failure.
-    pub reconnects: AtomicU64,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -97,7 +78,7 @@ struct Loop<'a, S: Sink> {
     encoder: &'a mut Encoder,
     progress: Option<&'a mut ProgressRow>,
     options: &'a DriverOptions,
-    counters: &'a Counters,
+    metrics: SinkMetrics,
     stop: &'a AtomicBool,
     pending: VecDeque<Pending>,
     /// Messages handed to the sink since it (re)connected.
@@ -120,16 +101,16 @@ pub async fn run<S: Sink>(
     encoder: &mut Encoder,
     progress: Option<&mut ProgressRow>,
     options: &DriverOptions,
-    counters: &Counters,
     stop: &AtomicBool,
 ) -> Result<Outcome, SinkError> {
+    let metrics = SinkMetrics::new(consumer.group_id());
     let mut state = Loop {
         consumer,
         sink,
         encoder,
         progress,
         options,
-        counters,
+        metrics,
         stop,
         pending: VecDeque::new(),
         sent: 0,
@@ -222,9 +203,7 @@ impl<S: Sink> Loop<'_, S> {
             let last_commit_time = last.txn().commit_time();
             self.sent += batch.len() as u64;
             self.sink.publish(std::mem::take(&mut batch)).await?;
-            self.counters
-                .published
-                .fetch_add(records, Ordering::Relaxed);
+            self.metrics.published.increment(records);
             self.pending.push_back(Pending {
                 bundle,
                 end: self.sent,
@@ -242,10 +221,7 @@ impl<S: Sink> Loop<'_, S> {
     /// Commits the newest bundle whose messages are all durable (unless the last commit was
     /// less than `commit_every` ago and `force` is off).
     async fn commit_durable(&mut self, durable: u64, force: bool) -> Result<(), SinkError> {
-        self.counters.in_flight.store(
-            u64::try_from(self.sink.in_flight()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.metrics.in_flight.set(self.sink.in_flight() as f64);
         let Some(covered) = self.pending.iter().rposition(|p| p.end <= durable) else {
             return Ok(());
         };
@@ -261,19 +237,9 @@ impl<S: Sink> Loop<'_, S> {
         let records: u64 = self.pending.drain(..=covered).map(|p| p.records).sum();
         self.committed += records;
         self.last_commit = Instant::now();
-        self.counters.acked.fetch_add(records, Ordering::Relaxed);
-        self.counters
-            .committed
-            .fetch_add(records, Ordering::Relaxed);
-        self.counters.committed_lsn.store(
-            self.consumer.stats().committed_lsn.as_u64(),
-            Ordering::Relaxed,
-        );
+        self.metrics.acked.increment(records);
         if let Ok(lag) = SystemTime::now().duration_since(commit_time) {
-            self.counters.commit_lag_micros.store(
-                u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
+            self.metrics.commit_lag(lag);
         }
         if let Some(progress) = self.progress.as_deref_mut() {
             progress.committed(last_event, records, false).await;
@@ -283,7 +249,7 @@ impl<S: Sink> Loop<'_, S> {
 
     /// After a sink failure: forget what is uncommitted, reconnect, resume from the cursor.
     async fn recover(&mut self, why: &str, backoff: &mut Duration) -> Result<(), SinkError> {
-        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.metrics.reconnects.increment(1);
         let uncommitted: u64 = self.pending.iter().map(|p| p.records).sum();
         tracing::warn!(
             error = why,
@@ -293,7 +259,7 @@ impl<S: Sink> Loop<'_, S> {
         );
         self.pending.clear();
         self.sent = 0;
-        self.counters.in_flight.store(0, Ordering::Relaxed);
+        self.metrics.in_flight.set(0.0);
         self.consumer.reset().await?;
         self.encoder.forget_schemas();
         loop {

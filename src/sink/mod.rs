@@ -59,7 +59,7 @@ pub mod subject;
 
 use std::future::Future;
 
-pub use driver::{run, Counters, DriverOptions, Outcome};
+pub use driver::{run, DriverOptions, Outcome};
 pub use outgoing::Outgoing;
 
 /// What can go wrong while publishing.
