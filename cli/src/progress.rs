@@ -1,9 +1,16 @@
 //! The backfill progress bar of `tail`: one line on stderr, redrawn in place, only when
 //! stderr is a terminal (a pipe or a log file gets nothing from here; the same figures are
 //! in the metrics and the logs).
+//!
+//! Logs (`-v`) go to the same stderr. Both write through one [`Screen`], which knows the line
+//! the bar shows: a log line first erases the bar, then is written, then the bar is drawn
+//! again below it — so neither lands in the middle of the other.
 
 use std::io::{self, IsTerminal, Write};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tracing_subscriber::fmt::MakeWriter;
 
 use pg_changestream::consumer::BackfillProgress;
 
@@ -52,9 +59,92 @@ pub fn by_table(partitions: &[BackfillProgress]) -> Vec<TableProgress> {
     tables
 }
 
+/// Erases the current line of a terminal and puts the cursor at its start.
+const ERASE: &str = "\r\x1b[2K";
+
+/// What stderr shows at its bottom line: the bar's text, if a bar is drawn.
+#[derive(Debug, Default)]
+pub struct Screen {
+    bar: Mutex<Option<String>>,
+}
+
+/// The process's stderr screen, shared by the bar and the log writer.
+static STDERR: Screen = Screen::new();
+
+impl Screen {
+    const fn new() -> Screen {
+        Screen {
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// Draws `line` as the bar (replacing the one shown), or takes the bar off the screen
+    /// and ends its line (`None`, with `keep` leaving its last text visible).
+    fn draw(&self, out: &mut impl Write, line: Option<String>, keep: bool) {
+        let mut bar = self.bar.lock().unwrap_or_else(PoisonError::into_inner);
+        // Errors on stderr are not worth failing for.
+        let _ = match &line {
+            Some(text) => write!(out, "{ERASE}{text}"),
+            None if bar.is_some() && keep => writeln!(out),
+            None => Ok(()),
+        };
+        let _ = out.flush();
+        *bar = line;
+    }
+
+    /// Writes one log record: above the bar, which is drawn again after it.
+    fn log(&self, out: &mut impl Write, record: &[u8]) {
+        let bar = self.bar.lock().unwrap_or_else(PoisonError::into_inner);
+        if bar.is_some() {
+            let _ = write!(out, "{ERASE}");
+        }
+        let _ = out.write_all(record);
+        if let Some(text) = bar.as_deref() {
+            let _ = write!(out, "{text}");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// The log writer of the CLI (`tracing_subscriber`'s writer): stderr, through [`Screen`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Logs;
+
+impl<'a> MakeWriter<'a> for Logs {
+    type Writer = LogRecord;
+
+    fn make_writer(&'a self) -> LogRecord {
+        LogRecord(Vec::with_capacity(256))
+    }
+}
+
+/// One log record, collected and written in one piece when dropped.
+#[derive(Debug)]
+pub struct LogRecord(Vec<u8>);
+
+impl Write for LogRecord {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogRecord {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            STDERR.log(&mut io::stderr().lock(), &self.0);
+        }
+    }
+}
+
 /// The progress line, drawn on `out` (stderr in `tail`).
 pub struct ProgressBar<W: Write> {
     out: W,
+    screen: &'static Screen,
     /// Off when the output is not a terminal.
     enabled: bool,
     last_draw: Option<Instant>,
@@ -67,15 +157,16 @@ impl ProgressBar<io::Stderr> {
     pub fn stderr() -> ProgressBar<io::Stderr> {
         let out = io::stderr();
         let enabled = out.is_terminal();
-        ProgressBar::new(out, enabled)
+        ProgressBar::new(out, &STDERR, enabled)
     }
 }
 
 impl<W: Write> ProgressBar<W> {
-    /// A bar on `out`; draws nothing unless `enabled`.
-    pub fn new(out: W, enabled: bool) -> ProgressBar<W> {
+    /// A bar on `out`, shown on `screen`; draws nothing unless `enabled`.
+    fn new(out: W, screen: &'static Screen, enabled: bool) -> ProgressBar<W> {
         ProgressBar {
             out,
+            screen,
             enabled,
             last_draw: None,
             shown: false,
@@ -95,8 +186,9 @@ impl<W: Write> ProgressBar<W> {
         }
         let Some(current) = tables.iter().find(|t| !t.done) else {
             if std::mem::take(&mut self.shown) {
-                let _ = writeln!(self.out, "\r\x1b[2Kbackfill done");
-                let _ = self.out.flush();
+                self.screen
+                    .draw(&mut self.out, Some("backfill done".into()), false);
+                self.screen.draw(&mut self.out, None, true);
             }
             return;
         };
@@ -106,9 +198,7 @@ impl<W: Write> ProgressBar<W> {
         self.last_draw = Some(Instant::now());
         let finished = tables.iter().filter(|t| t.done).count();
         let line = render(current, finished, tables.len());
-        // \r and "erase line" redraw in place; errors on stderr are not worth failing for.
-        let _ = write!(self.out, "\r\x1b[2K{line}");
-        let _ = self.out.flush();
+        self.screen.draw(&mut self.out, Some(line), false);
         self.shown = true;
     }
 
@@ -116,8 +206,7 @@ impl<W: Write> ProgressBar<W> {
     /// figures stay on screen), so later output starts on a fresh line.
     pub fn finish(&mut self) {
         if std::mem::take(&mut self.shown) {
-            let _ = writeln!(self.out);
-            let _ = self.out.flush();
+            self.screen.draw(&mut self.out, None, true);
         }
     }
 }
@@ -180,14 +269,18 @@ mod tests {
         );
     }
 
+    fn screen() -> &'static Screen {
+        Box::leak(Box::new(Screen::new()))
+    }
+
     #[test]
     fn nothing_is_drawn_unless_enabled_and_the_line_ends_once() {
-        let mut quiet = ProgressBar::new(Vec::new(), false);
+        let mut quiet = ProgressBar::new(Vec::new(), screen(), false);
         quiet.update(&[table(1, Some(10), false)]);
         quiet.finish();
         assert!(quiet.out.is_empty());
 
-        let mut bar = ProgressBar::new(Vec::new(), true);
+        let mut bar = ProgressBar::new(Vec::new(), screen(), true);
         bar.update(&[table(1, Some(10), false)]);
         bar.update(&[table(10, Some(10), true)]);
         bar.update(&[table(10, Some(10), true)]);
@@ -201,10 +294,28 @@ mod tests {
         assert_eq!(text.matches("backfill done").count(), 1, "{text:?}");
 
         // Stopped half-way: the last line stays, ended by a newline.
-        let mut bar = ProgressBar::new(Vec::new(), true);
+        let mut bar = ProgressBar::new(Vec::new(), screen(), true);
         bar.update(&[table(3, Some(10), false)]);
         bar.finish();
         let text = String::from_utf8(std::mem::take(&mut bar.out)).unwrap();
         assert!(text.ends_with("3/~10 rows 30%\n"), "{text:?}");
+    }
+
+    #[test]
+    fn a_log_line_goes_above_the_bar_which_is_drawn_again() {
+        let screen = screen();
+        let mut out = Vec::new();
+        screen.log(&mut out, b"before any bar\n");
+        let mut bar = ProgressBar::new(Vec::new(), screen, true);
+        bar.update(&[table(3, Some(10), false)]);
+        screen.log(&mut out, b"INFO a log line\n");
+        bar.finish();
+        screen.log(&mut out, b"after the bar\n");
+        let text = String::from_utf8(out).unwrap();
+        let shown = render(&table(3, Some(10), false), 0, 1);
+        assert_eq!(
+            text,
+            format!("before any bar\n{ERASE}INFO a log line\n{shown}after the bar\n")
+        );
     }
 }
