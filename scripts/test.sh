@@ -99,6 +99,9 @@ run "fmt" cargo fmt --all -- --check
 run "clippy" cargo clippy --all-targets --all-features -- -D warnings
 run "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 run "library dependencies" library_dependencies
+# The sealed surface: fails when the public API changed and tests/public-api.txt was not
+# blessed (scripts/public_api.py --bless) with it.
+run "public API" python3 scripts/public_api.py
 run "test (default server)" cargo test --all-features
 
 # --- Python package (issue 16): python/ -------------------------------------------------------
