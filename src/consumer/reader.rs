@@ -261,7 +261,7 @@ impl PartitionReader {
                 }
                 let after = Position::after(&read);
                 if ctx.filter.admit(&read) {
-                    self.polled_time = Some(read.txn().commit_time());
+                    self.polled_time = read.txn().commit_time().or(self.polled_time);
                     gather.records.push(read);
                 }
                 self.polled = self.polled.max(after);
@@ -299,7 +299,7 @@ impl PartitionReader {
             match change {
                 Ok(Change::Record(record)) => {
                     if let Some((prefix, content)) = record.message_content() {
-                        let non_transactional = record.txn().xid == 0;
+                        let non_transactional = record.txn().xid.is_none();
                         if is_internal(prefix) {
                             // A watermark: never delivered; its Commit moves the position.
                             if let Some(emitted) =
@@ -343,8 +343,8 @@ impl PartitionReader {
                         if record.lacks_before_image() {
                             self.report_lacking_before_images(ctx, &record).await;
                         }
-                        if record.txn().commit_time_micros != 0 {
-                            self.polled_time = Some(record.txn().commit_time());
+                        if let Some(time) = record.txn().commit_time() {
+                            self.polled_time = Some(time);
                         }
                         gather.records.push(record);
                     }
@@ -354,8 +354,8 @@ impl PartitionReader {
                     let after = Position::after_commit(end_lsn);
                     if after > self.polled {
                         self.polled = after;
-                        if txn.commit_time_micros != 0 {
-                            self.polled_time = Some(txn.commit_time());
+                        if let Some(time) = txn.commit_time() {
+                            self.polled_time = Some(time);
                         }
                     }
                 }

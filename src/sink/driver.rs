@@ -87,7 +87,7 @@ struct Pending {
     end: u64,
     records: u64,
     last_event: String,
-    last_commit_time: SystemTime,
+    last_commit_time: Option<SystemTime>,
 }
 
 /// What the loop carries between polls.
@@ -269,7 +269,7 @@ impl<S: Sink> Loop<'_, S> {
             self.consumer.stats().committed_lsn.as_u64(),
             Ordering::Relaxed,
         );
-        if let Ok(lag) = SystemTime::now().duration_since(commit_time) {
+        if let Some(Ok(lag)) = commit_time.map(|t| SystemTime::now().duration_since(t)) {
             self.counters.commit_lag_micros.store(
                 u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
