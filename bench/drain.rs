@@ -415,7 +415,7 @@ async fn latency(args: &Args) -> Result<String, String> {
                 continue;
             }
             counts.add(record.op());
-            let commit = record.txn().commit_time();
+            let commit = record.txn().commit_time().unwrap_or(polled);
             // A commit stamped after the poll (clock skew is impossible on one host, but
             // be exact) counts as zero.
             let micros = polled

@@ -72,8 +72,11 @@ mod reference {
             }
             map.serialize_entry("op", record.op().as_str())?;
             map.serialize_entry("commit_lsn", &txn.commit_lsn)?;
-            map.serialize_entry("commit_time", &format_pg_timestamp(txn.commit_time_micros))?;
-            map.serialize_entry("xid", &txn.xid)?;
+            map.serialize_entry(
+                "commit_time",
+                &format_pg_timestamp(txn.commit_time_micros.unwrap_or(0)),
+            )?;
+            map.serialize_entry("xid", &txn.xid.unwrap_or(0))?;
             map.serialize_entry("key", &record.key())?;
             let before = record.before();
             map.serialize_entry("before", &before.image())?;

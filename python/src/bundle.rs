@@ -112,7 +112,11 @@ fn qualified(record: &Record) -> Option<String> {
 }
 
 fn commit_time<'py>(py: Python<'py>, txn: &TxnInfo) -> PyResult<Py<PyAny>> {
-    let micros = txn.commit_time_micros.saturating_add(PG_EPOCH_UNIX_MICROS);
+    // Python has always seen 2000-01-01 for a non-transactional message.
+    let micros = txn
+        .commit_time_micros
+        .unwrap_or(0)
+        .saturating_add(PG_EPOCH_UNIX_MICROS);
     Ok(datetime_from_unix_micros(py, micros, true)?.map_or_else(|| py.None(), Bound::unbind))
 }
 
@@ -280,7 +284,7 @@ impl PyEvent {
 
     /// The transaction id (xid).
     fn get_transaction_id(&self) -> u32 {
-        self.first().txn().xid
+        self.first().txn().xid.unwrap_or(0)
     }
 
     fn __repr__(&self) -> String {
@@ -423,7 +427,7 @@ impl PyRecord {
 
     /// The transaction id (xid).
     fn get_transaction_id(&self) -> u32 {
-        self.record().txn().xid
+        self.record().txn().xid.unwrap_or(0)
     }
 
     /// The group partition the record came through (`None` in a group of one partition).

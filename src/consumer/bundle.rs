@@ -167,13 +167,14 @@ impl<'a> Event<'a> {
         self.txn.commit_lsn
     }
 
-    /// When the transaction committed (the server's clock).
-    pub fn commit_time(&self) -> SystemTime {
+    /// When the transaction committed (the server's clock); `None` for a
+    /// non-transactional logical message.
+    pub fn commit_time(&self) -> Option<SystemTime> {
         self.txn.commit_time()
     }
 
-    /// The transaction id (0 for a non-transactional logical message).
-    pub fn xid(&self) -> u32 {
+    /// The transaction id (`None` for a non-transactional logical message).
+    pub fn xid(&self) -> Option<u32> {
         self.txn.xid
     }
 

@@ -194,7 +194,7 @@ impl RecordFilter {
             return txn.commit_lsn >= lsn;
         }
         if let Some(time) = start.start_time {
-            if txn.commit_time() < time {
+            if txn.commit_time().is_some_and(|t| t < time) {
                 return false;
             }
             // The first transaction at or after the time fixes the position, so that the

@@ -467,10 +467,8 @@ impl Consumer {
         self.stats.wal_bytes_behind = behind;
         self.stats.committed_lsn = self.committer.committed_lsn();
         if let Some(last) = gather.records.last() {
-            if last.txn().commit_time_micros != 0 {
-                self.stats.commit_lag = SystemTime::now()
-                    .duration_since(last.txn().commit_time())
-                    .ok();
+            if let Some(commit_time) = last.txn().commit_time() {
+                self.stats.commit_lag = SystemTime::now().duration_since(commit_time).ok();
             }
         }
         self.committer.observe(&self.stats);

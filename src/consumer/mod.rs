@@ -40,6 +40,7 @@ mod location;
 mod member;
 mod position;
 mod reader;
+mod route;
 mod spec;
 mod stats;
 mod tables;

@@ -34,7 +34,7 @@ impl Position {
     /// WAL record: counting it is the same as being past it, `(lsn, 0)`.
     pub(crate) fn within(record: &Record) -> Position {
         let txn = record.txn();
-        if txn.xid == 0 && record.op() == Op::Message {
+        if txn.xid.is_none() && record.op() == Op::Message {
             return Position::after_commit(txn.commit_lsn);
         }
         Position {

@@ -12,6 +12,7 @@
 //! was not invalidated, so those failures end with an error that says what happened.
 
 use std::collections::{HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_postgres::error::SqlState;
@@ -19,8 +20,9 @@ use tokio_postgres::error::SqlState;
 use super::commit::{Committer, PartitionEnd};
 use super::filter::RecordFilter;
 use super::position::Position;
+use super::route::{route, Route, Rules};
 use crate::decode::decoder::{Change, DecoderOptions};
-use crate::decode::record::{Op, Record};
+use crate::decode::record::{Record, TxnInfo};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::{
@@ -36,7 +38,7 @@ use crate::group::table::TableName;
 use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
-use crate::snapshot::{is_internal, BackfillProgress};
+use crate::snapshot::BackfillProgress;
 use crate::wire::ConnectConfig;
 
 /// What every reader of a consumer shares.
@@ -226,7 +228,8 @@ impl PartitionReader {
     }
 
     /// Takes changes into `gather` until it is full, or — once it holds something — until
-    /// nothing more is ready, or until `deadline`.
+    /// nothing more is ready, or until `deadline`. What each record becomes is decided by
+    /// the delivery rules (`consumer::route`); this is the I/O around them.
     ///
     /// # Errors
     /// A definite failure (group deleted, slot invalidated or dropped, permission denied,
@@ -253,41 +256,11 @@ impl PartitionReader {
                     Err(e) => return self.fail_after(gather, e),
                 }
             }
-            // A chunk's read records sit at its high watermark, before the change after it.
-            while let Some(read) = self.reads.pop_front() {
-                if gather.full() {
-                    self.reads.push_front(read);
-                    return Ok(());
-                }
-                let after = Position::after(&read);
-                if ctx.filter.admit(&read) {
-                    self.polled_time = Some(read.txn().commit_time());
-                    gather.records.push(read);
-                }
-                self.polled = self.polled.max(after);
+            if !self.take_reads(ctx.filter, gather) {
+                return Ok(());
             }
-            if self.backfill.needs_load() {
-                // On the consumer's session: a partition with nothing to backfill opens none.
-                let loaded = match ctx.committer.client().await {
-                    Ok(client) => self.backfill.load(&client).await,
-                    Err(e) => Err(e),
-                };
-                match loaded {
-                    Ok(()) => {}
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(
-                            group_id = ctx.group_id,
-                            error = %e,
-                            "loading backfill progress failed; retrying"
-                        );
-                    }
-                    Err(e) => return self.fail_after(gather, e),
-                }
-            }
-            if self.pending.is_none() {
-                if let Err(e) = self.backfill.advance(ctx.config).await {
-                    return self.fail_after(gather, e);
-                }
+            if let Err(e) = self.move_backfill(ctx).await {
+                return self.fail_after(gather, e);
             }
             let change = match self.pending.take() {
                 Some(change) => Ok(change),
@@ -296,89 +269,161 @@ impl PartitionReader {
                     None => return Ok(()),
                 },
             };
-            match change {
-                Ok(Change::Record(record)) => {
-                    if let Some((prefix, content)) = record.message_content() {
-                        let non_transactional = record.txn().xid == 0;
-                        if is_internal(prefix) {
-                            // A watermark: never delivered; its Commit moves the position.
-                            if let Some(emitted) =
-                                self.backfill.watermark(content, record.txn().commit_lsn)
-                            {
-                                ctx.committer.chunk_done(self.index, emitted.done);
-                                self.reads.extend(emitted.reads);
-                            }
-                            continue;
-                        }
-                        // Every partition asks for messages (for its watermarks); the
-                        // application's own arrive once, through partition 0.
-                        let wanted = self.info.partition == 0 && ctx.filter.admit(&record);
-                        if non_transactional && !wanted {
-                            continue;
-                        }
-                    }
-                    self.backfill.observe(&record);
-                    ctx.committer.note_shape(self.index, &record);
-                    if Position::within(&record) <= floor {
-                        continue;
-                    }
-                    let after = Position::after(&record);
-                    if gather.full() {
-                        self.pending = Some(Change::Record(record));
-                        return Ok(());
-                    }
-                    if let Some(old) = ctx.filter.renamed_table(&record) {
-                        // Held back for every later poll too, so nothing after it is
-                        // taken (and committed) past it; what came before is handed out.
-                        let error = renamed(ctx.group_id, &old.0, &old.1, record.txn().commit_lsn);
-                        self.pending = Some(Change::Record(record));
-                        return if gather.records.is_empty() {
-                            Err(error)
-                        } else {
-                            Ok(())
-                        };
-                    }
-                    let deliver = record.op() != Op::Message || self.info.partition == 0;
-                    if deliver && ctx.filter.admit(&record) {
-                        if record.lacks_before_image() {
-                            self.report_lacking_before_images(ctx, &record).await;
-                        }
-                        if record.txn().commit_time_micros != 0 {
-                            self.polled_time = Some(record.txn().commit_time());
-                        }
-                        gather.records.push(record);
-                    }
-                    self.polled = self.polled.max(after);
-                }
+            let step = match change {
+                Ok(Change::Record(record)) => self.take(ctx, gather, record, floor).await,
                 Ok(Change::Commit { txn, end_lsn, .. }) => {
-                    let after = Position::after_commit(end_lsn);
-                    if after > self.polled {
-                        self.polled = after;
-                        if txn.commit_time_micros != 0 {
-                            self.polled_time = Some(txn.commit_time());
-                        }
-                    }
+                    self.take_commit(&txn, end_lsn);
+                    ControlFlow::Continue(())
                 }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(
-                        group_id = ctx.group_id,
-                        slot = %self.info.slot_name,
-                        error = %e,
-                        "replication stream lost; reconnecting from the committed position"
-                    );
-                    self.reset();
-                    self.down_since.get_or_insert_with(Instant::now);
-                    if !gather.records.is_empty() {
-                        // Hand over what arrived before the failure; reconnect next poll.
-                        return Ok(());
-                    }
-                }
+                Err(e) if e.is_transient() => self.lost(ctx, gather, &e),
                 Err(e) => return Err(self.explain(ctx, e).await),
+            };
+            if let ControlFlow::Break(result) = step {
+                return result;
             }
         }
     }
 
-    /// The next change: waits until `deadline` when `wait`, else only takes a ready one.
+    /// Takes the read records of the backfill's last chunk into `gather` (they sit at its
+    /// high watermark, before the change after it): delivered when the filter admits them,
+    /// consumed either way. `false` when `gather` filled up first.
+    fn take_reads(&mut self, filter: &mut RecordFilter, gather: &mut Gather) -> bool {
+        while let Some(read) = self.reads.pop_front() {
+            if gather.full() {
+                self.reads.push_front(read);
+                return false;
+            }
+            let after = Position::after(&read);
+            if filter.admit(&read) {
+                self.polled_time = read.txn().commit_time().or(self.polled_time);
+                gather.records.push(read);
+            }
+            self.polled = self.polled.max(after);
+        }
+        true
+    }
+
+    /// Loads the backfill's progress when it must (a transient failure is retried at the
+    /// next poll), then moves it on — unless a change is pending: the chunk's watermarks
+    /// must follow what the poll already took.
+    async fn move_backfill(&mut self, ctx: &ReaderContext<'_>) -> Result<()> {
+        if self.backfill.needs_load() {
+            // On the consumer's session: a partition with nothing to backfill opens none.
+            let loaded = match ctx.committer.client().await {
+                Ok(client) => self.backfill.load(&client).await,
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => tracing::warn!(
+                    group_id = ctx.group_id,
+                    error = %e,
+                    "loading backfill progress failed; retrying"
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.pending.is_none() {
+            self.backfill.advance(ctx.config).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out what the delivery rules make of `record` (`consumer::route`).
+    /// `Break` ends the poll with the result.
+    async fn take(
+        &mut self,
+        ctx: &mut ReaderContext<'_>,
+        gather: &mut Gather,
+        record: Record,
+        floor: Position,
+    ) -> ControlFlow<Result<()>> {
+        let rules = Rules {
+            partition: self.info.partition,
+            floor,
+            full: gather.full(),
+        };
+        let route = route(&record, &rules, ctx.filter);
+        if route.in_stream() {
+            self.backfill.observe(&record);
+            ctx.committer.note_shape(self.index, &record);
+        }
+        match route {
+            Route::Watermark => self.watermark(ctx.committer, &record),
+            Route::Ignore | Route::Committed => {}
+            Route::Full => {
+                self.pending = Some(Change::Record(record));
+                return ControlFlow::Break(Ok(()));
+            }
+            Route::HoldBack { old, new } => {
+                // Held back for every later poll too, so nothing after it is taken (and
+                // committed) past it; what came before is handed out first.
+                let error = renamed(ctx.group_id, &old, &new, record.txn().commit_lsn);
+                self.pending = Some(Change::Record(record));
+                let result = if gather.records.is_empty() {
+                    Err(error)
+                } else {
+                    Ok(())
+                };
+                return ControlFlow::Break(result);
+            }
+            Route::PassOver => self.polled = self.polled.max(Position::after(&record)),
+            Route::Deliver => {
+                if record.lacks_before_image() {
+                    self.report_lacking_before_images(ctx, &record).await;
+                }
+                self.polled = self.polled.max(Position::after(&record));
+                self.polled_time = record.txn().commit_time().or(self.polled_time);
+                gather.records.push(record);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A backfill watermark: never delivered; the chunk it closes hands over its reads and
+    /// its progress (committed with the position after them). Its Commit moves the position.
+    fn watermark(&mut self, committer: &Committer, record: &Record) {
+        let Some((_, content)) = record.message_content() else {
+            return;
+        };
+        if let Some(emitted) = self.backfill.watermark(content, record.txn().commit_lsn) {
+            committer.chunk_done(self.index, emitted.done);
+            self.reads.extend(emitted.reads);
+        }
+    }
+
+    /// A transaction's Commit: everything before `end_lsn` was taken.
+    fn take_commit(&mut self, txn: &TxnInfo, end_lsn: Lsn) {
+        let after = Position::after_commit(end_lsn);
+        if after > self.polled {
+            self.polled = after;
+            self.polled_time = txn.commit_time().or(self.polled_time);
+        }
+    }
+
+    /// The stream failed transiently: dropped, to start again from the committed position.
+    /// What arrived before the failure goes out now; the next poll reconnects.
+    fn lost(
+        &mut self,
+        ctx: &ReaderContext<'_>,
+        gather: &Gather,
+        e: &Error,
+    ) -> ControlFlow<Result<()>> {
+        tracing::warn!(
+            group_id = ctx.group_id,
+            slot = %self.info.slot_name,
+            error = %e,
+            "replication stream lost; reconnecting from the committed position"
+        );
+        self.reset();
+        self.down_since.get_or_insert_with(Instant::now);
+        if gather.records.is_empty() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(Ok(()))
+        }
+    }
+
     /// Fails the poll with `e`, unless records were gathered already: dropping them would
     /// lose them (their position counts as polled, and a later commit would pass them), so
     /// they go out and `e` waits for the next poll.
@@ -390,6 +435,7 @@ impl PartitionReader {
         Ok(())
     }
 
+    /// The next change: waits until `deadline` when `wait`, else only takes a ready one.
     async fn next(&mut self, wait: bool, deadline: Instant) -> Option<Result<Change>> {
         let stream = self.stream.as_mut()?;
         let next = if wait {

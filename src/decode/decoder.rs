@@ -230,9 +230,9 @@ impl Decoder {
                 }
                 self.open = Some(Open {
                     txn: Arc::new(TxnInfo {
-                        xid: begin.xid,
+                        xid: Some(begin.xid),
                         commit_lsn: begin.final_lsn,
-                        commit_time_micros: begin.commit_time,
+                        commit_time_micros: Some(begin.commit_time),
                         origin: None,
                     }),
                     next_index: 0,
@@ -328,9 +328,9 @@ impl Decoder {
                 let changes = self.streamed.commit(commit.xid)?;
                 self.open = Some(Open {
                     txn: Arc::new(TxnInfo {
-                        xid: commit.xid,
+                        xid: Some(commit.xid),
                         commit_lsn: commit.commit_lsn,
-                        commit_time_micros: commit.commit_time,
+                        commit_time_micros: Some(commit.commit_time),
                         origin: None,
                     }),
                     next_index: 0,
@@ -355,9 +355,9 @@ impl Decoder {
     /// transaction of its own at the message's LSN.
     fn non_transactional(&mut self, m: pgoutput::LogicalMessage) -> Result<()> {
         let txn = Arc::new(TxnInfo {
-            xid: 0,
+            xid: None,
             commit_lsn: m.lsn,
-            commit_time_micros: 0,
+            commit_time_micros: None,
             origin: None,
         });
         // pgoutput reports a non-transactional message at the *end* of its WAL record (the

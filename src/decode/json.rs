@@ -63,7 +63,7 @@ pub fn write_line(out: &mut Vec<u8>, record: &Record, group: &str, partition: u3
 #[derive(Debug, Default)]
 struct TxnText {
     /// Commit LSN, commit time and xid of the transaction formatted below.
-    of: Option<(Lsn, i64, u32)>,
+    of: Option<(Lsn, Option<i64>, Option<u32>)>,
     /// `X/Y`, for event ids.
     lsn: Vec<u8>,
     /// `"commit_lsn":"X/Y","commit_time":"…","xid":N`
@@ -85,12 +85,14 @@ impl TxnText {
         out.extend_from_slice(br#""commit_lsn":""#);
         out.extend_from_slice(&self.lsn);
         out.extend_from_slice(br#"","commit_time":""#);
-        match format_pg_timestamp_on_stack(txn.commit_time_micros) {
+        // The documented line prints 0 for what a non-transactional message lacks.
+        let micros = txn.commit_time_micros.unwrap_or(0);
+        match format_pg_timestamp_on_stack(micros) {
             Some(text) => out.extend_from_slice(&text),
-            None => write_escaped(out, format_pg_timestamp(txn.commit_time_micros).as_bytes()),
+            None => write_escaped(out, format_pg_timestamp(micros).as_bytes()),
         }
         out.extend_from_slice(br#"","xid":"#);
-        write_u64(out, u64::from(txn.xid));
+        write_u64(out, u64::from(txn.xid.unwrap_or(0)));
     }
 }
 

@@ -75,20 +75,23 @@ impl fmt::Display for Op {
 /// The transaction a record belongs to; shared by all its records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnInfo {
-    /// Transaction id (top level).
-    pub xid: u32,
+    /// Transaction id (top level); `None` for what no transaction carries: a
+    /// non-transactional logical message, a backfill read.
+    pub xid: Option<u32>,
     /// LSN of the commit record: orders transactions and names events.
     pub commit_lsn: Lsn,
-    /// Commit time, microseconds since 2000-01-01 UTC (as PostgreSQL sends it).
-    pub commit_time_micros: i64,
+    /// Commit time, microseconds since 2000-01-01 UTC (as PostgreSQL sends it); `None` for
+    /// a non-transactional logical message, which has none.
+    pub commit_time_micros: Option<i64>,
     /// The replication origin the transaction came through, if any.
     pub origin: Option<String>,
 }
 
 impl TxnInfo {
-    /// The commit time.
-    pub fn commit_time(&self) -> SystemTime {
-        pg_time_to_system(self.commit_time_micros).unwrap_or(SystemTime::UNIX_EPOCH)
+    /// The commit time (`None` for a non-transactional logical message).
+    pub fn commit_time(&self) -> Option<SystemTime> {
+        self.commit_time_micros
+            .map(|micros| pg_time_to_system(micros).unwrap_or(SystemTime::UNIX_EPOCH))
     }
 }
 
@@ -465,8 +468,11 @@ impl Serialize for Record {
         }
         map.serialize_entry("event_id", &self.event_id())?;
         map.serialize_entry("commit_lsn", &self.txn.commit_lsn)?;
-        map.serialize_entry("commit_time", &Rfc3339(self.txn.commit_time_micros))?;
-        map.serialize_entry("xid", &self.txn.xid)?;
+        map.serialize_entry(
+            "commit_time",
+            &Rfc3339(self.txn.commit_time_micros.unwrap_or(0)),
+        )?;
+        map.serialize_entry("xid", &self.txn.xid.unwrap_or(0))?;
         match &self.body {
             Body::Row { .. } => {
                 map.serialize_entry("key", &self.key())?;

@@ -68,7 +68,7 @@ struct Pending {
     end: u64,
     records: u64,
     last_event: String,
-    last_commit_time: SystemTime,
+    last_commit_time: Option<SystemTime>,
 }
 
 /// What the loop carries between polls.
@@ -238,7 +238,7 @@ impl<S: Sink> Loop<'_, S> {
         self.committed += records;
         self.last_commit = Instant::now();
         self.metrics.acked.increment(records);
-        if let Ok(lag) = SystemTime::now().duration_since(commit_time) {
+        if let Some(Ok(lag)) = commit_time.map(|t| SystemTime::now().duration_since(t)) {
             self.metrics.commit_lag(lag);
         }
         if let Some(progress) = self.progress.as_deref_mut() {

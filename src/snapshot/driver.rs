@@ -369,7 +369,9 @@ impl Backfill {
         if !self.tables.iter().any(backfilled) {
             return;
         }
-        self.seen.note(record.txn().xid);
+        if let Some(xid) = record.txn().xid {
+            self.seen.note(xid);
+        }
         let Some(chunk) = self.chunk.as_mut() else {
             return;
         };
@@ -441,9 +443,9 @@ impl Backfill {
         // transaction's commit record may start; reads are placed one byte before, so they
         // sort (and resume) before that transaction: (H - 1, i).
         let txn = std::sync::Arc::new(TxnInfo {
-            xid: 0,
+            xid: None,
             commit_lsn: Lsn::new(lsn.as_u64().saturating_sub(1)),
-            commit_time_micros: chunk.time_micros,
+            commit_time_micros: Some(chunk.time_micros),
             origin: None,
         });
         let mut reads = Vec::with_capacity(chunk.rows.len());
