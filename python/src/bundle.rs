@@ -12,8 +12,7 @@ use changestream::MessageBundle;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::consumer::with_timeout;
-use crate::runtime::wait;
+use crate::runtime::{wait, with_timeout};
 use crate::values::{datetime_from_unix_micros, image_dict, unchanged_columns};
 
 /// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.

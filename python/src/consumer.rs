@@ -10,9 +10,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use crate::bundle::{BundleData, PyMessageBundle};
-use crate::errors::{to_py_err, ClosedError, Context, TimeoutError};
+use crate::errors::{consuming, to_py_err, ClosedError, Context};
 use crate::location::PyStartLocation;
-use crate::runtime::{block, connect_config, runtime, wait};
+use crate::runtime::{block, connect_config, runtime, wait, with_timeout};
 
 /// A consumer of a group, made by `ConsumerBuilder.build()`.
 ///
@@ -75,10 +75,6 @@ impl PyConsumer {
 
 fn closed() -> PyErr {
     ClosedError::new_err("the consumer is closed; build a new one with ConsumerBuilder")
-}
-
-fn consuming(e: changestream::Error) -> PyErr {
-    to_py_err(&e, Context::Consuming)
 }
 
 #[pymethods]
@@ -290,23 +286,6 @@ fn abandon(consumer: Option<Consumer>) {
     if let Some(consumer) = consumer {
         let _guard = runtime().enter();
         drop(consumer);
-    }
-}
-
-/// Runs a commit, bounded by `timeout_ms` when given.
-pub(crate) async fn with_timeout(
-    timeout_ms: Option<u64>,
-    commit: impl std::future::Future<Output = changestream::Result<()>>,
-) -> PyResult<()> {
-    match timeout_ms {
-        None => commit.await.map_err(consuming),
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), commit).await {
-            Ok(result) => result.map_err(consuming),
-            Err(_) => Err(TimeoutError::new_err(format!(
-                "the commit did not finish within {ms} ms (the server is slow or unreachable); \
-                 it may still have taken effect: commit again, or raise timeout_ms"
-            ))),
-        },
     }
 }
 

@@ -175,3 +175,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     Ok(())
 }
+
+/// A failure while consuming (polling, committing), as its Python exception.
+pub(crate) fn consuming(e: changestream::Error) -> PyErr {
+    to_py_err(&e, Context::Consuming)
+}

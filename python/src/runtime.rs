@@ -8,7 +8,7 @@ use changestream::ConnectConfig;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
-use crate::errors::{to_py_err, ConfigurationError, Context};
+use crate::errors::{consuming, to_py_err, ConfigurationError, Context, TimeoutError};
 
 /// How often a waiting call looks for a pending signal: Ctrl-C interrupts within this.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -104,4 +104,21 @@ fn libpq_env_string() -> String {
         }
     }
     parts.join(" ")
+}
+
+/// Runs a commit, bounded by `timeout_ms` when given.
+pub(crate) async fn with_timeout(
+    timeout_ms: Option<u64>,
+    commit: impl std::future::Future<Output = changestream::Result<()>>,
+) -> PyResult<()> {
+    match timeout_ms {
+        None => commit.await.map_err(consuming),
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), commit).await {
+            Ok(result) => result.map_err(consuming),
+            Err(_) => Err(TimeoutError::new_err(format!(
+                "the commit did not finish within {ms} ms (the server is slow or unreachable); \
+                 it may still have taken effect: commit again, or raise timeout_ms"
+            ))),
+        },
+    }
 }
