@@ -487,41 +487,8 @@ impl Committer {
         loop {
             let attempt = async {
                 let client = self.connected(session).await?;
-                if progress.is_empty() && shapes.is_empty() {
-                    return store_cursor(
-                        client,
-                        &self.group_id,
-                        partition,
-                        &self.member_id,
-                        cursor,
-                    )
-                    .await;
-                }
-                client.batch_execute("BEGIN").await?;
-                let written = async {
-                    let moved =
-                        store_cursor(client, &self.group_id, partition, &self.member_id, cursor)
-                            .await?;
-                    for p in progress {
-                        store_progress(client, &self.group_id, partition, &self.member_id, p)
-                            .await?;
-                    }
-                    store_shapes(client, &self.group_id, partition, shapes).await?;
-                    Ok(moved)
-                }
-                .await;
-                match written {
-                    Ok(moved) => {
-                        client.batch_execute("COMMIT").await?;
-                        Ok(moved)
-                    }
-                    Err(e) => {
-                        // A failed session is replaced anyway; a live one must not stay
-                        // inside the aborted transaction.
-                        let _ = client.batch_execute("ROLLBACK").await;
-                        Err(e)
-                    }
-                }
+                self.store_once(client, partition, cursor, progress, shapes)
+                    .await
             }
             .await;
             match attempt {
@@ -533,6 +500,44 @@ impl Committer {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt of [`Committer::store`] on `client`: the cursor alone, or with the
+    /// progress and shapes in one transaction.
+    async fn store_once(
+        &self,
+        client: &Client,
+        partition: i32,
+        cursor: &Cursor,
+        progress: &[StoredProgress],
+        shapes: &[Arc<Relation>],
+    ) -> Result<bool> {
+        let (group, member) = (&self.group_id, &self.member_id);
+        if progress.is_empty() && shapes.is_empty() {
+            return store_cursor(client, group, partition, member, cursor).await;
+        }
+        client.batch_execute("BEGIN").await?;
+        let written = async {
+            let moved = store_cursor(client, group, partition, member, cursor).await?;
+            for p in progress {
+                store_progress(client, group, partition, member, p).await?;
+            }
+            store_shapes(client, group, partition, shapes).await?;
+            Ok(moved)
+        }
+        .await;
+        match written {
+            Ok(moved) => {
+                client.batch_execute("COMMIT").await?;
+                Ok(moved)
+            }
+            Err(e) => {
+                // A failed session is replaced anyway; a live one must not stay inside the
+                // aborted transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
             }
         }
     }

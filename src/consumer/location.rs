@@ -122,19 +122,7 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime> {
     let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
     sep(13, b":")?;
     sep(16, b":")?;
-    let mut i = 19;
-    let mut nanos = 0u32;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        let end = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if end == start {
-            return Err(bad());
-        }
-        for (k, d) in b[start..end].iter().take(9).enumerate() {
-            nanos += u32::from(d - b'0') * 10u32.pow(8 - k as u32);
-        }
-        i = end;
-    }
+    let (nanos, i) = fraction(b, 19).ok_or_else(bad)?;
     let offset_secs = match b.get(i) {
         Some(b'Z' | b'z') if i + 1 == b.len() => 0,
         Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() => {
@@ -164,6 +152,26 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime> {
         ))
     })?;
     Ok(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// The optional `.fraction` of seconds at `b[i..]`: its nanoseconds (digits past the ninth
+/// are ignored) and where it ends; `None` for a dot without digits.
+fn fraction(b: &[u8], i: usize) -> Option<(u32, usize)> {
+    if b.get(i) != Some(&b'.') {
+        return Some((0, i));
+    }
+    let start = i + 1;
+    let end = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if end == start {
+        return None;
+    }
+    let nanos = b[start..end]
+        .iter()
+        .take(9)
+        .enumerate()
+        .map(|(k, d)| u32::from(d - b'0') * 10u32.pow(8 - k as u32))
+        .sum();
+    Some((nanos, end))
 }
 
 /// (year, month, day) → days since 1970-01-01, proleptic Gregorian.

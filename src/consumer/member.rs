@@ -9,6 +9,8 @@
 //! claimed (from no owner, or from a gone one, which is fenced) and start at their committed
 //! cursor. A member that finds a partition of its own owned by another, or its registration
 //! gone, was fenced: the poll fails with [`Error::is_fenced`] and the consumer is done.
+//! Those decisions are made by the pure `consumer::round::plan`; this module runs the
+//! queries and carries them out.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::Stream;
 use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 
 use super::builder::{CommitMode, ConsumerBuilder};
 use super::bundle::MessageBundle;
@@ -24,36 +27,29 @@ use super::filter::{OpSet, RecordFilter, TableStart};
 use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
+use super::round::{self, Fenced, Observed};
 use super::stats::Stats;
 use super::tables::{
-    backfills, check_enabled, check_no_partition_of_another, join_table, leave_table,
+    check_no_partition_of_another, join_table, leave_table, no_tables, TableChanges,
 };
 use crate::decode::decoder::DecoderOptions;
+use crate::decode::record::Record;
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::{
     check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
 };
-use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
-use crate::group::group_tables::{load_group_tables, resolve_start_time};
+use crate::group::group_tables::{load_group_tables, resolve_start_time, GroupTable};
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
-    check_group_id, check_row_filter, create_or_load_group, ensure_publication_options, load_group,
-    relation_ids, GroupInfo,
+    check_group_id, create_or_load_group, ensure_publication_options, relation_ids,
+    save_message_prefixes, GroupInfo,
 };
 use crate::group::table::TableName;
 use crate::group::{catalog, membership};
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
-use crate::snapshot::plan::backfill_key;
 use crate::wire::ConnectConfig;
-
-fn no_tables(group_id: &str) -> Error {
-    Error::config(format!(
-        "consumer group {group_id:?} reads no tables; add one with add_table (after enabling \
-         it with enable_change_streaming)"
-    ))
-}
 
 /// The readers' shared context, borrowed field by field so that `self.readers` stays free.
 macro_rules! reader_context {
@@ -125,151 +121,37 @@ struct TablesGone {
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 impl Consumer {
+    /// Builds a consumer: checks the table changes, creates or loads the group, applies
+    /// them, joins as a member, and starts the partitions that are its share.
     pub(crate) async fn build(builder: ConsumerBuilder) -> Result<Consumer> {
         check_group_id(&builder.group_id)?;
-        let add = builder
-            .add
-            .iter()
-            .map(|spec| {
-                Ok((
-                    spec.table.parse::<TableName>()?,
-                    spec.location,
-                    spec.settings.clone(),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for (i, (table, location, settings)) in add.iter().enumerate() {
-            if let Some((_, other, _)) = add[..i]
-                .iter()
-                .find(|(t, l, _)| t == table && l != location)
-            {
-                return Err(Error::config(format!(
-                    "table {table} is added twice, starting at {other} and at {location}; \
-                     give it one start location"
-                )));
-            }
-            if add[..i].iter().any(|(t, _, s)| t == table && s != settings) {
-                return Err(Error::config(format!(
-                    "table {table} is added twice with different row filters or columns; \
-                     add it once"
-                )));
-            }
-        }
-        let remove = builder
-            .remove
-            .iter()
-            .map(|name| name.parse::<TableName>())
-            .collect::<Result<Vec<_>>>()?;
+        let changes = TableChanges::parse(&builder.add, &builder.remove)?;
         let group_id = builder.group_id.clone();
-
         let mut client = builder.config.connect_sql().await?;
         check_wal_level(&client).await?;
         catalog::migrate(&mut client).await?;
-        // Check everything that can be wrong before creating anything: a failed build must
-        // not leave a group (and a slot holding WAL) behind.
-        let in_group = match load_group(&client, &group_id).await? {
-            Some(_) => load_group_tables(&client, &group_id).await?,
-            None => Vec::new(),
-        };
-        let mut add_resolved = Vec::with_capacity(add.len());
-        for (table, location, settings) in &add {
-            check_enabled(&client, table).await?;
-            let member = in_group.iter().any(|t| &t.table == table);
-            if backfills(*location, member) {
-                backfill_key(&client, table).await?;
-            }
-            let settings = match settings {
-                Some(settings) => Some(settings.resolve(&client, table).await?),
-                None => None,
-            };
-            if let Some(filter) = settings.as_ref().and_then(|s| s.filter.as_deref()) {
-                check_row_filter(&client, table, filter).await?;
-            }
-            add_resolved.push((table.clone(), *location, settings));
-        }
-        let add = add_resolved;
-        let mut reading: Vec<TableName> = in_group
-            .iter()
-            .map(|t| t.table.clone())
-            .filter(|t| !remove.contains(t))
-            .collect();
-        reading.extend(add.iter().map(|(t, ..)| t.clone()));
-        check_no_partition_of_another(&client, &group_id, &reading).await?;
-        if add.is_empty() {
-            let remaining = match load_group(&client, &group_id).await? {
-                Some(_) => load_group_tables(&client, &group_id)
-                    .await?
-                    .into_iter()
-                    .filter(|t| !remove.contains(&t.table))
-                    .count(),
-                None => 0,
-            };
-            if remaining == 0 {
-                return Err(no_tables(&group_id));
-            }
-        }
+        let changes = changes.check(&client, &group_id).await?;
         let group =
             create_or_load_group(&mut client, &group_id, builder.partitions, builder.failover)
                 .await?;
         ensure_publication_options(&client, &group).await?;
-        let existing = load_group_tables(&client, &group_id).await?;
-        let cursor = load_cursor(&client, &group_id, 0).await?;
-        for table in &remove {
-            leave_table(&client, &group, table).await?;
-        }
-        let mut warnings = Vec::new();
-        for (table, location, settings) in &add {
-            // A table both removed and added joins afresh (the way to add back a table
-            // that was dropped and created again).
-            let current = existing
-                .iter()
-                .find(|t| &t.table == table && !remove.contains(&t.table));
-            let joined = join_table(
-                &client,
-                &group,
-                table,
-                *location,
-                settings.as_ref(),
-                current,
-                builder.force_reset,
-                &cursor,
-            )
-            .await?;
-            warnings.extend(joined.warning);
-        }
+        let mut warnings = changes.apply(&client, &group, builder.force_reset).await?;
         let tables = load_group_tables(&client, &group_id).await?;
         if tables.is_empty() {
             return Err(no_tables(&group_id));
         }
-        let names: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
-        for (table, partition) in partitions_lacking_before_images(&client, &names).await? {
-            let warning = lacking_before_images_warning(&table, &partition);
-            tracing::warn!(group_id = %group_id, "{warning}");
-            warnings.push(warning);
-        }
-        client
-            .execute(
-                "UPDATE changestream.groups SET message_prefixes = $2 WHERE group_id = $1",
-                &[&group_id, &builder.message_prefixes],
-            )
-            .await?;
+        warnings.extend(before_image_warnings(&client, &group_id, &tables).await?);
+        save_message_prefixes(&client, &group_id, &builder.message_prefixes).await?;
         let member_id = format!("{:016x}", fastrand::u64(..));
         membership::join(&client, &group_id, &member_id, builder.max_poll_interval).await?;
         prepare_session(&client).await?;
-
         let mut positions = Vec::new();
         for p in &group.partitions {
             let cursor = load_cursor(&client, &group_id, p.partition).await?;
-            positions.push((
-                p.partition,
-                Position {
-                    lsn: cursor.commit_lsn,
-                    records: cursor.records_done,
-                },
-            ));
+            positions.push((p.partition, Position::from(&cursor)));
         }
         let committer = Arc::new(Committer::new(
-            group_id.clone(),
+            group_id,
             member_id.clone(),
             builder.config.clone(),
             client,
@@ -277,28 +159,27 @@ impl Consumer {
             builder.reconnect_timeout,
             builder.auto_commit_interval,
         ));
-        let count = i32::try_from(group.partitions.len()).unwrap_or(i32::MAX);
-        let readers = group
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let backfill = Backfill::new(
-                    group_id.clone(),
-                    p.partition,
-                    count,
-                    builder.backfill_chunk_size,
-                    builder.decoder.types.clone(),
-                );
-                PartitionReader::new(i, p.clone(), backfill)
-            })
-            .collect();
         let filter = RecordFilter::new(
             tables.iter().map(TableStart::from).collect(),
             OpSet::of(&builder.operations),
             builder.message_prefixes.clone(),
         );
-        let mut consumer = Consumer {
+        let mut consumer = Consumer::new(builder, group, member_id, committer, filter);
+        consumer.warnings = warnings;
+        consumer.start().await?;
+        Ok(consumer)
+    }
+
+    /// A consumer of `group` as member `member_id`, owning nothing yet.
+    fn new(
+        builder: ConsumerBuilder,
+        group: GroupInfo,
+        member_id: String,
+        committer: Arc<Committer>,
+        filter: RecordFilter,
+    ) -> Consumer {
+        let readers = partition_readers(&builder, &group);
+        Consumer {
             group,
             member_id,
             config: builder.config,
@@ -317,38 +198,42 @@ impl Consumer {
             last_check: Instant::now(),
             rotation: 0,
             fenced: None,
-            warnings,
+            warnings: Vec::new(),
             tables_gone: None,
-        };
-        // Whatever this member's share turns out to be, a slot invalidated or an object
-        // dropped behind the group's back is reported now.
-        for reader in &consumer.readers {
+        }
+    }
+
+    /// Reports a slot invalidated or an object dropped behind the group's back (whatever
+    /// this member's share turns out to be), runs the first membership round, and starts
+    /// the streams of the partitions this member owns.
+    async fn start(&mut self) -> Result<()> {
+        for reader in &self.readers {
             reader
-                .check_group(&consumer.committer, &consumer.group.group_id)
+                .check_group(&self.committer, &self.group.group_id)
                 .await?;
             if let Some((e, _)) = reader
-                .check_tables(&consumer.committer, &consumer.group.group_id, None)
+                .check_tables(&self.committer, &self.group.group_id, None)
                 .await?
             {
                 return Err(e);
             }
         }
-        consumer.round().await?;
-        let deadline = Instant::now() + consumer.reconnect_timeout;
-        let mut ctx = reader_context!(consumer);
-        for reader in &mut consumer.readers {
+        self.round().await?;
+        let deadline = Instant::now() + self.reconnect_timeout;
+        let mut ctx = reader_context!(self);
+        for reader in &mut self.readers {
             if ctx.committer.owns(reader.index()) {
                 reader.ensure_started(&mut ctx, deadline).await?;
             }
         }
         tracing::info!(
-            group_id = %consumer.group.group_id,
-            member_id = %consumer.member_id,
-            tables = consumer.filter.tables().count(),
-            partitions = ?consumer.committer.owned(),
+            group_id = %self.group.group_id,
+            member_id = %self.member_id,
+            tables = self.filter.tables().count(),
+            partitions = ?self.committer.owned(),
             "consumer started"
         );
-        Ok(consumer)
+        Ok(())
     }
 
     /// The group's id.
@@ -455,7 +340,19 @@ impl Consumer {
                 self.committer.delivered(end.index, end.position);
             }
         }
-        for record in &gather.records {
+        let behind = self.count(&gather.records);
+        self.last_poll = ends.clone();
+        Ok(MessageBundle::new(
+            gather.records,
+            ends,
+            Arc::clone(&self.committer),
+            behind,
+        ))
+    }
+
+    /// Counts a poll's `records` in the stats; returns the WAL bytes behind.
+    fn count(&mut self, records: &[Record]) -> u64 {
+        for record in records {
             self.stats.count(record);
         }
         let behind = self
@@ -466,19 +363,11 @@ impl Consumer {
         self.stats.polls += 1;
         self.stats.wal_bytes_behind = behind;
         self.stats.committed_lsn = self.committer.committed_lsn();
-        if let Some(last) = gather.records.last() {
-            if let Some(commit_time) = last.txn().commit_time() {
-                self.stats.commit_lag = SystemTime::now().duration_since(commit_time).ok();
-            }
+        if let Some(commit_time) = records.last().and_then(|r| r.txn().commit_time()) {
+            self.stats.commit_lag = SystemTime::now().duration_since(commit_time).ok();
         }
         self.committer.observe(&self.stats);
-        self.last_poll = ends.clone();
-        Ok(MessageBundle::new(
-            gather.records,
-            ends,
-            Arc::clone(&self.committer),
-            behind,
-        ))
+        behind
     }
 
     /// Takes records from the owned partitions into `gather` until `until` (or it is
@@ -493,7 +382,6 @@ impl Consumer {
             tokio::time::sleep_until(until.into()).await;
             return Ok(());
         }
-        let tag = self.group.partitions.len() > 1;
         let start = self.rotation % owned.len();
         self.rotation = self.rotation.wrapping_add(1);
         let mut ctx = reader_context!(self);
@@ -513,16 +401,9 @@ impl Consumer {
                 } else {
                     (Instant::now() + WAIT_SLICE).min(until)
                 };
-                let before = gather.records.len();
                 let reconnects = reader.reconnects();
                 let result = reader.poll(&mut ctx, gather, wait_until).await;
                 self.stats.reconnects += reader.reconnects() - reconnects;
-                if tag {
-                    let partition = u16::try_from(reader.partition()).unwrap_or(u16::MAX);
-                    for record in gather.records.get_mut(before..).unwrap_or_default() {
-                        record.set_partition(partition);
-                    }
-                }
                 result?;
                 if gather.full() {
                     return Ok(());
@@ -845,81 +726,73 @@ impl Consumer {
     async fn round(&mut self) -> Result<()> {
         self.last_round = Some(Instant::now());
         let group_id = self.group.group_id.clone();
-        let (owners, mut live) = {
+        let (registered, owners, live) = {
             let client = self.committer.client().await?;
             let owned = self.committer.owned();
-            if !membership::heartbeat(&*client, &group_id, &self.member_id, &owned).await? {
-                return Err(fenced(
-                    &group_id,
-                    &self.member_id,
-                    "its registration was removed by the member that took its partitions",
-                ));
-            }
-            (
-                membership::owners(&*client, &group_id).await?,
-                membership::live_members(&*client, &group_id).await?,
-            )
-        };
-        for (partition, owner) in &owners {
-            let Some(index) = self.index_of(*partition) else {
-                continue;
-            };
-            if self.committer.owns(index) && owner.as_deref() != Some(self.member_id.as_str()) {
-                return Err(fenced(
-                    &group_id,
-                    &self.member_id,
-                    &format!(
-                        "partition {partition} is owned by {}",
-                        owner.as_deref().unwrap_or("nobody")
-                    ),
-                ));
-            }
-        }
-        if !live.contains(&self.member_id) {
-            live.push(self.member_id.clone());
-        }
-        let all: Vec<i32> = self.group.partitions.iter().map(|p| p.partition).collect();
-        let share = partitions_for(&self.member_id, &all, &live);
-        for index in 0..self.readers.len() {
-            let partition = self.group.partitions.get(index).map(|p| p.partition);
-            let mine = partition.is_some_and(|p| share.contains(&p));
-            if self.committer.owns(index) && !mine {
-                self.hand_over(index).await?;
-            }
-        }
-        for index in 0..self.readers.len() {
-            let Some(info) = self.group.partitions.get(index).cloned() else {
-                continue;
-            };
-            if self.committer.owns(index) || !share.contains(&info.partition) {
-                continue;
-            }
-            let durable = {
-                let mut client = self.committer.client().await?;
-                let claim = membership::claim(
-                    &mut client,
-                    &group_id,
-                    info.partition,
-                    &self.member_id,
-                    &info.slot_name,
+            if membership::heartbeat(&*client, &group_id, &self.member_id, &owned).await? {
+                (
+                    true,
+                    membership::owners(&*client, &group_id).await?,
+                    membership::live_members(&*client, &group_id).await?,
                 )
-                .await?;
-                if let Claim::Held(owner) = claim {
-                    tracing::debug!(group_id, partition = info.partition, %owner, "partition still held");
-                    continue;
-                }
-                load_cursor(&*client, &group_id, info.partition).await?
-            };
-            let durable = Position {
-                lsn: durable.commit_lsn,
-                records: durable.records_done,
-            };
-            self.committer.claim(index, durable);
-            if let Some(reader) = self.readers.get_mut(index) {
-                reader.restart_from(durable);
+            } else {
+                // Fenced: nothing else to look at.
+                (false, Vec::new(), Vec::new())
             }
-            tracing::info!(group_id, partition = info.partition, member_id = %self.member_id, "partition claimed");
+        };
+        let partitions: Vec<i32> = self.group.partitions.iter().map(|p| p.partition).collect();
+        let owned: Vec<bool> = (0..partitions.len())
+            .map(|i| self.committer.owns(i))
+            .collect();
+        let observed = Observed {
+            member_id: &self.member_id,
+            registered,
+            partitions: &partitions,
+            owned: &owned,
+            owners: &owners,
+            live: &live,
+        };
+        let moves = round::plan(&observed)
+            .map_err(|Fenced(why)| fenced(&group_id, &self.member_id, &why))?;
+        for index in moves.release {
+            self.hand_over(index).await?;
         }
+        for index in moves.claim {
+            self.claim(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims partition `index` (from no owner, or from a gone one, which is fenced) and
+    /// restarts its reader at the committed cursor; leaves it while another member still
+    /// holds it.
+    async fn claim(&mut self, index: usize) -> Result<()> {
+        let Some(info) = self.group.partitions.get(index) else {
+            return Ok(());
+        };
+        let group_id = &self.group.group_id;
+        let cursor = {
+            let mut client = self.committer.client().await?;
+            let claim = membership::claim(
+                &mut client,
+                group_id,
+                info.partition,
+                &self.member_id,
+                &info.slot_name,
+            )
+            .await?;
+            if let Claim::Held(owner) = claim {
+                tracing::debug!(group_id, partition = info.partition, %owner, "partition still held");
+                return Ok(());
+            }
+            load_cursor(&*client, group_id, info.partition).await?
+        };
+        let durable = Position::from(&cursor);
+        self.committer.claim(index, durable);
+        if let Some(reader) = self.readers.get_mut(index) {
+            reader.restart_from(durable);
+        }
+        tracing::info!(group_id, partition = info.partition, member_id = %self.member_id, "partition claimed");
         Ok(())
     }
 
@@ -951,14 +824,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// The index in the consumer's lists of a partition number.
-    fn index_of(&self, partition: i32) -> Option<usize> {
-        self.group
-            .partitions
-            .iter()
-            .position(|p| p.partition == partition)
-    }
-
     async fn save_resolved_starts(&mut self) -> Result<()> {
         let resolved = self.filter.take_resolved();
         if resolved.is_empty() {
@@ -970,4 +835,44 @@ impl Consumer {
         }
         Ok(())
     }
+}
+
+/// One reader per partition of `group`, each with its backfill.
+fn partition_readers(builder: &ConsumerBuilder, group: &GroupInfo) -> Vec<PartitionReader> {
+    let count = i32::try_from(group.partitions.len()).unwrap_or(i32::MAX);
+    group
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let backfill = Backfill::new(
+                group.group_id.clone(),
+                p.partition,
+                count,
+                builder.backfill_chunk_size,
+                builder.decoder.types.clone(),
+            );
+            PartitionReader::new(i, p.clone(), group.partitions.len(), backfill)
+        })
+        .collect()
+}
+
+/// Warnings (also logged) about partitions of the group's partitioned tables that lack
+/// before-images (created or attached after `enable`).
+///
+/// # Errors
+/// The catalog query failed.
+async fn before_image_warnings(
+    client: &Client,
+    group_id: &str,
+    tables: &[GroupTable],
+) -> Result<Vec<String>> {
+    let names: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
+    let mut warnings = Vec::new();
+    for (table, partition) in partitions_lacking_before_images(client, &names).await? {
+        let warning = lacking_before_images_warning(&table, &partition);
+        tracing::warn!(group_id = %group_id, "{warning}");
+        warnings.push(warning);
+    }
+    Ok(warnings)
 }

@@ -40,6 +40,7 @@ mod location;
 mod member;
 mod position;
 mod reader;
+mod round;
 mod route;
 mod spec;
 mod stats;

@@ -1,6 +1,7 @@
 //! Positions in a partition's stream, as the consumer counts them.
 
 use crate::decode::record::{Op, Record};
+use crate::group::cursor::Cursor;
 use crate::lsn::Lsn;
 
 /// Every transaction that committed before `lsn`, plus the first `records` records of the
@@ -57,6 +58,15 @@ impl Position {
     /// sent again, and its first `records` records passed over), a whole one at its end.
     pub(crate) fn flush_lsn(self) -> Lsn {
         self.lsn
+    }
+}
+
+impl From<&Cursor> for Position {
+    fn from(cursor: &Cursor) -> Position {
+        Position {
+            lsn: cursor.commit_lsn,
+            records: cursor.records_done,
+        }
     }
 }
 

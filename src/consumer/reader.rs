@@ -3,7 +3,9 @@
 //! A reader consumes [`Change`]s from a [`ChangeStream`] into a poll's records. The stream
 //! starts at the higher of the committed position the consumer holds and the durable cursor
 //! in `changestream.cursors`; records at or before that position (the first records of a
-//! partly committed transaction, or redeliveries after a reconnect) are passed over.
+//! partly committed transaction, or redeliveries after a reconnect) are passed over. What
+//! becomes of each record — delivered, passed over, held back, a watermark — is decided by
+//! the pure delivery rules in `consumer::route`; this module is the I/O around them.
 //!
 //! Transient failures (connection lost, server restarting, slot still held by a walsender
 //! that is going away) drop the stream; the next poll reconnects with exponential backoff
@@ -22,7 +24,7 @@ use super::filter::RecordFilter;
 use super::position::Position;
 use super::route::{route, Route, Rules};
 use crate::decode::decoder::{Change, DecoderOptions};
-use crate::decode::record::{Record, TxnInfo};
+use crate::decode::record::{EventId, Record, TxnInfo};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::{
@@ -31,7 +33,8 @@ use crate::group::admin::{
 use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{
-    relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
+    current_wal_lsn, publication_exists, relation_ids, slot_status, tables_outside_publication,
+    unlisted_published_tables, PartitionInfo,
 };
 use crate::group::shapes::load_shapes;
 use crate::group::table::TableName;
@@ -77,6 +80,8 @@ impl Gather {
 pub(crate) struct PartitionReader {
     index: usize,
     info: PartitionInfo,
+    /// The partition as event ids name it (none in a group of one).
+    event_partition: Option<u16>,
     stream: Option<ChangeStream>,
     /// A change taken from the stream that did not fit in the last poll.
     pending: Option<Change>,
@@ -110,9 +115,17 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl PartitionReader {
-    pub(crate) fn new(index: usize, info: PartitionInfo, backfill: Backfill) -> PartitionReader {
+    /// The reader of partition `info` of a group of `partitions`, at `index` in the
+    /// consumer's lists.
+    pub(crate) fn new(
+        index: usize,
+        info: PartitionInfo,
+        partitions: usize,
+        backfill: Backfill,
+    ) -> PartitionReader {
         PartitionReader {
             index,
+            event_partition: EventId::partition_of(info.partition, partitions),
             info,
             stream: None,
             pending: None,
@@ -190,11 +203,6 @@ impl PartitionReader {
     /// The reader's index in the consumer's lists.
     pub(crate) fn index(&self) -> usize {
         self.index
-    }
-
-    /// The partition this reader reads.
-    pub(crate) fn partition(&self) -> i32 {
-        self.info.partition
     }
 
     /// Drops the stream: the next poll starts again from the committed position.
@@ -513,62 +521,13 @@ impl PartitionReader {
         }
     }
 
+    /// Starts the stream at the later of the committed position and the durable cursor.
     async fn start(&mut self, ctx: &mut ReaderContext<'_>) -> Result<()> {
         let durable = self.check_group(ctx.committer, ctx.group_id).await?;
         if let Some((e, _)) = self.check_tables(ctx.committer, ctx.group_id, None).await? {
             return Err(e);
         }
-        let (primary_keys, types) = {
-            let client = ctx.committer.client().await?;
-            // A member that lost the partition (fenced) must not take the slot back.
-            if !owns(&*client, ctx.group_id, self.info.partition, ctx.member_id).await? {
-                return Err(fenced(
-                    ctx.group_id,
-                    ctx.member_id,
-                    &format!("partition {} has another owner", self.info.partition),
-                ));
-            }
-            let tables: Vec<TableName> = ctx.filter.tables().map(|t| t.table.clone()).collect();
-            let (ids, at) = relation_ids(&*client, &tables).await?;
-            ctx.filter.set_relation_ids(ids, at);
-            let mut types = ctx.decoder.types.clone();
-            register_user_types(&*client, &mut types).await?;
-            (full_identity_primary_keys(&*client).await?, types)
-        };
-        let committed = ctx.committer.resume_from(self.index);
-        let start = committed.max(durable);
-        // The columns in force at the start: what this member noted from its own stream,
-        // unless the reader is new or the partition was claimed again (another member may
-        // have moved on meanwhile): then what the group stored with the cursor.
-        let stored = if self.load_shapes {
-            let client = ctx.committer.client().await?;
-            Some(
-                load_shapes(
-                    &*client,
-                    ctx.group_id,
-                    self.info.partition,
-                    &ctx.decoder.types,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-        let mut options = ChangeStreamOptions::new(
-            &self.info.slot_name,
-            vec![self.info.publication_name.clone()],
-        );
-        options.start = start.lsn;
-        // Every slot decodes every logical message. Each partition needs them for its
-        // backfill watermarks; the application's own are delivered by partition 0 only.
-        options.messages = true;
-        options.decoder = ctx.decoder.clone();
-        options.decoder.primary_keys = primary_keys;
-        options.decoder.types = types;
-        options.decoder.projections = ctx.filter.projections();
-        options.decoder.baseline = ctx.committer.restart_shapes(self.index, start.lsn, stored);
-        self.load_shapes = false;
-        options.queue_capacity = ctx.queue_capacity;
+        let (options, start) = self.stream_options(ctx, durable).await?;
         let stream = match ChangeStream::start(ctx.config, options).await {
             Ok(stream) => stream,
             Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) => {
@@ -588,6 +547,56 @@ impl PartitionReader {
         self.backfill.reload();
         self.polled = start;
         Ok(())
+    }
+
+    /// The options of a stream starting at the later of the committed position and the
+    /// `durable` cursor (returned with them), from the catalog as it is now: after checking
+    /// that this member still owns the partition (a member that lost it, fenced, must not
+    /// take the slot back), the tables' relation ids, user types, the primary keys of FULL
+    /// tables, and the columns in force at the start.
+    async fn stream_options(
+        &mut self,
+        ctx: &mut ReaderContext<'_>,
+        durable: Position,
+    ) -> Result<(ChangeStreamOptions, Position)> {
+        let client = ctx.committer.client().await?;
+        if !owns(&*client, ctx.group_id, self.info.partition, ctx.member_id).await? {
+            return Err(fenced(
+                ctx.group_id,
+                ctx.member_id,
+                &format!("partition {} has another owner", self.info.partition),
+            ));
+        }
+        let tables: Vec<TableName> = ctx.filter.tables().map(|t| t.table.clone()).collect();
+        let (ids, at) = relation_ids(&*client, &tables).await?;
+        ctx.filter.set_relation_ids(ids, at);
+        let mut decoder = ctx.decoder.clone();
+        register_user_types(&*client, &mut decoder.types).await?;
+        decoder.primary_keys = full_identity_primary_keys(&*client).await?;
+        decoder.projections = ctx.filter.projections();
+        decoder.partition = self.event_partition;
+        let start = ctx.committer.resume_from(self.index).max(durable);
+        // The columns in force at the start: what this member noted from its own stream,
+        // unless the reader is new or the partition was claimed again (another member may
+        // have moved on meanwhile): then what the group stored with the cursor.
+        let stored = if self.load_shapes {
+            let (group, partition) = (ctx.group_id, self.info.partition);
+            Some(load_shapes(&*client, group, partition, &ctx.decoder.types).await?)
+        } else {
+            None
+        };
+        drop(client);
+        decoder.baseline = ctx.committer.restart_shapes(self.index, start.lsn, stored);
+        self.load_shapes = false;
+        let publications = vec![self.info.publication_name.clone()];
+        let mut options = ChangeStreamOptions::new(&self.info.slot_name, publications);
+        options.start = start.lsn;
+        // Every slot decodes every logical message. Each partition needs them for its
+        // backfill watermarks; the application's own are delivered by partition 0 only.
+        options.messages = true;
+        options.decoder = decoder;
+        options.queue_capacity = ctx.queue_capacity;
+        Ok((options, start))
     }
 
     /// A record of a partitioned table enabled with before-images carries only the key: one
@@ -677,14 +686,7 @@ impl PartitionReader {
             }
             Some(_) => {}
         }
-        let publication: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-                &[&self.info.publication_name],
-            )
-            .await?
-            .get(0);
-        if !publication {
+        if !publication_exists(&*client, &self.info.publication_name).await? {
             return Err(Error::new(
                 Kind::NotFound,
                 format!(
@@ -694,10 +696,7 @@ impl PartitionReader {
                 ),
             ));
         }
-        Ok(Position {
-            lsn: cursor.commit_lsn,
-            records: cursor.records_done,
-        })
+        Ok(Position::from(&cursor))
     }
 
     /// Checks that every table of the group is still in this partition's publication.
@@ -731,14 +730,8 @@ impl PartitionReader {
                 return Ok(None);
             }
         }
-        let lsn: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await?
-            .get(0);
-        Ok(Some((
-            tables_gone(group, &outside, &unlisted),
-            lsn.parse()?,
-        )))
+        let at = current_wal_lsn(&*client).await?;
+        Ok(Some((tables_gone(group, &outside, &unlisted), at)))
     }
 
     /// The server's WAL end as the stream last reported it: everything before it was sent.

@@ -11,6 +11,7 @@ use tokio_postgres::GenericClient;
 use super::location::StartLocation;
 use crate::decode::relation::Projection;
 use crate::error::{Error, Result};
+use crate::group::admin::columns_with_key;
 use crate::group::table::TableName;
 
 /// A table to read, with where it starts, which rows and which columns
@@ -119,25 +120,7 @@ impl TableSettings {
         if self.projection == Projection::All {
             return Ok(self.clone());
         }
-        // Columns as pgoutput publishes them, and which belong to the key records report
-        // (the primary key, or the replica identity index).
-        let rows = client
-            .query(
-                "SELECT a.attname::text,
-                        EXISTS (SELECT 1 FROM pg_index x
-                                 WHERE x.indrelid = c.oid AND a.attnum = ANY (x.indkey)
-                                   AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident
-                                            ELSE x.indisprimary END)
-                   FROM pg_class c
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
-                   JOIN pg_attribute a ON a.attrelid = c.oid
-                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
-                    AND NOT a.attisdropped
-                  ORDER BY a.attnum",
-                &[&table.schema(), &table.name()],
-            )
-            .await?;
-        let columns: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let columns = columns_with_key(client, table).await?;
         for name in self.projection.names() {
             match columns.iter().find(|(n, _)| n == name) {
                 None => {

@@ -83,6 +83,10 @@ pub struct DecoderOptions {
     ///
     /// [`Relation::text_is_utf8`]: super::relation::Relation::text_is_utf8
     pub server_utf8: bool,
+    /// The consumer-group partition the records come through, when the group has several:
+    /// part of their event ids (`<commit_lsn>:<partition>:<index>`, see
+    /// [`EventId`](super::record::EventId)). `None` outside groups of several.
+    pub partition: Option<u16>,
 }
 
 impl Default for DecoderOptions {
@@ -95,6 +99,7 @@ impl Default for DecoderOptions {
             projections: Projections::new(),
             baseline: Baseline::new(),
             server_utf8: false,
+            partition: None,
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct Decoder {
     /// the Commit it is marked as the last ([`Record::txn_end`]). Costs no latency: the
     /// walsender sends a transaction's changes only once it committed, Commit right behind.
     held: Option<Record>,
+    /// See [`DecoderOptions::partition`].
+    partition: Option<u16>,
 }
 
 impl Decoder {
@@ -144,6 +151,7 @@ impl Decoder {
             replay: None,
             ready: VecDeque::new(),
             held: None,
+            partition: options.partition,
         }
     }
 
@@ -369,6 +377,7 @@ impl Decoder {
         let end_lsn = m.lsn;
         let mut record = Record::message(m.prefix, m.content, Arc::clone(&txn), 0);
         record.set_txn_end(end_lsn);
+        record.set_partition(self.partition);
         // Whatever came before it goes out before it.
         if let Some(held) = self.held.take() {
             self.ready.push_back(Change::Record(held));
@@ -396,7 +405,8 @@ impl Decoder {
     }
 
     /// Queues the record held back and holds `record` in its place (see `held`).
-    fn emit(&mut self, record: Record) {
+    fn emit(&mut self, mut record: Record) {
+        record.set_partition(self.partition);
         if let Some(previous) = self.held.replace(record) {
             self.ready.push_back(Change::Record(previous));
         }
@@ -481,6 +491,10 @@ mod tests {
     /// Feeds a captured scenario (`tests/data/pgoutput/<version>/<scenario>-NNNN-<tag>.bin`)
     /// and returns everything the decoder produced.
     fn decode_capture(version: &str, scenario: &str) -> Vec<Change> {
+        decode_capture_with(version, scenario, DecoderOptions::default())
+    }
+
+    fn decode_capture_with(version: &str, scenario: &str, options: DecoderOptions) -> Vec<Change> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/pgoutput")
             .join(version);
@@ -491,7 +505,7 @@ mod tests {
             .collect();
         files.sort();
         assert!(!files.is_empty(), "no capture {version}/{scenario}");
-        let mut decoder = Decoder::new(DecoderOptions::default());
+        let mut decoder = Decoder::new(options);
         let mut out = Vec::new();
         for name in files {
             let body = std::fs::read(dir.join(&name)).unwrap();
@@ -544,6 +558,26 @@ mod tests {
                     "{version}/{scenario}: records after the last commit"
                 );
                 assert!(transactions > 0, "{version}/{scenario}: no transaction");
+            }
+        }
+    }
+
+    #[test]
+    fn records_carry_the_partition_of_their_event_ids() {
+        for (partition, shape) in [(None, 2), (Some(3), 3)] {
+            for scenario in ["basic", "message", "stream"] {
+                let options = DecoderOptions {
+                    partition,
+                    ..DecoderOptions::default()
+                };
+                for change in decode_capture_with("pg15", scenario, options) {
+                    let Change::Record(record) = change else {
+                        continue;
+                    };
+                    let id = record.event_id();
+                    assert_eq!(id.partition, partition, "{scenario}");
+                    assert_eq!(id.to_string().split(':').count(), shape, "{id}");
+                }
             }
         }
     }

@@ -109,6 +109,14 @@ pub struct EventId {
     pub index: u64,
 }
 
+impl EventId {
+    /// The partition an event id names for `partition` of a group of `partitions`: none in a
+    /// group with one (its ids stay `<commit_lsn>:<index>`).
+    pub(crate) fn partition_of(partition: i32, partitions: usize) -> Option<u16> {
+        (partitions > 1).then(|| u16::try_from(partition).unwrap_or(u16::MAX))
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.partition {
@@ -289,7 +297,6 @@ impl Record {
         self.partition
     }
 
-    /// Marks the record as delivered through `partition` of a partitioned group.
     /// Where the transaction ends (its Commit's end LSN), on the last record of a
     /// transaction only; `None` on the others.
     ///
@@ -304,8 +311,10 @@ impl Record {
         self.txn_end = Some(end_lsn);
     }
 
-    pub(crate) fn set_partition(&mut self, partition: u16) {
-        self.partition = Some(partition);
+    /// Marks the record as coming through `partition` of a group with several (see
+    /// [`EventId`]); set where the record is made, by the decoder or the backfill.
+    pub(crate) fn set_partition(&mut self, partition: Option<u16>) {
+        self.partition = partition;
     }
 
     /// The row after the change (insert, update, read), unchanged TOAST values filled from

@@ -568,3 +568,31 @@ impl Identity {
         }
     }
 }
+
+/// The columns of `table` as pgoutput publishes them, each with whether it belongs to the
+/// key records report (the primary key, or the replica identity index), in attribute order.
+///
+/// # Errors
+/// The query failed.
+pub(crate) async fn columns_with_key(
+    client: &impl GenericClient,
+    table: &TableName,
+) -> Result<Vec<(String, bool)>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text,
+                    EXISTS (SELECT 1 FROM pg_index x
+                             WHERE x.indrelid = c.oid AND a.attnum = ANY (x.indkey)
+                               AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident
+                                        ELSE x.indisprimary END)
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0
+                AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&table.schema(), &table.name()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

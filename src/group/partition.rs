@@ -186,6 +186,67 @@ pub async fn load_group(client: &impl GenericClient, group_id: &str) -> Result<O
     }))
 }
 
+/// Stores the logical-message prefixes the group's consumer subscribes to (shown by
+/// `status`).
+///
+/// # Errors
+/// The statement failed.
+pub(crate) async fn save_message_prefixes(
+    client: &impl GenericClient,
+    group_id: &str,
+    prefixes: &[String],
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE changestream.groups SET message_prefixes = $2 WHERE group_id = $1",
+            &[&group_id, &prefixes],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Whether publication `name` exists.
+///
+/// # Errors
+/// The query failed.
+pub(crate) async fn publication_exists(client: &impl GenericClient, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await?
+        .get(0))
+}
+
+/// The server's current WAL write position.
+///
+/// # Errors
+/// The query failed.
+pub(crate) async fn current_wal_lsn(client: &impl GenericClient) -> Result<Lsn> {
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    lsn.parse()
+}
+
+/// The server's current WAL insert position and clock.
+///
+/// # Errors
+/// The query failed.
+pub(crate) async fn wal_insert_lsn_and_time(
+    client: &impl GenericClient,
+) -> Result<(Lsn, std::time::SystemTime)> {
+    let row = client
+        .query_one(
+            "SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()",
+            &[],
+        )
+        .await?;
+    Ok((row.get::<_, String>(0).parse()?, row.get(1)))
+}
+
 /// Creates a group with `partitions` partitions (slot + empty publication + cursor each; 1
 /// when `None`), or returns the existing one. Safe against a concurrent creation of the same
 /// group. `failover` creates failover slots (PostgreSQL 17+), which a standby set up for

@@ -15,7 +15,7 @@ use super::plan::TablePlan;
 use super::progress::{load_backfills, BackfillProgress, StoredProgress};
 use super::window::{Key, SeenXids, Snapshot, Verdict, Window};
 use super::INTERNAL_PREFIX;
-use crate::decode::record::{Op, Record, TxnInfo};
+use crate::decode::record::{EventId, Op, Record, TxnInfo};
 use crate::decode::relation::Relation;
 use crate::decode::types::TypeCatalog;
 use crate::error::Result;
@@ -448,6 +448,10 @@ impl Backfill {
             commit_time_micros: Some(chunk.time_micros),
             origin: None,
         });
+        let partition = EventId::partition_of(
+            self.partition,
+            usize::try_from(self.partitions).unwrap_or(0),
+        );
         let mut reads = Vec::with_capacity(chunk.rows.len());
         let mut last_key = None;
         for row in &chunk.rows {
@@ -461,14 +465,16 @@ impl Backfill {
                 let tuple =
                     TupleData::from_text(row.iter().map(|v| v.as_deref().map(str::as_bytes)));
                 let index = reads.len() as u64;
-                reads.push(Record::row(
+                let mut read = Record::row(
                     Op::Read,
                     std::sync::Arc::clone(&plan.relation),
                     Some(tuple),
                     None,
                     std::sync::Arc::clone(&txn),
                     index,
-                ));
+                );
+                read.set_partition(partition);
+                reads.push(read);
             }
             last_key = Some(key);
         }
