@@ -521,6 +521,7 @@ impl PartitionReader {
         options.decoder.types = types;
         options.decoder.projections = ctx.filter.projections();
         options.decoder.baseline = ctx.committer.restart_shapes(self.index, start.lsn, stored);
+        options.decoder.group = Some(ctx.group_id.into());
         self.load_shapes = false;
         options.queue_capacity = ctx.queue_capacity;
         let stream = match ChangeStream::start(ctx.config, options).await {

@@ -83,6 +83,9 @@ pub struct DecoderOptions {
     ///
     /// [`Relation::text_is_utf8`]: super::relation::Relation::text_is_utf8
     pub server_utf8: bool,
+    /// The consumer group the records are read for, stamped on each transaction
+    /// ([`TxnInfo::group`]) so a record's JSON line names it. The consumer sets it.
+    pub group: Option<Arc<str>>,
 }
 
 impl Default for DecoderOptions {
@@ -95,6 +98,7 @@ impl Default for DecoderOptions {
             projections: Projections::new(),
             baseline: Baseline::new(),
             server_utf8: false,
+            group: None,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct Decoder {
     /// the Commit it is marked as the last ([`Record::txn_end`]). Costs no latency: the
     /// walsender sends a transaction's changes only once it committed, Commit right behind.
     held: Option<Record>,
+    /// [`DecoderOptions::group`].
+    group: Option<Arc<str>>,
 }
 
 impl Decoder {
@@ -144,6 +150,7 @@ impl Decoder {
             replay: None,
             ready: VecDeque::new(),
             held: None,
+            group: options.group,
         }
     }
 
@@ -234,6 +241,7 @@ impl Decoder {
                         commit_lsn: begin.final_lsn,
                         commit_time_micros: begin.commit_time,
                         origin: None,
+                        group: self.group.clone(),
                     }),
                     next_index: 0,
                 });
@@ -332,6 +340,7 @@ impl Decoder {
                         commit_lsn: commit.commit_lsn,
                         commit_time_micros: commit.commit_time,
                         origin: None,
+                        group: self.group.clone(),
                     }),
                     next_index: 0,
                 });
@@ -359,6 +368,7 @@ impl Decoder {
             commit_lsn: m.lsn,
             commit_time_micros: 0,
             origin: None,
+            group: self.group.clone(),
         });
         // pgoutput reports a non-transactional message at the *end* of its WAL record (the
         // LSN `pg_logical_emit_message` returns), which is where the next record starts —

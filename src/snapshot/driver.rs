@@ -445,6 +445,7 @@ impl Backfill {
             commit_lsn: Lsn::new(lsn.as_u64().saturating_sub(1)),
             commit_time_micros: chunk.time_micros,
             origin: None,
+            group: Some(self.group_id.as_str().into()),
         });
         let mut reads = Vec::with_capacity(chunk.rows.len());
         let mut last_key = None;
