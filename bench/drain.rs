@@ -297,7 +297,7 @@ fn serialise(
     record: &Record,
 ) -> Result<(), String> {
     match output {
-        Output::Line => lines.push(record, "bench", 0),
+        Output::Line => lines.push(record),
         Output::Serde => {
             serde_json::to_writer(&mut *buf, record).map_err(|e| format!("serialise: {e}"))?;
             buf.push(b'\n');

@@ -79,7 +79,7 @@ fn run(decoder: &mut Decoder, messages: &[Bytes; 3], transactions: usize, way: W
                         serde_json::to_writer(&mut buf, &record).expect("serialise");
                         buf.push(b'\n');
                     }
-                    Way::Line => lines.push(&record, "bench", 0),
+                    Way::Line => lines.push(&record),
                     Way::Typed => {
                         let before = record.before();
                         for image in [record.key(), before.image(), record.current()]

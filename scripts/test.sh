@@ -81,8 +81,8 @@ library_dependencies() {
     fi
   done
   if grep -E '^serde_json v' <<<"$tree" | grep -q arbitrary_precision; then
-    # TODO(issue 20, record): an error once the library keeps exact numbers another way.
-    echo "warning: serde_json is built with arbitrary_precision (cargo tree -p pg-changestream -e features -i serde_json)" >&2
+    echo "the library's build turns on serde_json's arbitrary_precision (cargo tree -p pg-changestream -e features -i serde_json)" >&2
+    return 1
   fi
 }
 

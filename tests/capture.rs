@@ -64,23 +64,19 @@ fn json_of(record: &Record) -> Value {
     serde_json::to_value(record).unwrap()
 }
 
-/// `(table, op, id, before_kind)` of a row record.
+/// `(table, op, id, before_image)` of a row record.
 fn summary(record: &Record) -> (String, &'static str, i64, String) {
     let v = json_of(record);
     let image = if record.op() == Op::Delete {
         &v["key"]
     } else {
-        &v["current"]
+        &v["after"]
     };
     (
-        format!(
-            "{}.{}",
-            v["schema"].as_str().unwrap(),
-            v["table"].as_str().unwrap()
-        ),
+        v["table"].as_str().unwrap().to_owned(),
         record.op().as_str(),
         image["id"].as_i64().expect("an id"),
-        v["before_kind"].as_str().unwrap().to_owned(),
+        v["before_image"].as_str().unwrap().to_owned(),
     )
 }
 
@@ -316,9 +312,7 @@ async fn a_partitioned_table_two_levels_deep_is_delivered_as_its_root() {
         .map(json_of)
         .collect();
     assert!(
-        records
-            .iter()
-            .all(|r| r["schema"] == "public" && r["table"] == "m"),
+        records.iter().all(|r| r["table"] == "public.m"),
         "{records:?}"
     );
     let ops: Vec<&str> = records.iter().map(|r| r["op"].as_str().unwrap()).collect();
@@ -331,7 +325,7 @@ async fn a_partitioned_table_two_levels_deep_is_delivered_as_its_root() {
         json!({"id": 1, "region": "eu", "v": "a"})
     );
     assert_eq!(
-        records[3]["current"],
+        records[3]["after"],
         json!({"id": 1, "region": "eu", "v": "a2"})
     );
     assert_eq!(records[3]["key"], json!({"id": 1, "region": "eu"}));
@@ -341,7 +335,7 @@ async fn a_partitioned_table_two_levels_deep_is_delivered_as_its_root() {
         json!({"id": 200, "region": "eu", "v": "b"})
     );
     assert_eq!(
-        records[5]["current"],
+        records[5]["after"],
         json!({"id": 200, "region": "us", "v": "b"})
     );
     assert_eq!(
@@ -350,7 +344,7 @@ async fn a_partitioned_table_two_levels_deep_is_delivered_as_its_root() {
     );
     for r in &records[3..] {
         if r["op"] != "insert" {
-            assert_eq!(r["before_kind"], "full", "{r}");
+            assert_eq!(r["before_image"], "full", "{r}");
         }
     }
     consumer.close().await.unwrap();
@@ -442,7 +436,7 @@ async fn a_partition_attached_after_enable_is_key_only_until_enable_runs_again()
     for r in records
         .iter()
         .map(json_of)
-        .filter(|r| r["before_kind"] == "key")
+        .filter(|r| r["before_image"] == "key")
     {
         let id = r["key"]["id"].clone();
         assert_eq!(r["before"], json!({ "id": id }), "{r}");
@@ -867,7 +861,7 @@ async fn stored_generated_columns_follow_the_server_version() {
     let ops: Vec<&str> = records.iter().map(|r| r["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["read", "insert", "update"]);
     for (record, expected) in records.iter().zip(&expected) {
-        assert_eq!(&record["current"], expected, "{record}");
+        assert_eq!(&record["after"], expected, "{record}");
     }
     let before = if on_18 {
         json!({"id": 1, "a": 10, "twice": 20})
@@ -915,6 +909,9 @@ async fn truncate_of_the_root_arrives_and_of_a_single_partition_is_not_sent() {
         .collect();
     let ops: Vec<&str> = records.iter().map(|r| r["op"].as_str().unwrap()).collect();
     assert_eq!(ops, ["insert", "insert", "truncate"]);
-    assert!(records.iter().all(|r| r["table"] == "tr"), "{records:?}");
+    assert!(
+        records.iter().all(|r| r["table"] == "public.tr"),
+        "{records:?}"
+    );
     consumer.close().await.unwrap();
 }

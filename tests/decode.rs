@@ -218,8 +218,8 @@ async fn unchanged_toast_is_filled_under_full_and_marked_otherwise() {
     );
     let json = serde_json::to_value(key_update).unwrap();
     assert_eq!(json["unchanged"], serde_json::json!(["body"]));
-    assert!(json["current"].get("body").is_none());
-    assert_eq!(json["current"]["n"], serde_json::json!(1));
+    assert!(json["after"].get("body").is_none());
+    assert_eq!(json["after"]["n"], serde_json::json!(1));
 }
 
 #[tokio::test]

@@ -144,7 +144,7 @@ async fn each_column_change_is_one_schema_record_before_the_first_change_in_its_
     // The JSON form.
     let json: Value = serde_json::to_value(&records[1]).unwrap();
     assert_eq!(json["op"], "schema");
-    assert_eq!(json["table"], "t");
+    assert_eq!(json["table"], "public.t");
     assert_eq!(
         json["columns"][2],
         json!({"name": "b", "type": "varchar", "type_oid": 1043, "type_modifier": 24, "key": false})

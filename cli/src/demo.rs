@@ -155,7 +155,7 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
         }
         let records = source.poll(100, Duration::from_millis(500)).await?;
         for record in &records {
-            output::write_record(&mut out, record, GROUP, 0)?;
+            output::write_record(&mut out, record)?;
             done |= record.op() == Op::Message;
         }
         std::io::Write::flush(&mut out)?;

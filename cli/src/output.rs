@@ -15,12 +15,15 @@
 //! `after` are null, `before_image` is `not_applicable`). A message has no table:
 //! `"table":null`.
 //!
-//! The line is written by the library's JSON writer
-//! ([`pg_changestream::decode::json::write_line`]), straight from pgoutput's text: the CLI,
+//! `group` is the consumer group, `partition` the group partition the record came through
+//! (0 in a group with one).
+//!
+//! The line is the library's serde form of a
+//! [`Record`](pg_changestream::decode::record::Record), written by its JSON writer
+//! ([`pg_changestream::decode::json::write_line`]) straight from pgoutput's text: the CLI,
 //! the sinks and the Python binding print the same bytes. The records of a poll go into one
-//! buffer and out with one write. `RecordLine` below, serde over the library's typed
-//! [`Image`](pg_changestream::decode::record::Image) views, is the reference the writer is
-//! held to: the tests compare the two byte for byte.
+//! buffer and out with one write. The tests below hold the writer to serde_json over the
+//! `Record`, byte for byte.
 
 use std::io::{self, Write};
 
@@ -31,102 +34,10 @@ use pg_changestream::decode::record::Record;
 ///
 /// # Errors
 /// Writing failed (e.g. stdout was closed).
-pub fn write_record(
-    out: &mut impl Write,
-    record: &Record,
-    group: &str,
-    partition: u32,
-) -> io::Result<()> {
+pub fn write_record(out: &mut impl Write, record: &Record) -> io::Result<()> {
     let mut lines = LineBuffer::new();
-    lines.push(record, group, partition);
+    lines.push(record);
     lines.write_to(out)
-}
-
-/// The typed path the writer replaced: serde over the library's images. Kept as the
-/// reference the writer's output must equal byte for byte.
-#[cfg(test)]
-mod reference {
-    use pg_changestream::decode::record::{format_pg_timestamp, ColumnList, Record};
-    use serde::ser::SerializeMap;
-    use serde::{Serialize, Serializer};
-
-    /// A record with the group and partition it was read for.
-    pub struct RecordLine<'a> {
-        pub record: &'a Record,
-        pub group: &'a str,
-        pub partition: u32,
-    }
-
-    impl Serialize for RecordLine<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let record = self.record;
-            let txn = record.txn();
-            let mut map = serializer.serialize_map(None)?;
-            map.serialize_entry("event_id", &record.event_id())?;
-            map.serialize_entry("group", self.group)?;
-            map.serialize_entry("partition", &self.partition)?;
-            match record.relation() {
-                Some(relation) => map
-                    .serialize_entry("table", &QualifiedName(relation.schema(), relation.name()))?,
-                None => map.serialize_entry("table", &())?,
-            }
-            map.serialize_entry("op", record.op().as_str())?;
-            map.serialize_entry("commit_lsn", &txn.commit_lsn)?;
-            map.serialize_entry(
-                "commit_time",
-                &format_pg_timestamp(txn.commit_time_micros.unwrap_or(0)),
-            )?;
-            map.serialize_entry("xid", &txn.xid.unwrap_or(0))?;
-            map.serialize_entry("key", &record.key())?;
-            let before = record.before();
-            map.serialize_entry("before", &before.image())?;
-            let after = record.current();
-            map.serialize_entry("after", &after)?;
-            map.serialize_entry("before_image", before.kind())?;
-            if let Some(after) = after {
-                if after.has_unchanged() {
-                    map.serialize_entry("unchanged", &after.unchanged())?;
-                }
-            }
-            if let Some((prefix, content)) = record.message_content() {
-                map.serialize_entry("prefix", prefix)?;
-                match std::str::from_utf8(content) {
-                    Ok(text) => map.serialize_entry("content", text)?,
-                    Err(_) => map.serialize_entry("content", &Hex(content))?,
-                }
-            }
-            if let Some(change) = record.schema_change() {
-                map.serialize_entry("columns", &ColumnList(change.relation()))?;
-                map.serialize_entry("previous_columns", &ColumnList(change.previous()))?;
-            }
-            map.end()
-        }
-    }
-
-    /// `schema.name`, written without allocating.
-    struct QualifiedName<'a>(&'a str, &'a str);
-
-    impl Serialize for QualifiedName<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.collect_str(&format_args!("{}.{}", self.0, self.1))
-        }
-    }
-
-    /// Bytes as PostgreSQL's `\x` hex text.
-    struct Hex<'a>(&'a [u8]);
-
-    impl Serialize for Hex<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            struct Digits<'a>(&'a [u8]);
-            impl std::fmt::Display for Digits<'_> {
-                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("\\x")?;
-                    self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-                }
-            }
-            serializer.collect_str(&Digits(self.0))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -243,9 +154,12 @@ mod tests {
         b.freeze()
     }
 
-    /// Decodes one transaction at commit LSN 0/1A2B3C4D and returns its records.
-    fn decode(messages: Vec<Bytes>) -> Vec<Record> {
-        let mut decoder = Decoder::new(DecoderOptions::default());
+    /// Decodes one transaction at commit LSN 0/1A2B3C4D for `group` and returns its records.
+    fn decode_for(group: &str, messages: Vec<Bytes>) -> Vec<Record> {
+        let mut decoder = Decoder::new(DecoderOptions {
+            group: Some(group.into()),
+            ..DecoderOptions::default()
+        });
         let mut out = Vec::new();
         let lsn = 0x1A2B_3C4D;
         for m in [begin(lsn, 771)]
@@ -263,16 +177,15 @@ mod tests {
         out
     }
 
-    /// The line both ways: the writer's, checked equal to the serde reference's.
-    fn line(record: &Record, group: &str, partition: u32) -> String {
+    fn decode(messages: Vec<Bytes>) -> Vec<Record> {
+        decode_for("g1", messages)
+    }
+
+    /// The line both ways: the writer's, checked equal to serde_json's over the record.
+    fn line(record: &Record) -> String {
         let mut out = Vec::new();
-        write_record(&mut out, record, group, partition).unwrap();
-        let mut expected = serde_json::to_vec(&reference::RecordLine {
-            record,
-            group,
-            partition,
-        })
-        .unwrap();
+        write_record(&mut out, record).unwrap();
+        let mut expected = serde_json::to_vec(record).unwrap();
         expected.push(b'\n');
         assert_eq!(
             String::from_utf8_lossy(&out),
@@ -286,7 +199,7 @@ mod tests {
         records
             .iter()
             .map(|r| {
-                let text = line(r, "g1", 0);
+                let text = line(r);
                 assert!(
                     text.ends_with('\n') && text.matches('\n').count() == 1,
                     "{text}"
@@ -432,12 +345,10 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
-        /// Random rows, groups, partitions, transaction ids and messages: the writer's line
-        /// equals the reference's.
+        /// Random rows, groups and messages: the writer's line equals serde_json's.
         #[test]
-        fn random_records_write_the_reference_line(
+        fn random_records_write_the_serde_line(
             group in "[a-z_\"\\\\é]{0,8}",
-            partition in proptest::prelude::any::<u32>(),
             rows in proptest::collection::vec(
                 (
                     "-?[0-9]{1,19}|x",
@@ -463,8 +374,8 @@ mod tests {
             }
             messages.push(message(&group, &content));
             messages.push(truncate());
-            for record in decode(messages) {
-                line(&record, &group, partition);
+            for record in decode_for(&group, messages) {
+                line(&record);
             }
         }
     }

@@ -3,8 +3,8 @@
 //! The broker is checked first (reachable, credentials accepted, stream there or created,
 //! subjects its own) and only then is the group joined: a bad `--nats`, stream or
 //! credentials leaves the group untouched. The loop is the library's
-//! [`pg_changestream::sink::driver`]; each message's payload is `tail`'s JSON line (the same
-//! bytes, without the newline).
+//! [`pg_changestream::sink::driver`]; each message's payload is the record's JSON line (the
+//! bytes `tail` prints, without the newline).
 //!
 //! SIGINT and SIGTERM stop polling; what was published is awaited, committed, and the exit
 //! status is 0. A broker that stays unreachable at that point means exit status 1 with
@@ -20,7 +20,6 @@ use pg_changestream::wire::ConnectConfig;
 use crate::args::PublishArgs;
 use crate::failure::Failure;
 use crate::metrics;
-use crate::output;
 use crate::source::{self, Spec};
 use crate::tail::stop_on_signals;
 
@@ -66,20 +65,7 @@ pub async fn publish(config: &ConnectConfig, args: PublishArgs) -> Result<(), Fa
         partitions: args.partitions,
     };
     let mut source = source::open(config, spec).await?;
-    let group = args.group.clone();
-    let mut encoder = Encoder::new(
-        &args.group,
-        subjects,
-        Box::new(move |record, buf| {
-            let partition = record.partition().map_or(0, u32::from);
-            output::write_record(buf, record, &group, partition)?;
-            // The JSON line without its line end.
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
-            Ok(())
-        }),
-    );
+    let mut encoder = Encoder::new(&args.group, subjects);
     let mut progress = ProgressRow::new(config.clone(), &args.group, "jetstream", &target);
     let options = DriverOptions {
         per_poll: args.limit as usize,

@@ -67,7 +67,7 @@ pub async fn tail(config: &ConnectConfig, args: TailArgs) -> Result<(), Failure>
     // Locked once; each poll's lines reach it in one write of one buffer (see `run`), so a
     // BufWriter in between would only copy them again.
     let mut out = std::io::stdout().lock();
-    let result = run(&mut source, &mut out, &args.group, limits, &stop).await;
+    let result = run(&mut source, &mut out, limits, &stop).await;
     let closed = source.close().await;
     result.map(|_| ())?;
     closed
@@ -81,7 +81,6 @@ pub async fn tail(config: &ConnectConfig, args: TailArgs) -> Result<(), Failure>
 pub async fn run(
     source: &mut Source,
     out: &mut impl Write,
-    group: &str,
     limits: Limits,
     stop: &AtomicBool,
 ) -> Result<u64, Failure> {
@@ -124,7 +123,7 @@ pub async fn run(
         }
         last_record = Instant::now();
         for r in &records {
-            lines.push(r, group, r.partition().map_or(0, u32::from));
+            lines.push(r);
         }
         let delivered = lines.write_to(out).and_then(|()| out.flush());
         match delivered {

@@ -144,9 +144,11 @@ pub(crate) fn to_python<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bou
 
 /// The JSON form of a value as a string (kinds without a better Python type).
 fn text<'py>(py: Python<'py>, value: &Value<'_>) -> Bound<'py, PyAny> {
-    match value.to_json_value() {
-        serde_json::Value::String(s) => PyString::new(py, &s).into_any(),
-        other => PyString::new(py, &other.to_string()).into_any(),
+    // A Value always serialises; a JSON string is given without its quotes.
+    let json = serde_json::to_string(value).unwrap_or_default();
+    match serde_json::from_str::<String>(&json) {
+        Ok(s) => PyString::new(py, &s).into_any(),
+        Err(_) => PyString::new(py, &json).into_any(),
     }
 }
 

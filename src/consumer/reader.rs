@@ -575,6 +575,7 @@ impl PartitionReader {
         decoder.primary_keys = full_identity_primary_keys(&*client).await?;
         decoder.projections = ctx.filter.projections();
         decoder.partition = self.event_partition;
+        decoder.group = Some(ctx.group_id.into());
         let start = ctx.committer.resume_from(self.index).max(durable);
         // The columns in force at the start: what this member noted from its own stream,
         // unless the reader is new or the partition was claimed again (another member may

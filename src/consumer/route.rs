@@ -122,6 +122,7 @@ mod tests {
             commit_lsn: Lsn::new(commit_lsn),
             commit_time_micros: xid.map(|_| 1_000_000),
             origin: None,
+            group: None,
         })
     }
 

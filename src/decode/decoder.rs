@@ -87,6 +87,9 @@ pub struct DecoderOptions {
     /// part of their event ids (`<commit_lsn>:<partition>:<index>`, see
     /// [`EventId`](super::record::EventId)). `None` outside groups of several.
     pub partition: Option<u16>,
+    /// The consumer group the records are read for, stamped on each transaction
+    /// ([`TxnInfo::group`]) so a record's JSON line names it. The consumer sets it.
+    pub group: Option<Arc<str>>,
 }
 
 impl Default for DecoderOptions {
@@ -100,6 +103,7 @@ impl Default for DecoderOptions {
             baseline: Baseline::new(),
             server_utf8: false,
             partition: None,
+            group: None,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct Decoder {
     held: Option<Record>,
     /// See [`DecoderOptions::partition`].
     partition: Option<u16>,
+    /// [`DecoderOptions::group`].
+    group: Option<Arc<str>>,
 }
 
 impl Decoder {
@@ -152,6 +158,7 @@ impl Decoder {
             ready: VecDeque::new(),
             held: None,
             partition: options.partition,
+            group: options.group,
         }
     }
 
@@ -242,6 +249,7 @@ impl Decoder {
                         commit_lsn: begin.final_lsn,
                         commit_time_micros: Some(begin.commit_time),
                         origin: None,
+                        group: self.group.clone(),
                     }),
                     next_index: 0,
                 });
@@ -340,6 +348,7 @@ impl Decoder {
                         commit_lsn: commit.commit_lsn,
                         commit_time_micros: Some(commit.commit_time),
                         origin: None,
+                        group: self.group.clone(),
                     }),
                     next_index: 0,
                 });
@@ -367,6 +376,7 @@ impl Decoder {
             commit_lsn: m.lsn,
             commit_time_micros: None,
             origin: None,
+            group: self.group.clone(),
         });
         // pgoutput reports a non-transactional message at the *end* of its WAL record (the
         // LSN `pg_logical_emit_message` returns), which is where the next record starts —

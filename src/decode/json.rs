@@ -1,6 +1,9 @@
 //! JSON straight from pgoutput's text: the record line of `tail` (and of the sinks that carry
 //! the same line), written in one pass per image with no [`Value`] in between.
 //!
+//! A record has one JSON form, its serde form ([`Record`]'s `Serialize`); this writer is
+//! the fast way to the same bytes, held to it by the tests.
+//!
 //! Most of what pgoutput sends is already the JSON it becomes: integers, finite floats and
 //! numerics are JSON numbers as printed, `json`/`jsonb` are documents, dates and times are
 //! the strings we print. So the writer checks that a value has the shape whose JSON form is
@@ -41,22 +44,10 @@ use crate::lsn::Lsn;
 use crate::protocol::pgoutput::TupleColumn;
 
 /// Appends `record`'s JSON line, newline included: the line `pg-changestream tail` prints,
-/// for `group` and `partition` (0 in a group with one).
-///
-/// ```text
-/// {"event_id":"<commit_lsn>:<index>","group":"G","partition":0,"table":"schema.name",
-///  "op":"insert|update|delete|truncate|read|message","commit_lsn":"X/Y",
-///  "commit_time":"2026-01-01T03:04:05.123456Z","xid":N,"key":{..}|null,"before":{..}|null,
-///  "after":{..}|null,"before_image":"full|key|not_enabled|not_applicable"}
-/// ```
-///
-/// then, only when they apply: `"unchanged":[..]` (TOASTed columns an update did not send
-/// and no full before-image could fill; they are left out of `after`), for `message`
-/// records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex), and for `schema` records
-/// `"columns":[..]` and `"previous_columns":[..]` ([`ColumnList`]). A message has no table:
-/// `"table":null`.
-pub fn write_line(out: &mut Vec<u8>, record: &Record, group: &str, partition: u32) {
-    write_line_with(out, record, group, partition, &mut TxnText::default());
+/// the same bytes as serialising the [`Record`] with `serde_json` (its `Serialize` documents
+/// the fields).
+pub fn write_line(out: &mut Vec<u8>, record: &Record) {
+    write_line_with(out, record, &mut TxnText::default());
 }
 
 /// The text of a transaction's fields, formatted once for all of its records.
@@ -96,17 +87,12 @@ impl TxnText {
     }
 }
 
-fn write_line_with(
-    out: &mut Vec<u8>,
-    record: &Record,
-    group: &str,
-    partition: u32,
-    txn: &mut TxnText,
-) {
+fn write_line_with(out: &mut Vec<u8>, record: &Record, txn: &mut TxnText) {
+    let group = record.txn().group.as_deref();
     txn.update(record.txn());
     // Room for the fields around the images and the tuple text in them (~1.5 × its bytes
     // once keys and quotes are added), so the appends below rarely grow the buffer.
-    out.reserve(256 + group.len() + record.data_bytes() * 3 / 2);
+    out.reserve(256 + group.map_or(0, str::len) + record.data_bytes() * 3 / 2);
     out.extend_from_slice(br#"{"event_id":""#);
     out.extend_from_slice(&txn.lsn);
     out.push(b':');
@@ -116,9 +102,12 @@ fn write_line_with(
     }
     write_u64(out, record.index());
     out.extend_from_slice(br#"","group":"#);
-    write_str(out, group.as_bytes());
+    match group {
+        Some(group) => write_str(out, group.as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(br#","partition":"#);
-    write_u64(out, u64::from(partition));
+    write_u64(out, record.partition().map_or(0, u64::from));
     out.extend_from_slice(br#","table":"#);
     match record.relation() {
         Some(relation) => {
@@ -537,8 +526,8 @@ impl LineBuffer {
     }
 
     /// Appends `record`'s line ([`write_line`]).
-    pub fn push(&mut self, record: &Record, group: &str, partition: u32) {
-        write_line_with(&mut self.buf, record, group, partition, &mut self.txn);
+    pub fn push(&mut self, record: &Record) {
+        write_line_with(&mut self.buf, record, &mut self.txn);
     }
 
     /// The lines appended since the last [`LineBuffer::write_to`].

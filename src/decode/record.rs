@@ -85,6 +85,10 @@ pub struct TxnInfo {
     pub commit_time_micros: Option<i64>,
     /// The replication origin the transaction came through, if any.
     pub origin: Option<String>,
+    /// The consumer group it was read for (`None` outside a group, e.g. a bare
+    /// [`ChangeStream`](super::stream::ChangeStream)): the `"group"` of the JSON line.
+    /// Set through [`DecoderOptions::group`](super::decoder::DecoderOptions::group).
+    pub group: Option<Arc<str>>,
 }
 
 impl TxnInfo {
@@ -461,49 +465,58 @@ impl Record {
     }
 }
 
-/// The JSON form of a record: `op`, `table` (`schema.name`), `event_id`, `commit_lsn`,
-/// `commit_time` (RFC 3339, UTC), `xid`, then `key`, `current`, `before` (objects or
-/// null), `before_kind` (`full`, `key`, `not_enabled`, `not_applicable`) and `unchanged`
-/// (columns whose TOASTed value was not sent) for row changes; `cascade` and
-/// `restart_identity` for truncates; `prefix` and `content` (UTF-8 text, else `\x` hex) for
-/// messages; `columns` and `previous_columns` for schema records (see [`ColumnList`]).
+/// The JSON line of a record (what `pg-changestream tail` prints, one per line): fields always
+/// present and in this order:
+///
+/// ```text
+/// {"event_id":"<commit_lsn>:<index>","group":"G","partition":0,"table":"schema.name",
+///  "op":"insert|update|delete|truncate|read|message|schema","commit_lsn":"X/Y",
+///  "commit_time":"2026-01-01T03:04:05.123456Z","xid":N,"key":{..}|null,"before":{..}|null,
+///  "after":{..}|null,"before_image":"full|key|not_enabled|not_applicable"}
+/// ```
+///
+/// then, only when they apply: `"unchanged":[..]` (TOASTed columns an update did not send
+/// and no full before-image could fill; they are left out of `after`), for `message`
+/// records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex), and for `schema` records
+/// `"columns":[..]` and `"previous_columns":[..]` ([`ColumnList`]; `key`, `before` and
+/// `after` are null, `before_image` is `not_applicable`). A message has no table:
+/// `"table":null`. `group` is [`TxnInfo::group`] (null outside a group), `partition` the
+/// group partition the record came through (0 in a group with one).
+///
+/// [`json::write_line`](super::json::write_line) writes the same bytes straight from
+/// pgoutput's text, faster; this is the form every serde format gets. Column values take
+/// [`Value`]'s serde form: through `serde_json`, numbers keep their exact digits; other
+/// formats get them as strings (see [`Value`]'s `Serialize`).
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let txn = &self.txn;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("op", self.op.as_str())?;
-        if let Some(relation) = self.relation() {
-            map.serialize_entry("schema", relation.schema())?;
-            map.serialize_entry("table", relation.name())?;
-        }
         map.serialize_entry("event_id", &self.event_id())?;
-        map.serialize_entry("commit_lsn", &self.txn.commit_lsn)?;
-        map.serialize_entry(
-            "commit_time",
-            &Rfc3339(self.txn.commit_time_micros.unwrap_or(0)),
-        )?;
-        map.serialize_entry("xid", &self.txn.xid.unwrap_or(0))?;
+        map.serialize_entry("group", &txn.group.as_deref())?;
+        map.serialize_entry("partition", &self.partition.map_or(0, u32::from))?;
+        match self.relation() {
+            Some(relation) => {
+                map.serialize_entry("table", &QualifiedName(relation.schema(), relation.name()))?
+            }
+            None => map.serialize_entry("table", &())?,
+        }
+        map.serialize_entry("op", self.op.as_str())?;
+        map.serialize_entry("commit_lsn", &txn.commit_lsn)?;
+        map.serialize_entry("commit_time", &Rfc3339(txn.commit_time_micros.unwrap_or(0)))?;
+        map.serialize_entry("xid", &txn.xid.unwrap_or(0))?;
+        map.serialize_entry("key", &self.key())?;
+        let before = self.before();
+        map.serialize_entry("before", &before.image())?;
+        let after = self.current();
+        map.serialize_entry("after", &after)?;
+        map.serialize_entry("before_image", before.kind())?;
+        if let Some(after) = after {
+            if after.has_unchanged() {
+                map.serialize_entry("unchanged", &after.unchanged())?;
+            }
+        }
         match &self.body {
-            Body::Row { .. } => {
-                map.serialize_entry("key", &self.key())?;
-                let current = self.current();
-                map.serialize_entry("current", &current)?;
-                let before = self.before();
-                map.serialize_entry("before", &before.image())?;
-                map.serialize_entry("before_kind", before.kind())?;
-                if let Some(current) = current {
-                    if current.has_unchanged() {
-                        map.serialize_entry("unchanged", &current.unchanged())?;
-                    }
-                }
-            }
-            Body::Truncate {
-                cascade,
-                restart_identity,
-                ..
-            } => {
-                map.serialize_entry("cascade", cascade)?;
-                map.serialize_entry("restart_identity", restart_identity)?;
-            }
+            Body::Row { .. } | Body::Truncate { .. } => {}
             Body::Message { prefix, content } => {
                 map.serialize_entry("prefix", prefix)?;
                 match std::str::from_utf8(content) {
@@ -517,6 +530,15 @@ impl Serialize for Record {
             }
         }
         map.end()
+    }
+}
+
+/// `schema.name`, written without allocating.
+struct QualifiedName<'a>(&'a str, &'a str);
+
+impl Serialize for QualifiedName<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}.{}", self.0, self.1))
     }
 }
 

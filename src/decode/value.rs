@@ -20,7 +20,7 @@
 //! assert_eq!(serde_json::to_string(&value)?, r#""2023-12-31T21:30:00.5Z""#);
 //!
 //! let tags = Value::decode(ValueKind::for_type(1009), br#"{a,"b \"c\"",NULL}"#)?;
-//! assert_eq!(tags.to_json_value(), serde_json::json!(["a", "b \"c\"", null]));
+//! assert_eq!(serde_json::to_value(&tags)?, serde_json::json!(["a", "b \"c\"", null]));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -42,6 +42,23 @@
 //! | `timestamptz` | `TimestampTz` | converted to UTC: `"2024-01-01T12:00:00.5Z"`, `"0001-01-01T00:00:00Z BC"`, `"-infinity"` |
 //! | arrays of any of these | `Array` | JSON arrays, nested per dimension, elements in their own form, `null` for NULL; a non-default lower bound (`[0:1]={1,2}`) is dropped |
 //! | everything else: `text`, `varchar`, `char(n)`, `"char"`, `name`, `oid`, `uuid`, enums, `xml`, `interval`, `money`, `bit`, `varbit`, `inet`, `cidr`, `macaddr`, `pg_lsn`, ranges, composites, unknown types | `Text` | the PostgreSQL text as a string |
+//!
+//! # Other serde formats
+//!
+//! The table is the form through serde_json (`to_writer`, `to_string`, `to_vec`,
+//! `to_value`). Two kinds have no exact serde form of their own, so any other format (CBOR,
+//! MessagePack, YAML, …) gets them as strings, the same way serde_json gets NaN:
+//! - float and numeric numbers: their digits as text (`"1.50"`, `"1e-300"`), never an `f64`
+//!   that would round them;
+//! - `json`/`jsonb`: the document's text (`"{\"a\": [1, 2]}"`), to parse if wanted.
+//!
+//! serde_json writes numbers verbatim without its `arbitrary_precision` feature (which this
+//! crate does not turn on): they go out as a [`RawValue`], for serde_json's serializers
+//! only (recognised by type). `serde_json::to_value` gives what parsing the written text
+//! gives — numbers as serde_json parses them (digits beyond an `f64`'s rounded) — except
+//! that a number or document serde_json cannot hold (beyond `f64`'s range, `1e400`) becomes
+//! its text rather than an error. serde_json behind a wrapper (`erased_serde`,
+//! `serde_transcode`) is not recognised and gets the strings.
 //!
 //! BC dates keep PostgreSQL's ` BC` suffix (as `to_jsonb` does) rather than an astronomical
 //! year, so a value reads the same in `psql`, in `to_jsonb` and here.
@@ -82,7 +99,7 @@ const MAX_ARRAY_DEPTH: usize = 64;
 /// One column value, borrowing the text it was decoded from.
 ///
 /// Build it with [`Value::decode`] (or [`Value::from_text`]); serialise it with serde
-/// (`serde_json::to_writer(out, &value)`) or [`Value::to_json_value`]. Strings are
+/// (`serde_json::to_writer(out, &value)`; see the module docs for other formats). Strings are
 /// [`Cow`]s because array elements with escapes must be unescaped into new strings;
 /// everything else borrows.
 #[derive(Debug, Clone)]
@@ -228,30 +245,6 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// The value's JSON form as a [`serde_json::Value`] (numbers keep their exact digits).
-    /// Serialising the `Value` itself with serde is cheaper when writing output.
-    pub fn to_json_value(&self) -> serde_json::Value {
-        use serde_json::Value as Json;
-        match self {
-            Value::Null => Json::Null,
-            Value::Unchanged => Json::String(UNCHANGED_TOAST.to_owned()),
-            Value::Bool(b) => Json::Bool(*b),
-            Value::Int(i) => Json::Number((*i).into()),
-            Value::Float(text) | Value::Numeric(text) => match text.parse() {
-                Ok(number) if !is_special_number(text) => Json::Number(number),
-                _ => Json::String(text.to_string()),
-            },
-            Value::Text(text) | Value::Bytea(text) | Value::Time(text) | Value::TimeTz(text) => {
-                Json::String(text.to_string())
-            }
-            Value::Json(raw) => serde_json::from_str(raw.get())
-                .unwrap_or_else(|_| Json::String(raw.get().to_owned())),
-            Value::Date(date) => Json::String(date.to_string()),
-            Value::Timestamp(ts) | Value::TimestampTz(ts) => Json::String(ts.to_string()),
-            Value::Array(items) => Json::Array(items.iter().map(Value::to_json_value).collect()),
-        }
-    }
-
     /// A copy that owns its text, to keep past the buffer it was decoded from.
     pub fn into_owned(self) -> Value<'static> {
         fn own(text: Cow<'_, str>) -> Cow<'static, str> {
@@ -288,7 +281,7 @@ impl Serialize for Value<'_> {
             Value::Text(text) | Value::Bytea(text) | Value::Time(text) | Value::TimeTz(text) => {
                 serializer.serialize_str(text)
             }
-            Value::Json(raw) => raw.serialize(serializer),
+            Value::Json(raw) => serialize_json(raw, serializer),
             Value::Date(date) => match date.display_on_stack(&mut StackText::new()) {
                 Some(text) => serializer.serialize_str(text),
                 None => serializer.collect_str(date),
@@ -310,17 +303,74 @@ impl Serialize for Value<'_> {
     }
 }
 
-/// Writes a float/numeric text as a JSON number with exactly its digits. serde has no
-/// "number from text" call; a borrowed [`RawValue`] is serde_json's way to emit verbatim
-/// JSON, and with `arbitrary_precision` other serde_json serializers keep the digits too.
+/// Writes a float/numeric text with exactly its digits: a JSON number through serde_json,
+/// a string in any other format.
+///
+/// serde has no "number from text" call. serde_json's is a [`RawValue`], which its writer
+/// copies verbatim — but other formats see a `RawValue` as a struct with a private field
+/// name, so they get the text as a string, which they carry exactly, rather than an `f64`
+/// that would round `numeric` digits away. (serde_json's `arbitrary_precision` feature
+/// would keep digits in every format, but changes serde_json for every crate of the build.)
 fn serialize_number<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
     if is_special_number(text) {
         return serializer.serialize_str(text);
     }
-    match serde_json::from_str::<&RawValue>(text) {
-        Ok(raw) => raw.serialize(serializer),
-        // Unreachable: decoding only builds Float/Numeric from JSON-number-shaped text.
-        Err(_) => serializer.serialize_str(text),
+    match SerdeTarget::of::<S>() {
+        SerdeTarget::JsonText => match serde_json::from_str::<&RawValue>(text) {
+            Ok(raw) => raw.serialize(serializer),
+            // Unreachable: decoding only builds Float/Numeric from JSON-number-shaped text.
+            Err(_) => serializer.serialize_str(text),
+        },
+        // What parsing the written number gives; beyond f64's range, which serde_json
+        // refuses, the text.
+        SerdeTarget::JsonValue => match serde_json::from_str::<serde_json::Number>(text) {
+            Ok(number) => number.serialize(serializer),
+            Err(_) => serializer.serialize_str(text),
+        },
+        SerdeTarget::Other => serializer.serialize_str(text),
+    }
+}
+
+/// Writes a `json`/`jsonb` document: embedded through serde_json, its text elsewhere.
+fn serialize_json<S: Serializer>(raw: &RawValue, serializer: S) -> Result<S::Ok, S::Error> {
+    match SerdeTarget::of::<S>() {
+        SerdeTarget::JsonText => raw.serialize(serializer),
+        // As for numbers: the parsed document, or its text if serde_json cannot hold it (a
+        // number beyond f64's range).
+        SerdeTarget::JsonValue => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Ok(document) => document.serialize(serializer),
+            Err(_) => serializer.serialize_str(raw.get()),
+        },
+        SerdeTarget::Other => serializer.serialize_str(raw.get()),
+    }
+}
+
+/// Which kind of serializer a value is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SerdeTarget {
+    /// serde_json's writer (`to_writer`, `to_string`, `to_vec`): copies a [`RawValue`].
+    JsonText,
+    /// serde_json's [`serde_json::Value`] builder (`to_value`).
+    JsonValue,
+    /// Any other format, or serde_json behind a wrapper (`erased_serde`,
+    /// `serde_transcode`).
+    Other,
+}
+
+impl SerdeTarget {
+    /// serde offers no way to ask a serializer what it is, so this compares type names,
+    /// which the language does not promise to keep stable; the test
+    /// `serde_json_serializers_are_recognised` notices a serde_json that renames them.
+    /// Unrecognised serializers take the string forms, exact either way.
+    fn of<S: Serializer>() -> SerdeTarget {
+        let name = std::any::type_name::<S>();
+        if name.starts_with("&mut serde_json::ser::Serializer<") {
+            SerdeTarget::JsonText
+        } else if name == "serde_json::value::ser::Serializer" {
+            SerdeTarget::JsonValue
+        } else {
+            SerdeTarget::Other
+        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! Records as broker messages: subject, de-duplication id, headers and payload.
 //!
-//! The payload is whatever the caller's [`PayloadWriter`] writes — the command-line tool
-//! passes its documented JSON line (the same bytes `tail` prints, without the newline), so
-//! there is one JSON form of a record, not two. Headers repeat what a router needs without
-//! parsing the payload: [`OP`], [`TABLE`], [`EVENT_ID`], [`COMMIT_LSN`].
+//! The payload is the record's JSON line ([`json::write_line`], the bytes `tail` prints,
+//! without the newline): a record has one JSON form. Headers repeat what a router needs
+//! without parsing the payload: [`OP`], [`TABLE`], [`EVENT_ID`], [`COMMIT_LSN`].
 //!
 //! Schema records — the columns of a table, with type OIDs and key flags — are sent to the
 //! table's schema subject before its first record in a run and whenever the table's
@@ -19,6 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::subject::{key_hash, Subjects};
+use crate::decode::json;
 use crate::decode::record::{Op, Record};
 
 /// The header naming the operation: `insert`, `update`, `delete`, `truncate`, `read`,
@@ -30,9 +30,6 @@ pub const TABLE: &str = "Pg-Table";
 pub const EVENT_ID: &str = "Pg-Event-Id";
 /// The header carrying the transaction's commit LSN.
 pub const COMMIT_LSN: &str = "Pg-Commit-Lsn";
-
-/// Writes a record's payload.
-pub type PayloadWriter = dyn Fn(&Record, &mut Vec<u8>) -> io::Result<()> + Send + Sync;
 
 /// One message for a sink.
 #[derive(Debug, Clone)]
@@ -56,19 +53,17 @@ pub struct Outgoing {
 pub struct Encoder {
     group: String,
     subjects: Subjects,
-    payload: Box<PayloadWriter>,
     /// The relation version whose schema record was sent last, per `(schema, table)`.
     schemas_sent: HashMap<(String, String), u64>,
     buf: Vec<u8>,
 }
 
 impl Encoder {
-    /// An encoder for `group` by `subjects`, with payloads from `payload`.
-    pub fn new(group: &str, subjects: Subjects, payload: Box<PayloadWriter>) -> Encoder {
+    /// An encoder for `group` by `subjects`.
+    pub fn new(group: &str, subjects: Subjects) -> Encoder {
         Encoder {
             group: group.to_owned(),
             subjects,
-            payload,
             schemas_sent: HashMap::new(),
             buf: Vec::with_capacity(1024),
         }
@@ -126,7 +121,9 @@ impl Encoder {
         headers.push((EVENT_ID, event_id.clone()));
         headers.push((COMMIT_LSN, commit_lsn));
         self.buf.clear();
-        (self.payload)(record, &mut self.buf)?;
+        json::write_line(&mut self.buf, record);
+        // The line without its line end.
+        self.buf.pop();
         out.push(Outgoing {
             subject,
             id: format!("{}:{event_id}", self.group),

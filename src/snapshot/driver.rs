@@ -447,6 +447,7 @@ impl Backfill {
             commit_lsn: Lsn::new(lsn.as_u64().saturating_sub(1)),
             commit_time_micros: Some(chunk.time_micros),
             origin: None,
+            group: Some(self.group_id.as_str().into()),
         });
         let partition = EventId::partition_of(
             self.partition,

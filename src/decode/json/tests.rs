@@ -1,7 +1,7 @@
 //! The writer against the typed path it replaces: every value, image and record must come
-//! out as the same bytes as serialising the library's [`Value`]s and [`Image`]s with
-//! serde_json. (The CLI's tests compare whole lines with its serde `RecordLine`, and
-//! tests/values.rs compares values PostgreSQL itself printed.)
+//! out as the same bytes as serialising the library's [`Value`]s, [`Image`]s and
+//! [`Record`]s with serde_json. (tests/values.rs compares values PostgreSQL itself printed,
+//! the CLI's tests the documented line.) And the serde form in a format other than JSON.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
@@ -335,6 +335,7 @@ fn update(old: Option<(u8, &[Col])>, new: &[Col]) -> Bytes {
 fn transaction(messages: Vec<Bytes>, utf8: bool) -> Vec<Record> {
     let mut decoder = Decoder::new(DecoderOptions {
         server_utf8: utf8,
+        group: Some("g".into()),
         ..DecoderOptions::default()
     });
     let mut begin = BytesMut::new();
@@ -364,8 +365,16 @@ fn transaction(messages: Vec<Bytes>, utf8: bool) -> Vec<Record> {
     out
 }
 
-/// Every image of `record` written both ways.
+/// Every image of `record`, and its line, written both ways.
 fn assert_images_match(record: &Record) -> Result<(), TestCaseError> {
+    let mut line = Vec::new();
+    write_line(&mut line, record);
+    let mut expected = serde_json::to_vec(record).unwrap();
+    expected.push(b'\n');
+    prop_assert_eq!(
+        String::from_utf8_lossy(&line),
+        String::from_utf8_lossy(&expected)
+    );
     let before = record.before();
     for image in [record.key(), before.image(), record.current()]
         .into_iter()
@@ -552,7 +561,7 @@ fn line_buffer_writes_a_poll_with_one_write() {
     );
     let mut lines = LineBuffer::new();
     for record in &records {
-        lines.push(record, "g", 0);
+        lines.push(record);
     }
     let text = String::from_utf8(lines.as_bytes().to_vec()).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
@@ -561,4 +570,160 @@ fn line_buffer_writes_a_poll_with_one_write() {
     lines.write_to(&mut sink).unwrap();
     assert_eq!(sink.0, vec![text.len()]);
     assert!(lines.as_bytes().is_empty());
+}
+
+#[test]
+fn lines_name_the_partition_and_no_group_outside_one() {
+    let columns = vec![("id".to_owned(), oid::INT8, true)];
+    let mut records = transaction(
+        vec![
+            relation(&columns, b'd'),
+            update(None, &[Col::Text(b"1".to_vec())]),
+        ],
+        true,
+    );
+    let mut record = records.remove(0);
+    record.set_partition(Some(3));
+    let mut line = Vec::new();
+    write_line(&mut line, &record);
+    let text = String::from_utf8(line).unwrap();
+    assert!(
+        text.starts_with(r#"{"event_id":"1/28:3:0","group":"g","partition":3,"#),
+        "{text}"
+    );
+    assert_eq!(text.trim_end(), serde_json::to_string(&record).unwrap());
+
+    // Decoded outside a consumer group: `"group":null`.
+    let mut decoder = Decoder::new(DecoderOptions::default());
+    let mut begin = BytesMut::new();
+    begin.put_u8(b'B');
+    begin.put_u64(0x28);
+    begin.put_i64(0);
+    begin.put_u32(7);
+    decoder.feed(begin.freeze()).unwrap();
+    decoder.feed(relation(&columns, b'd')).unwrap();
+    decoder
+        .feed(update(None, &[Col::Text(b"2".to_vec())]))
+        .unwrap();
+    let mut commit = BytesMut::new();
+    commit.put_u8(b'C');
+    commit.put_u8(0);
+    commit.put_u64(0x28);
+    commit.put_u64(0x50);
+    commit.put_i64(0);
+    decoder.feed(commit.freeze()).unwrap();
+    let mut record = None;
+    while let Some(change) = decoder.next_change().unwrap() {
+        if let Change::Record(r) = change {
+            record = Some(r);
+        }
+    }
+    let record = record.expect("the update");
+    let mut line = Vec::new();
+    write_line(&mut line, &record);
+    let text = String::from_utf8(line).unwrap();
+    assert!(
+        text.starts_with(r#"{"event_id":"0/28:0","group":null,"partition":0,"#),
+        "{text}"
+    );
+    assert_eq!(text.trim_end(), serde_json::to_string(&record).unwrap());
+}
+
+/// A record through a serde format other than JSON (CBOR): every value comes back exactly —
+/// numeric and float digits and json documents as their text, strings, nulls, arrays.
+#[test]
+fn other_serde_formats_keep_values_exact() {
+    use ciborium::Value as Cbor;
+
+    let numeric = "123456789012345678901234567890.000100";
+    let document = r#"{"b": [1, 2.50, 1e400], "a": null}"#;
+    let columns = vec![
+        ("id".to_owned(), oid::INT8, true),
+        ("n".to_owned(), oid::NUMERIC, false),
+        ("f".to_owned(), oid::FLOAT8, false),
+        ("nan".to_owned(), oid::FLOAT8, false),
+        ("doc".to_owned(), oid::JSONB, false),
+        ("s".to_owned(), oid::TEXT, false),
+        ("z".to_owned(), oid::TEXT, false),
+        ("ns".to_owned(), 1231, false), // numeric[]
+        ("at".to_owned(), oid::TIMESTAMPTZ, false),
+    ];
+    let row = [
+        "7",
+        numeric,
+        "1e-300",
+        "NaN",
+        document,
+        "é \"q\"",
+        "",
+        "{1.50,NULL,-0}",
+        "2024-01-01 03:00:00.5+00",
+    ];
+    let new: Vec<Col> = row
+        .iter()
+        .map(|t| match *t {
+            "" => Col::Null,
+            t => Col::Text(t.as_bytes().to_vec()),
+        })
+        .collect();
+    let records = transaction(vec![relation(&columns, b'd'), update(None, &new)], true);
+    let record = &records[0];
+
+    let mut cbor = Vec::new();
+    ciborium::into_writer(record, &mut cbor).unwrap();
+    let back: Cbor = ciborium::from_reader(cbor.as_slice()).unwrap();
+    let field = |map: &Cbor, name: &str| -> Cbor {
+        map.as_map()
+            .unwrap_or_else(|| panic!("a map: {map:?}"))
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {map:?}"))
+    };
+    let text = |s: &str| Cbor::Text(s.to_owned());
+    assert_eq!(field(&back, "event_id"), text("1/28:0"));
+    assert_eq!(field(&back, "group"), text("g"));
+    assert_eq!(field(&back, "partition"), Cbor::Integer(0.into()));
+    assert_eq!(field(&back, "table"), text("s\"x.t"));
+    assert_eq!(field(&back, "op"), text("update"));
+    assert_eq!(field(&back, "xid"), Cbor::Integer(4_000_000_000u32.into()));
+    assert_eq!(field(&back, "before"), Cbor::Null);
+    assert_eq!(field(&back, "before_image"), text("not_enabled"));
+    assert_eq!(
+        field(&back, "key"),
+        Cbor::Map(vec![(text("id"), Cbor::Integer(7.into()))])
+    );
+    let after = field(&back, "after");
+    assert_eq!(field(&after, "id"), Cbor::Integer(7.into()));
+    assert_eq!(field(&after, "n"), text(numeric));
+    assert_eq!(field(&after, "f"), text("1e-300"));
+    assert_eq!(field(&after, "nan"), text("NaN"));
+    assert_eq!(field(&after, "doc"), text(document));
+    assert_eq!(field(&after, "s"), text("é \"q\""));
+    assert_eq!(field(&after, "z"), Cbor::Null);
+    assert_eq!(
+        field(&after, "ns"),
+        Cbor::Array(vec![text("1.50"), Cbor::Null, text("-0")])
+    );
+    assert_eq!(field(&after, "at"), text("2024-01-01T03:00:00.5Z"));
+    // Every column is there, in order.
+    let names: Vec<_> = after
+        .as_map()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.as_text().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        columns.iter().map(|c| c.0.clone()).collect::<Vec<_>>()
+    );
+
+    // Through serde_json the same record has numbers and an embedded document.
+    let line = serde_json::to_string(record).unwrap();
+    assert!(
+        line.contains(&format!(
+            r#""n":{numeric},"f":1e-300,"nan":"NaN","doc":{document},"#
+        )),
+        "{line}"
+    );
 }

@@ -9,13 +9,15 @@ use crate::decode::types::oid;
 fn json_of(type_oid: u32, text: &str) -> String {
     let value = Value::from_text(ValueKind::for_type(type_oid), text);
     let json = serde_json::to_string(&value).expect("serialises");
-    // The two JSON routes agree.
-    assert_eq!(
-        serde_json::to_string(&value.to_json_value()).expect("serialises"),
-        serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&json).expect("parses"))
-            .expect("serialises"),
-        "to_json_value and Serialize differ for {text:?}"
-    );
+    // The two serde_json routes agree: `to_value` is the text parsed (where serde_json can
+    // parse it: not beyond f64's range).
+    if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&json) {
+        assert_eq!(
+            serde_json::to_value(&value).expect("serialises"),
+            parsed,
+            "to_value and to_string differ for {text:?}"
+        );
+    }
     json
 }
 
@@ -128,13 +130,9 @@ fn numerics_are_exact() {
     let v = Value::from_text(ValueKind::for_type(oid::NUMERIC), "1.5");
     assert_eq!(v.as_i64(), None);
     assert_eq!(v.as_f64(), Some(1.5));
-    // to_json_value keeps the digits too (arbitrary_precision).
-    assert_eq!(
-        Value::from_text(ValueKind::for_type(oid::NUMERIC), big)
-            .to_json_value()
-            .to_string(),
-        big
-    );
+    // Beyond f64's range serde_json cannot hold the number: to_value keeps the text.
+    let v = Value::from_text(ValueKind::for_type(oid::NUMERIC), &huge);
+    assert_eq!(serde_json::to_value(&v).unwrap(), serde_json::json!(huge));
 }
 
 #[test]
@@ -177,8 +175,13 @@ fn json_is_embedded() {
     assert_eq!(json_of(oid::JSON, "[]"), "[]");
     let v = Value::from_text(ValueKind::for_type(oid::JSON), text);
     assert_eq!(v.as_json().map(RawValue::get), Some(text));
-    // Numbers inside keep their magnitude (serde_json writes `1e+400`).
-    assert_eq!(v.to_json_value()["a"][2].to_string(), "1e+400");
+    // serde_json cannot hold 1e400: to_value keeps the document's text.
+    assert_eq!(serde_json::to_value(&v).unwrap(), serde_json::json!(text));
+    let v = Value::from_text(ValueKind::for_type(oid::JSON), r#"{"a": [1, 2.50]}"#);
+    assert_eq!(
+        serde_json::to_value(&v).unwrap(),
+        serde_json::json!({"a": [1, 2.5]})
+    );
     // Invalid JSON cannot be embedded: kept as a string.
     assert_eq!(json_of(oid::JSON, "{"), "\"{\"");
 }
@@ -416,7 +419,10 @@ fn into_owned_outlives_the_buffer() {
         let value = Value::from_text(array_kind(ScalarKind::Text), &buffer);
         value.into_owned()
     };
-    assert_eq!(owned.to_json_value().to_string(), r#"["x\"y","{\"a\":1}"]"#);
+    assert_eq!(
+        serde_json::to_string(&owned).unwrap(),
+        r#"["x\"y","{\"a\":1}"]"#
+    );
 }
 
 /// Formats a string as `array_out` would: quoted when empty, the word NULL, or containing
@@ -497,7 +503,7 @@ proptest! {
         let kind = ValueKind::Array { element: ScalarKind::Text, delimiter };
         let value = Value::from_text(kind, &literal);
         prop_assert!(matches!(value, Value::Array(_)), "{literal}");
-        prop_assert_eq!(value.to_json_value(), expected_json(&tree), "{}", literal);
+        prop_assert_eq!(serde_json::to_value(&value).unwrap(), expected_json(&tree), "{}", literal);
     }
 
     #[test]
@@ -505,7 +511,7 @@ proptest! {
         for type_oid in [16, 17, 20, 25, 114, 700, 1082, 1083, 1114, 1184, 1266, 1700, 1007, 1009, 1020, 3807, 1185] {
             if let Ok(value) = Value::decode(ValueKind::for_type(type_oid), &bytes) {
                 let _ = serde_json::to_string(&value);
-                let _ = value.to_json_value();
+                let _ = serde_json::to_value(&value);
                 let _ = (value.as_i64(), value.as_f64(), value.bytea_bytes());
                 if let Value::Timestamp(ts) | Value::TimestampTz(ts) = value {
                     let _ = ts.unix_micros();
@@ -581,4 +587,27 @@ proptest! {
         let back = Value::from_text(ValueKind::for_type(oid::TIMESTAMPTZ), &printed);
         prop_assert!(matches!(back, Value::TimestampTz(b) if b == ts), "{}", printed);
     }
+}
+
+#[test]
+fn serde_json_serializers_are_recognised() {
+    use serde_json::ser::{CompactFormatter, PrettyFormatter};
+    type Writer<'a, F> = &'a mut serde_json::Serializer<&'a mut Vec<u8>, F>;
+    assert_eq!(
+        SerdeTarget::of::<Writer<'_, CompactFormatter>>(),
+        SerdeTarget::JsonText
+    );
+    assert_eq!(
+        SerdeTarget::of::<Writer<'_, PrettyFormatter<'_>>>(),
+        SerdeTarget::JsonText
+    );
+    assert_eq!(
+        SerdeTarget::of::<serde_json::value::Serializer>(),
+        SerdeTarget::JsonValue
+    );
+    // And in use: digits verbatim, pretty or not; parsed by to_value.
+    let n = Value::from_text(ValueKind::for_type(oid::NUMERIC), "1.50");
+    assert_eq!(serde_json::to_string(&n).unwrap(), "1.50");
+    assert_eq!(serde_json::to_string_pretty(&[&n]).unwrap(), "[\n  1.50\n]");
+    assert_eq!(serde_json::to_value(&n).unwrap(), serde_json::json!(1.5));
 }
