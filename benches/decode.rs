@@ -107,6 +107,8 @@ fn decoder() -> Decoder {
     let mut decoder = Decoder::new(DecoderOptions {
         // As on a UTF8 server (the capture's).
         server_utf8: true,
+        // As a consumer group's records are: the line names the group.
+        group: Some("bench".into()),
         ..DecoderOptions::default()
     });
     decoder
