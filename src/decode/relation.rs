@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::decode::json;
+use crate::decode::escape;
 use crate::decode::type_names::builtin_type_name;
 use crate::decode::types::{TypeCatalog, ValueKind};
 use crate::error::{Error, Result};
@@ -216,7 +216,7 @@ impl Relation {
             columns: columns
                 .into_iter()
                 .map(|(name, type_oid, type_modifier, is_key)| Column {
-                    json_key: json::object_key(&name),
+                    json_key: escape::object_key(&name),
                     name,
                     type_oid,
                     type_modifier,
@@ -423,7 +423,7 @@ impl RelationCache {
                 .columns
                 .iter()
                 .map(|c| Column {
-                    json_key: json::object_key(&c.name),
+                    json_key: escape::object_key(&c.name),
                     name: c.name.clone(),
                     type_oid: c.type_oid,
                     type_modifier: c.type_modifier,

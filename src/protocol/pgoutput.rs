@@ -741,6 +741,7 @@ impl std::iter::FusedIterator for TupleColumns<'_> {}
 /// Works on a borrowed slice rather than through [`Reader`] because it runs for every
 /// column of every row twice (validation, then iteration) and must not touch the
 /// reference count of the shared buffer.
+#[inline(always)]
 fn next_column(buf: &[u8]) -> Result<(TupleColumn<'_>, &[u8]), DecodeError> {
     let (&kind, rest) = buf.split_first().ok_or(DecodeError::Truncated {
         what: "tuple column kind",

@@ -1,0 +1,101 @@
+//! JSON string escaping for the line writer ([`super::json`]) and the object keys that
+//! relations prepare once per column ([`super::relation::Column`]): a leaf, so the two can
+//! share it without depending on each other.
+
+/// Lower-case hex digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A JSON string.
+#[inline]
+pub(super) fn write_str(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    write_escaped(out, text);
+    out.push(b'"');
+}
+
+/// Eight copies of `byte`.
+const fn splat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// Whether some byte of `word` is below 0x20, `"` or `\` (SWAR: "has zero byte" on the
+/// word xor-ed with the byte sought; exact, no false negatives).
+#[inline]
+fn needs_escape(word: u64) -> bool {
+    let has_zero = |v: u64| v.wrapping_sub(splat(1)) & !v & splat(0x80) != 0;
+    let below_space = word.wrapping_sub(splat(0x20)) & !word & splat(0x80) != 0;
+    below_space || has_zero(word ^ splat(b'"')) || has_zero(word ^ splat(b'\\'))
+}
+
+/// The contents of a JSON string, escaped as serde_json escapes them (`\"`, `\\`, `\b`,
+/// `\f`, `\n`, `\r`, `\t`, other controls as `\u00xx`; nothing else).
+///
+/// Clean runs are skipped a word at a time; a short tail is checked as one word padded with
+/// a byte that needs no escape, so column names and short values cost one test.
+pub(super) fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    let mut clean = 0;
+    let mut at = 0;
+    let len = text.len();
+    while at < len {
+        let (word, n) = match text.get(at..at + 8) {
+            // A slice of eight always converts; zeros would only send it the slow way.
+            Some(chunk) => (chunk.try_into().unwrap_or([0; 8]), 8),
+            None => {
+                let mut word = [b'a'; 8];
+                word[..len - at].copy_from_slice(&text[at..]);
+                (word, len - at)
+            }
+        };
+        if !needs_escape(u64::from_ne_bytes(word)) {
+            at += n;
+            continue;
+        }
+        let end = at + n;
+        while at < end {
+            let byte = text[at];
+            if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+                at += 1;
+                continue;
+            }
+            out.extend_from_slice(&text[clean..at]);
+            match byte {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                _ => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ]),
+            }
+            at += 1;
+            clean = at;
+        }
+    }
+    out.extend_from_slice(&text[clean..]);
+}
+
+/// `"name":` for an object key, escaped once per relation column rather than per row.
+pub(crate) fn object_key(name: &str) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(name.len() + 3);
+    write_str(&mut key, name.as_bytes());
+    key.push(b':');
+    key.into_boxed_slice()
+}
+
+/// `\x` hex of `bytes` as a JSON string (the backslash escaped).
+pub(super) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(br#""\\x"#);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+    out.push(b'"');
+}
