@@ -39,7 +39,7 @@ use crate::decode::record::Record;
 use crate::decode::relation::{Baseline, Relation};
 use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
-use crate::group::cursor::{store_cursor, Cursor};
+use crate::group::cursor::{prepare_session, store_cursor, Cursor};
 use crate::group::membership::register_session;
 use crate::group::shapes::store_shapes;
 use crate::group::table::TableName;
@@ -746,19 +746,4 @@ impl Committer {
         };
         Ok(slot.insert(client))
     }
-}
-
-/// Cursor writes must be durable when they return: a session with `synchronous_commit =
-/// off` would acknowledge commits a crash can still lose.
-pub(crate) async fn prepare_session(client: &Client) -> Result<()> {
-    client
-        .batch_execute(
-            "DO $$ BEGIN
-               IF current_setting('synchronous_commit') = 'off' THEN
-                 SET synchronous_commit = 'on';
-               END IF;
-             END $$",
-        )
-        .await?;
-    Ok(())
 }

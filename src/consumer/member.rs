@@ -22,24 +22,24 @@ use tokio_postgres::Client;
 
 use super::builder::{CommitMode, ConsumerBuilder};
 use super::bundle::MessageBundle;
-use super::commit::{prepare_session, Committer, PartitionEnd};
+use super::commit::{Committer, PartitionEnd};
 use super::filter::{OpSet, RecordFilter, TableStart};
 use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::round::{self, Fenced, Observed};
 use super::stats::Stats;
-use super::tables::{
-    check_no_partition_of_another, join_table, leave_table, no_tables, TableChanges,
-};
+use super::tables::{join_table, leave_table, no_tables, TableChanges};
 use crate::decode::decoder::DecoderOptions;
 use crate::decode::record::Record;
 use crate::error::{Error, Kind, Result};
 use crate::group::admin::{
     check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
 };
-use crate::group::cursor::load_cursor;
-use crate::group::group_tables::{load_group_tables, resolve_start_time, GroupTable};
+use crate::group::cursor::{load_cursor, prepare_session};
+use crate::group::group_tables::{
+    check_no_partition_of_another, load_group_tables, resolve_start_time, GroupTable,
+};
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
     check_group_id, create_or_load_group, ensure_publication_options, relation_ids,
@@ -509,7 +509,7 @@ impl Consumer {
             let existing = load_group_tables(&*client, &self.group.group_id).await?;
             let mut reading: Vec<TableName> = existing.iter().map(|t| t.table.clone()).collect();
             reading.push(table.clone());
-            check_no_partition_of_another(&client, &self.group.group_id, &reading).await?;
+            check_no_partition_of_another(&*client, &self.group.group_id, &reading).await?;
             let current = existing.iter().find(|t| t.table == table);
             let cursor = load_cursor(&*client, &self.group.group_id, 0).await?;
             join_table(

@@ -14,11 +14,12 @@ use tokio_postgres::Client;
 use super::filter::TableStart;
 use super::location::StartLocation;
 use super::spec::{TableSettings, TableSpec};
-use crate::error::{Error, Kind, Result};
-use crate::group::admin::{enabled_with_before_images, not_enabled};
+use crate::error::{Error, Result};
+use crate::group::admin::check_enabled;
 use crate::group::cursor::{load_cursor, Cursor};
 use crate::group::group_tables::{
-    delete_group_table, load_group_tables, save_group_table, GroupTable,
+    check_no_partition_of_another, delete_group_table, load_group_tables, save_group_table,
+    GroupTable,
 };
 use crate::group::partition::{
     check_row_filter, load_group, publish_table, unpublish_table, wal_insert_lsn_and_time,
@@ -28,66 +29,6 @@ use crate::group::table::TableName;
 use crate::lsn::Lsn;
 use crate::snapshot::plan::backfill_key;
 use crate::snapshot::progress::{clear_backfill, start_backfill};
-
-/// Checks that `table` exists and is enabled for change streaming.
-///
-/// # Errors
-/// [`Error::is_not_found`](crate::Error::is_not_found) for a missing table,
-/// [`Error::is_config`](crate::Error::is_config) for one not enabled.
-pub(crate) async fn check_enabled(client: &Client, table: &TableName) -> Result<()> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted()])
-        .await?
-        .get(0);
-    if !exists {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!("table {table} does not exist; check the schema and the name's case"),
-        ));
-    }
-    if enabled_with_before_images(client, table).await?.is_none() {
-        return Err(not_enabled(table));
-    }
-    Ok(())
-}
-
-/// Refuses a group that would read a partitioned table and one of its partitions: with
-/// publications publishing via the root, PostgreSQL sends the partition's changes once, as
-/// the root, so the partition itself would never see a record.
-///
-/// # Errors
-/// [`Error::is_config`](crate::Error::is_config) naming the partition and its root; SQL
-/// failed.
-pub(crate) async fn check_no_partition_of_another(
-    client: &Client,
-    group_id: &str,
-    tables: &[TableName],
-) -> Result<()> {
-    let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
-    let row = client
-        .query_opt(
-            "SELECT format('%I.%I', pn.nspname, p.relname), format('%I.%I', an.nspname, a.relname)
-               FROM unnest($1::text[]) AS u(q)
-              CROSS JOIN LATERAL pg_partition_ancestors(to_regclass(u.q)) AS x(relid)
-               JOIN pg_class p ON p.oid = to_regclass(u.q)
-               JOIN pg_namespace pn ON pn.oid = p.relnamespace
-               JOIN pg_class a ON a.oid = x.relid
-               JOIN pg_namespace an ON an.oid = a.relnamespace
-              WHERE x.relid <> p.oid
-                AND x.relid IN (SELECT to_regclass(q) FROM unnest($1::text[]) AS v(q))
-              ORDER BY 1, 2 LIMIT 1",
-            &[&quoted],
-        )
-        .await?;
-    let Some(row) = row else { return Ok(()) };
-    let (partition, root): (String, String) = (row.get(0), row.get(1));
-    Err(Error::config(format!(
-        "consumer group {group_id:?} would read table {partition} and {root}, of which it is \
-         a partition; PostgreSQL publishes the partition's changes once, as {root}, so \
-         {partition} would receive none: read {root} alone, or read {partition} in another \
-         group"
-    )))
-}
 
 /// A table joined (or kept) and any warning about where it starts.
 pub(crate) struct Joined {

@@ -596,3 +596,25 @@ pub(crate) async fn columns_with_key(
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// Checks that `table` exists and is enabled for change streaming.
+///
+/// # Errors
+/// [`Error::is_not_found`](crate::Error::is_not_found) for a missing table,
+/// [`Error::is_config`](crate::Error::is_config) for one not enabled.
+pub(crate) async fn check_enabled(client: &impl GenericClient, table: &TableName) -> Result<()> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted()])
+        .await?
+        .get(0);
+    if !exists {
+        return Err(Error::new(
+            Kind::NotFound,
+            format!("table {table} does not exist; check the schema and the name's case"),
+        ));
+    }
+    if enabled_with_before_images(client, table).await?.is_none() {
+        return Err(not_enabled(table));
+    }
+    Ok(())
+}

@@ -11,7 +11,7 @@
 
 use std::time::SystemTime;
 
-use tokio_postgres::GenericClient;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
@@ -122,4 +122,19 @@ pub async fn store_cursor(
         ));
     }
     Ok(moved > 0)
+}
+
+/// Cursor writes must be durable when they return: a session with `synchronous_commit =
+/// off` would acknowledge commits a crash can still lose.
+pub(crate) async fn prepare_session(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+               IF current_setting('synchronous_commit') = 'off' THEN
+                 SET synchronous_commit = 'on';
+               END IF;
+             END $$",
+        )
+        .await?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 
 use super::table::TableName;
 use crate::decode::relation::Projection;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 
 /// One table of a group.
@@ -163,4 +163,42 @@ pub async fn delete_group_table(
         )
         .await?;
     Ok(())
+}
+
+/// Refuses a group that would read a partitioned table and one of its partitions: with
+/// publications publishing via the root, PostgreSQL sends the partition's changes once, as
+/// the root, so the partition itself would never see a record.
+///
+/// # Errors
+/// [`Error::is_config`](crate::Error::is_config) naming the partition and its root; SQL
+/// failed.
+pub(crate) async fn check_no_partition_of_another(
+    client: &impl GenericClient,
+    group_id: &str,
+    tables: &[TableName],
+) -> Result<()> {
+    let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
+    let row = client
+        .query_opt(
+            "SELECT format('%I.%I', pn.nspname, p.relname), format('%I.%I', an.nspname, a.relname)
+               FROM unnest($1::text[]) AS u(q)
+              CROSS JOIN LATERAL pg_partition_ancestors(to_regclass(u.q)) AS x(relid)
+               JOIN pg_class p ON p.oid = to_regclass(u.q)
+               JOIN pg_namespace pn ON pn.oid = p.relnamespace
+               JOIN pg_class a ON a.oid = x.relid
+               JOIN pg_namespace an ON an.oid = a.relnamespace
+              WHERE x.relid <> p.oid
+                AND x.relid IN (SELECT to_regclass(q) FROM unnest($1::text[]) AS v(q))
+              ORDER BY 1, 2 LIMIT 1",
+            &[&quoted],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let (partition, root): (String, String) = (row.get(0), row.get(1));
+    Err(Error::config(format!(
+        "consumer group {group_id:?} would read table {partition} and {root}, of which it is \
+         a partition; PostgreSQL publishes the partition's changes once, as {root}, so \
+         {partition} would receive none: read {root} alone, or read {partition} in another \
+         group"
+    )))
 }
