@@ -1,7 +1,7 @@
 //! Enabling and disabling change streaming: replica identity set and restored, tables
 //! without a key refused, odd names quoted, never injected.
 
-use pg_changestream::group::admin::{
+use pg_changestream::group::identity::{
     disable_change_streaming, enable_change_streaming, enabled_with_before_images,
 };
 use pg_changestream::group::table::TableName;

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use pg_changestream::consumer::{Op, StartLocation};
-use pg_changestream::group::admin;
+use pg_changestream::group::identity;
 use pg_changestream::testing::{bin_dir_or_fetch, ClusterOptions, LocalCluster, ShutdownMode};
 use pg_changestream::wire::ConnectConfig;
 
@@ -116,7 +116,7 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
     let tables = ["shop.customers", "shop.orders"];
     for table in tables {
         let table = table.parse()?;
-        admin::enable_change_streaming(&mut client, &table, true).await?;
+        identity::enable_change_streaming(&mut client, &table, true).await?;
     }
     eprintln!("demo: created shop.customers and shop.orders, enabled with before-images");
     let spec = Spec {

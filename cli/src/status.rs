@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use pg_changestream::group::admin;
+use pg_changestream::group::identity;
 use pg_changestream::group::partition::{self, GroupInfo};
 use pg_changestream::group::table::TableName;
 use pg_changestream::wire::ConnectConfig;
@@ -303,10 +303,10 @@ async fn table_warnings(client: &Client, group: &str) -> Result<Vec<String>, Fai
         .iter()
         .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect::<pg_changestream::Result<Vec<_>>>()?;
-    Ok(admin::partitions_lacking_before_images(client, &tables)
+    Ok(identity::partitions_lacking_before_images(client, &tables)
         .await?
         .iter()
-        .map(|(table, partition)| admin::lacking_before_images_warning(table, partition))
+        .map(|(table, partition)| identity::lacking_before_images_warning(table, partition))
         .collect())
 }
 

@@ -1,7 +1,7 @@
 //! `enable` and `disable`: change streaming per table (replica identity and bookkeeping in
-//! the `changestream` schema, done by `pg_changestream::group::admin`).
+//! the `changestream` schema, done by `pg_changestream::group::identity`).
 
-use pg_changestream::group::admin;
+use pg_changestream::group::identity;
 use pg_changestream::group::table::TableName;
 use pg_changestream::wire::ConnectConfig;
 
@@ -24,7 +24,7 @@ pub async fn enable(
 ) -> Result<(), Failure> {
     let table = parse_table(table)?;
     let mut client = connect::sql(config).await?;
-    admin::enable_change_streaming(&mut client, &table, before_images).await?;
+    identity::enable_change_streaming(&mut client, &table, before_images).await?;
     println!(
         "enabled change streaming for {table} ({})",
         if before_images {
@@ -40,7 +40,7 @@ pub async fn enable(
 pub async fn disable(config: &ConnectConfig, table: &str) -> Result<(), Failure> {
     let table = parse_table(table)?;
     let mut client = connect::sql(config).await?;
-    admin::disable_change_streaming(&mut client, &table).await?;
+    identity::disable_change_streaming(&mut client, &table).await?;
     println!("disabled change streaming for {table}; its replica identity is restored");
     Ok(())
 }

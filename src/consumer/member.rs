@@ -30,12 +30,12 @@ use super::tables::{
 };
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::{
-    check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
-};
 use crate::group::assignment::partitions_for;
 use crate::group::cursor::load_cursor;
 use crate::group::group_tables::{load_group_tables, resolve_start_time};
+use crate::group::identity::{
+    check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
+};
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
     check_group_id, check_row_filter, create_or_load_group, ensure_publication_options, load_group,

@@ -56,7 +56,7 @@ pub use crate::decode::relation::Projection;
 pub use crate::snapshot::BackfillProgress;
 
 use crate::error::Result;
-use crate::group::{admin, partition, table::TableName};
+use crate::group::{identity, partition, table::TableName};
 use crate::wire::ConnectConfig;
 
 /// Enables change streaming for `table` (`name` or `schema.name`): checks `wal_level`, that
@@ -76,7 +76,7 @@ pub async fn enable_change_streaming(
 ) -> Result<()> {
     let table: TableName = table.parse()?;
     let mut client = config.connect_sql().await?;
-    admin::enable_change_streaming(&mut client, &table, before_images).await
+    identity::enable_change_streaming(&mut client, &table, before_images).await
 }
 
 /// Disables change streaming for `table`, restoring its original replica identity.
@@ -87,7 +87,7 @@ pub async fn enable_change_streaming(
 pub async fn disable_change_streaming(config: &ConnectConfig, table: &str) -> Result<()> {
     let table: TableName = table.parse()?;
     let mut client = config.connect_sql().await?;
-    admin::disable_change_streaming(&mut client, &table).await
+    identity::disable_change_streaming(&mut client, &table).await
 }
 
 /// Deletes a consumer group: its slots, publications and state. Without `force` it refuses

@@ -23,10 +23,10 @@ use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{Op, Record};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::{
+use crate::group::cursor::load_cursor;
+use crate::group::identity::{
     full_identity_primary_keys, lacking_before_images_warning, partitions_lacking_before_images,
 };
-use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{
     relation_ids, slot_status, tables_outside_publication, unlisted_published_tables, PartitionInfo,
