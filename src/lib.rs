@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod consumer;
 pub mod decode;
 pub mod error;

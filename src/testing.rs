@@ -78,6 +78,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::error::{Error, Kind, Result};
 
 mod certificates;
+pub mod demo;
 pub mod embedded;
 
 pub use embedded::EMBEDDED_MAJOR;

@@ -5,8 +5,8 @@
 //! to `tokio_postgres::Config`). The `PG*` variables are turned into a libpq `key=value`
 //! string for the same parser, so the values are checked exactly as in a URL.
 
-use pg_changestream::wire::ConnectConfig;
-use tokio_postgres::Client;
+use pg_changestream::admin::Admin;
+use pg_changestream::ConnectConfig;
 
 use crate::failure::Failure;
 
@@ -82,12 +82,12 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// An SQL connection, with a hint about where the tool tried to connect when it fails.
+/// An admin session, with a hint about where the tool tried to connect when it fails.
 ///
 /// # Errors
 /// The library's error, as a [`Failure`].
-pub async fn sql(config: &ConnectConfig) -> Result<Client, Failure> {
-    config.connect_sql().await.map_err(|e| {
+pub async fn admin(config: &ConnectConfig) -> Result<Admin, Failure> {
+    Admin::connect(config).await.map_err(|e| {
         let transient = e.is_transient();
         let failure = Failure::from(e);
         if transient {

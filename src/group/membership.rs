@@ -200,7 +200,7 @@ pub enum Claim {
 ///
 /// # Errors
 /// The cursor row is missing (the group was deleted), or SQL failed.
-pub async fn claim(
+pub(crate) async fn claim(
     client: &mut Client,
     group_id: &str,
     partition: i32,
@@ -310,7 +310,7 @@ pub async fn owns(
 ///
 /// # Errors
 /// The statement failed (the role may not signal that backend, for one).
-pub async fn terminate_slot_holder(
+pub(crate) async fn terminate_slot_holder(
     client: &impl GenericClient,
     slot_name: &str,
 ) -> Result<Option<i32>> {
