@@ -52,6 +52,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod config;
 pub mod consumer;
 pub mod decode;
 pub mod error;
@@ -64,9 +65,9 @@ pub mod snapshot;
 pub mod testing;
 pub mod wire;
 
+pub use config::ConnectConfig;
 pub use consumer::{
     CommitMode, Consumer, ConsumerBuilder, Event, Message, MessageBundle, StartLocation,
 };
 pub use error::{Error, Result, ServerError};
 pub use lsn::Lsn;
-pub use wire::ConnectConfig;

@@ -34,6 +34,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Notify};
 use tokio_postgres::Client;
 
 use super::position::Position;
+use crate::config::ConnectConfig;
 use crate::decode::record::Record;
 use crate::decode::relation::{Baseline, Relation};
 use crate::decode::stream::Acker;
@@ -45,7 +46,6 @@ use crate::group::table::TableName;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::ChunkDone;
 use crate::snapshot::progress::{store_progress, StoredProgress};
-use crate::wire::ConnectConfig;
 
 /// Where a bundle (or a poll) ended in one partition.
 #[derive(Debug, Clone, Copy)]

@@ -28,6 +28,7 @@ use super::stats::Stats;
 use super::tables::{
     backfills, check_enabled, check_no_partition_of_another, join_table, leave_table,
 };
+use crate::config::ConnectConfig;
 use crate::decode::decoder::DecoderOptions;
 use crate::error::{Error, Kind, Result};
 use crate::group::assignment::partitions_for;
@@ -46,7 +47,6 @@ use crate::group::{catalog, membership};
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
 use crate::snapshot::plan::backfill_key;
-use crate::wire::ConnectConfig;
 
 fn no_tables(group_id: &str) -> Error {
     Error::config(format!(

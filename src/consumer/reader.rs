@@ -19,6 +19,7 @@ use tokio_postgres::error::SqlState;
 use super::commit::{Committer, PartitionEnd};
 use super::filter::RecordFilter;
 use super::position::Position;
+use crate::config::ConnectConfig;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{Op, Record};
 use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
@@ -37,7 +38,6 @@ use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
 use crate::snapshot::{is_internal, BackfillProgress};
-use crate::wire::ConnectConfig;
 
 /// What every reader of a consumer shares.
 pub(crate) struct ReaderContext<'a> {

@@ -24,10 +24,10 @@ use tokio_postgres::config::{Host, SslNegotiation};
 use tokio_postgres::error::SqlState;
 
 use super::auth::{self, Credentials};
-use super::config::{ConnectConfig, SslMode};
 use super::stream::{ReplicationStream, StartOptions};
-use super::tls;
 use super::transport::{Socket, Transport};
+use crate::config::tls;
+use crate::config::{ConnectConfig, SslMode};
 use crate::error::{Error, Kind, Result, ServerError};
 use crate::lsn::Lsn;
 use crate::protocol::frame::{BackendMessage, ErrorFields};

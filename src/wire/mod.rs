@@ -28,14 +28,12 @@
 //! ```
 
 mod auth;
-mod config;
 mod connection;
 pub(crate) mod quote;
 mod stream;
-mod tls;
 mod transport;
 
-pub use config::{ConnectConfig, SslMode, DEFAULT_APPLICATION_NAME};
+pub(crate) use connection::check_server_version;
 pub use connection::{
     quote_ident, quote_literal, CreatedSlot, ReplicationConnection, Row, SlotOptions,
     SnapshotAction, SystemIdentity, MIN_SERVER_VERSION_NUM, PINNED_OPTIONS,

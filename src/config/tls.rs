@@ -20,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::config::SslMode;
+use super::SslMode;
 use crate::error::{Error, Kind, Result};
 
 /// Builds the rustls client configuration for a TLS policy.

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Kind, Result};
 
+pub(crate) mod tls;
+
 /// The name a connection reports in `pg_stat_activity.application_name` unless the
 /// connection string sets another.
 pub const DEFAULT_APPLICATION_NAME: &str = "pg-changestream";
@@ -197,7 +199,7 @@ impl ConnectConfig {
     /// authentication), available through [`Error::as_db_error`].
     pub async fn connect_sql(&self) -> Result<tokio_postgres::Client> {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-            super::tls::client_config(self.ssl_mode, self.ssl_root_cert.as_deref())?
+            tls::client_config(self.ssl_mode, self.ssl_root_cert.as_deref())?
                 .as_ref()
                 .clone(),
         );
@@ -208,13 +210,13 @@ impl ConnectConfig {
         let (client, connection) =
             pg.connect(tls)
                 .await
-                .map_err(|e| match super::tls::find_rustls_error(&e) {
+                .map_err(|e| match tls::find_rustls_error(&e) {
                     Some(cause) => {
                         let host = match self.pg.get_hosts().first() {
                             Some(tokio_postgres::config::Host::Tcp(name)) => name.as_str(),
                             _ => "",
                         };
-                        let remedy = super::tls::remedy(cause, host);
+                        let remedy = tls::remedy(cause, host);
                         Error::with_source(
                             Kind::Tls,
                             format!(
@@ -239,7 +241,7 @@ impl ConnectConfig {
             )
             .await?;
         let version_num = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
-        super::connection::check_server_version(version_num, Some(row.get(1)), &peer)?;
+        crate::wire::check_server_version(version_num, Some(row.get(1)), &peer)?;
         Ok(client)
     }
 
