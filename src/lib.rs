@@ -63,6 +63,7 @@ pub mod sink;
 pub mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod version;
 pub mod wire;
 
 pub use config::ConnectConfig;
