@@ -44,7 +44,7 @@ use pg_changestream::consumer::{CommitMode, Consumer, ConsumerBuilder, StartLoca
 use pg_changestream::decode::decoder::Change;
 use pg_changestream::decode::json::LineBuffer;
 use pg_changestream::decode::record::{Op, Record};
-use pg_changestream::decode::stream::{ChangeStream, ChangeStreamOptions};
+use pg_changestream::stream::{ChangeStream, ChangeStreamOptions};
 use pg_changestream::Lsn;
 
 /// The logical message prefix the driver emits to end latency mode.

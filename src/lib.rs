@@ -61,6 +61,7 @@ pub mod lsn;
 pub mod protocol;
 pub mod sink;
 pub mod snapshot;
+pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod version;

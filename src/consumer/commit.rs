@@ -37,7 +37,6 @@ use super::position::Position;
 use crate::config::ConnectConfig;
 use crate::decode::record::Record;
 use crate::decode::relation::{Baseline, Relation};
-use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{store_cursor, Cursor};
 use crate::group::membership::register_session;
@@ -46,6 +45,7 @@ use crate::group::table::TableName;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::ChunkDone;
 use crate::snapshot::progress::{store_progress, StoredProgress};
+use crate::stream::Acker;
 
 /// Where a bundle (or a poll) ended in one partition.
 #[derive(Debug, Clone, Copy)]

@@ -22,7 +22,6 @@ use super::position::Position;
 use crate::config::ConnectConfig;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{Op, Record};
-use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::load_cursor;
 use crate::group::identity::{
@@ -38,6 +37,7 @@ use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
 use crate::snapshot::{is_internal, BackfillProgress};
+use crate::stream::{ChangeStream, ChangeStreamOptions};
 
 /// What every reader of a consumer shares.
 pub(crate) struct ReaderContext<'a> {

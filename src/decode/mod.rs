@@ -4,7 +4,6 @@ pub mod decoder;
 pub mod json;
 pub mod record;
 pub mod relation;
-pub mod stream;
 pub mod txn;
 mod type_names;
 pub mod types;

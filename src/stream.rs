@@ -32,8 +32,8 @@ use futures_util::{FutureExt, Stream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::decoder::{Change, Decoder, DecoderOptions};
 use crate::config::ConnectConfig;
+use crate::decode::decoder::{Change, Decoder, DecoderOptions};
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
 use crate::protocol::replication::XLogData;
