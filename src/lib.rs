@@ -51,6 +51,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod config;
 pub mod consumer;
 pub mod decode;
 pub mod error;
@@ -60,13 +62,15 @@ pub mod metrics;
 pub mod protocol;
 pub mod sink;
 pub mod snapshot;
+pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod version;
 pub mod wire;
 
+pub use config::ConnectConfig;
 pub use consumer::{
     CommitMode, Consumer, ConsumerBuilder, Event, Message, MessageBundle, StartLocation,
 };
 pub use error::{Error, Result, ServerError};
 pub use lsn::Lsn;
-pub use wire::ConnectConfig;

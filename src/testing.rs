@@ -35,7 +35,9 @@
 //! login role that is a member of [`MD5_GROUP`], [`SCRAM_GROUP`] or [`PASSWORD_GROUP`] must
 //! authenticate over TCP with md5, SCRAM-SHA-256 or a cleartext password; everyone else is
 //! trusted. For example `SET password_encryption = 'md5'; CREATE ROLE alice LOGIN PASSWORD
-//! 'secret' IN ROLE pcs_md5` (md5 authentication needs an md5-hashed password).
+//! 'secret' IN ROLE pcs_md5` (md5 authentication needs an md5-hashed password). Members of
+//! [`CERT_GROUP`] log in over TLS with a client certificate instead
+//! ([`LocalCluster::client_certificate`]).
 //!
 //! PostgreSQL refuses to run as root. When the tests run as root, `initdb`, `pg_ctl` and the
 //! server run as the `postgres` user (else `nobody`), which owns the temporary directory.
@@ -78,6 +80,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::error::{Error, Kind, Result};
 
 mod certificates;
+pub mod demo;
 pub mod embedded;
 
 pub use embedded::EMBEDDED_MAJOR;
@@ -113,6 +116,11 @@ pub const SCRAM_GROUP: &str = "pcs_scram";
 
 /// Members of this (NOLOGIN) group role must log in over TCP with a cleartext password.
 pub const PASSWORD_GROUP: &str = "pcs_password";
+
+/// Members of this (NOLOGIN) group role must log in over TLS with a client certificate
+/// whose CN is their user name (`cert` authentication), when the cluster has TLS; see
+/// [`LocalCluster::client_certificate`].
+pub const CERT_GROUP: &str = "pcs_cert";
 
 /// The superuser of a local cluster.
 const SUPERUSER: &str = "postgres";
@@ -571,6 +579,8 @@ pub struct LocalCluster {
     socket_dir: PathBuf,
     log_path: PathBuf,
     ca_cert: Option<PathBuf>,
+    /// The CA that signed the server certificate, to sign client certificates.
+    ca: Option<certificates::Ca>,
     port: u16,
     /// The uid and gid the server runs as, when this process runs as root.
     run_as: Option<(u32, u32)>,
@@ -617,6 +627,7 @@ impl LocalCluster {
             socket_dir,
             log_path,
             ca_cert: None,
+            ca: None,
             port: 0,
             run_as,
             settings: Vec::new(),
@@ -913,9 +924,40 @@ impl LocalCluster {
                 dir.join("server.crt").display().to_string(),
             ),
             ("ssl_key_file".to_owned(), server_key.display().to_string()),
+            // Client certificates are checked against the same CA.
+            (
+                "ssl_ca_file".to_owned(),
+                dir.join("ca.crt").display().to_string(),
+            ),
         ]);
         self.ca_cert = Some(dir.join("ca.crt"));
+        self.ca = Some(pems.ca);
         Ok(())
+    }
+
+    /// Writes a client certificate for `user`, signed by the cluster's CA, and its key
+    /// (mode 0600) into `dir`, as `<user>.crt` and `<user>.key`; returns their paths. A
+    /// member of [`CERT_GROUP`] logs in with them.
+    ///
+    /// # Errors
+    /// The cluster has no TLS, or writing the files failed.
+    pub fn client_certificate(&self, user: &str, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        let ca = self.ca.as_ref().ok_or_else(|| {
+            Error::new(
+                Kind::Config,
+                "the test cluster has no TLS (ClusterOptions::ssl), so no CA to sign with",
+            )
+        })?;
+        let (cert_pem, key_pem) = certificates::client(ca, user)?;
+        let cert = dir.join(format!("{user}.crt"));
+        let key = dir.join(format!("{user}.key"));
+        fs::write(&cert, cert_pem)
+            .map_err(|e| local_error(&format!("writing {}", cert.display()), e))?;
+        fs::write(&key, key_pem)
+            .map_err(|e| local_error(&format!("writing {}", key.display()), e))?;
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))
+            .map_err(|e| local_error(&format!("protecting {}", key.display()), e))?;
+        Ok((cert, key))
     }
 
     /// First match wins: the password groups over TCP, then trust for everyone.
@@ -933,6 +975,11 @@ impl LocalCluster {
             ] {
                 let _ = writeln!(hba, "host all +{group} {address} {method}");
                 let _ = writeln!(hba, "host replication +{group} {address} {method}");
+            }
+            // `hostssl` lines are an error in a server without TLS.
+            if self.ca.is_some() {
+                let _ = writeln!(hba, "hostssl all +{CERT_GROUP} {address} cert");
+                let _ = writeln!(hba, "hostssl replication +{CERT_GROUP} {address} cert");
             }
         }
         for address in ["127.0.0.1/32", "::1/128"] {
@@ -971,7 +1018,7 @@ impl LocalCluster {
         let config = self.admin_config();
         block_on(move || async move {
             let client = connect(&config, "the test cluster").await?;
-            let sql: String = [MD5_GROUP, SCRAM_GROUP, PASSWORD_GROUP]
+            let sql: String = [MD5_GROUP, SCRAM_GROUP, PASSWORD_GROUP, CERT_GROUP]
                 .iter()
                 .map(|g| format!("CREATE ROLE {} NOLOGIN;", quote_ident(g)))
                 .collect();

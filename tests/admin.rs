@@ -1,7 +1,7 @@
 //! Enabling and disabling change streaming: replica identity set and restored, tables
 //! without a key refused, odd names quoted, never injected.
 
-use pg_changestream::group::admin::{
+use pg_changestream::group::identity::{
     disable_change_streaming, enable_change_streaming, enabled_with_before_images,
 };
 use pg_changestream::group::table::TableName;
@@ -203,4 +203,71 @@ async fn concurrent_migrations_serialise() {
         versions,
         pg_changestream::group::catalog::SCHEMA_VERSION as i64
     );
+}
+
+/// The admin facade answers what `pg-changestream groups` and `status` show, refuses an
+/// unknown group as not found, and deletes a group with a consumer attached only with force.
+#[tokio::test]
+async fn the_admin_facade_lists_inspects_and_deletes_groups() {
+    use pg_changestream::admin::Admin;
+    use pg_changestream::{ConnectConfig, ConsumerBuilder, StartLocation};
+
+    let db = TestServer::shared()
+        .unwrap()
+        .create_database()
+        .await
+        .unwrap();
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let config = ConnectConfig::new(db.config());
+    let mut admin = Admin::connect(&config).await.unwrap();
+    assert!(admin.groups().await.unwrap().is_empty());
+    assert!(admin.status(None).await.unwrap().is_empty());
+    assert!(admin.tables().await.unwrap().is_empty());
+    admin
+        .enable(&"items".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let tables = admin.tables().await.unwrap();
+    assert_eq!(tables.len(), 1);
+    assert_eq!(tables[0].table, "public.items");
+    assert!(!tables[0].before_images);
+
+    let consumer = ConsumerBuilder::new(config.clone(), "facade")
+        .add_table("items", StartLocation::Latest)
+        .partitions(2)
+        .build()
+        .await
+        .unwrap();
+    let groups = admin.groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].group, "facade");
+    assert_eq!(groups[0].partitions, 2);
+    assert_eq!(groups[0].tables[0].table, "public.items");
+    assert_eq!(groups[0].members.len(), 1);
+    let status = admin.status(Some("facade")).await.unwrap();
+    assert_eq!(
+        status.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert!(status
+        .iter()
+        .all(|p| p.warnings.is_empty() && p.wal_status != "missing"));
+
+    let missing = admin.status(Some("nosuch")).await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    assert!(admin.delete_group("", false).await.unwrap_err().is_config());
+    // Attached consumer: refused without force, stopped with it.
+    let attached = admin.delete_group("facade", false).await;
+    if let Err(e) = &attached {
+        assert!(e.is_config(), "{e}");
+        admin.delete_group("facade", true).await.unwrap();
+    }
+    assert!(admin.groups().await.unwrap().is_empty());
+    drop(consumer);
+    admin.disable(&"items".parse().unwrap()).await.unwrap();
+    assert!(admin.tables().await.unwrap().is_empty());
 }

@@ -511,7 +511,7 @@ async fn a_server_that_is_not_postgresql_or_too_old_is_a_clear_error() {
 async fn a_server_older_than_15_is_refused_at_connect() {
     let old = postgres_14().await;
     let mut pg = to_port(old);
-    pg.set_ssl_mode(pg_changestream::wire::SslMode::Disable);
+    pg.set_ssl_mode(pg_changestream::config::SslMode::Disable);
     let result = tokio::time::timeout(
         Duration::from_secs(20),
         pg_changestream::wire::ReplicationConnection::connect(&pg),

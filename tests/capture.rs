@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pg_changestream::admin::Admin;
 use pg_changestream::consumer::{
     delete_group, disable_change_streaming, enable_change_streaming, Consumer, ConsumerBuilder, Op,
     Record, StartLocation,
@@ -400,7 +401,22 @@ async fn a_partition_attached_after_enable_is_key_only_until_enable_runs_again()
             "{warning}"
         );
     }
-    // `status` names them too (cli/tests/cli.rs).
+    // The admin facade's status (what `pg-changestream status` shows) names them too, on
+    // every partition of the group; a table listing shows the root with before-images.
+    let admin = Admin::connect(&config).await.unwrap();
+    let status = admin.status(Some("attached")).await.unwrap();
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(
+        status[0].warnings, warnings,
+        "the same warnings as the build"
+    );
+    let tables = admin.tables().await.unwrap();
+    assert!(
+        tables
+            .iter()
+            .any(|t| t.table == "public.ev" && t.before_images),
+        "{tables:?}"
+    );
 
     let writes = "INSERT INTO ev VALUES (1, 'a'), (101, 'b'), (201, 'c');
                   UPDATE ev SET v = v || '2';

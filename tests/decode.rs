@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use pg_changestream::config::ConnectConfig;
 use pg_changestream::decode::decoder::Change;
 use pg_changestream::decode::record::{BeforeImage, Op, Record};
-use pg_changestream::decode::stream::{ChangeStream, ChangeStreamOptions};
+use pg_changestream::stream::{ChangeStream, ChangeStreamOptions};
 use pg_changestream::testing::{TestDatabase, TestServer};
-use pg_changestream::wire::ConnectConfig;
 
 /// A database with a slot and a publication for `tables`, and a stream on them.
 async fn stream_on(

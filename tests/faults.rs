@@ -851,7 +851,7 @@ async fn a_replication_connection_gone_silent_without_a_close_is_reconnected_los
         through.password(password);
     }
     let mut config = ConnectConfig::new(through);
-    config.set_ssl_mode(pg_changestream::wire::SslMode::Disable);
+    config.set_ssl_mode(pg_changestream::config::SslMode::Disable);
     let mut consumer = ConsumerBuilder::new(config, "black hole")
         .add_table("items", StartLocation::Latest)
         .commit_mode(CommitMode::Manual)
@@ -904,7 +904,7 @@ async fn connection_cuts_and_stalls_through_a_proxy_lose_nothing() {
         through.password(password);
     }
     let mut config = ConnectConfig::new(through);
-    config.set_ssl_mode(pg_changestream::wire::SslMode::Disable);
+    config.set_ssl_mode(pg_changestream::config::SslMode::Disable);
     let builder = || {
         ConsumerBuilder::new(config.clone(), "cuts")
             .add_table("items", StartLocation::Latest)

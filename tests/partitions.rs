@@ -806,7 +806,7 @@ async fn a_silent_members_late_commit_moves_no_cursor() {
 
 #[tokio::test]
 async fn a_walsender_holding_an_owned_partitions_slot_is_terminated() {
-    use pg_changestream::decode::stream::{ChangeStream, ChangeStreamOptions};
+    use pg_changestream::stream::{ChangeStream, ChangeStreamOptions};
     let (_db, client, config) = database().await;
     client
         .batch_execute("CREATE TABLE items (id int PRIMARY KEY, v int)")

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use pg_changestream::consumer::{
     delete_group, enable_change_streaming, CommitMode, Consumer, ConsumerBuilder, StartLocation,
 };
-use pg_changestream::testing::{TestServer, SCRAM_GROUP};
+use pg_changestream::testing::{TestServer, CERT_GROUP, SCRAM_GROUP};
+use pg_changestream::wire::ReplicationConnection;
 use pg_changestream::ConnectConfig;
 use tokio::process::Command;
 
@@ -251,4 +252,61 @@ async fn the_least_privilege_role_runs_a_consumer_over_verify_full_and_no_passwo
         "security: {} log lines captured, none with the password",
         logs.lines().count()
     );
+}
+
+/// A server that requires client certificates (`cert` authentication in `pg_hba.conf`):
+/// both connection kinds present the certificate named by `sslcert`/`sslkey` (in the URL
+/// or set on the config), and without one the server refuses with an authentication error.
+#[tokio::test]
+async fn client_certificates_log_in_sql_sessions_and_replication_connections() {
+    let server = TestServer::shared().unwrap();
+    let (Some(cluster), Some(ca)) = (server.local_cluster(), server.ca_cert_path()) else {
+        eprintln!("security: skipped, the test server is not a local cluster (needs its CA)");
+        return;
+    };
+    let db = server.create_database().await.unwrap();
+    let admin = db.connect().await.unwrap();
+    let role = db.unique_name("cs_cert");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN REPLICATION IN ROLE {CERT_GROUP}"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cluster.client_certificate(&role, dir.path()).unwrap();
+    let port = db.config().get_ports()[0];
+    let base = format!(
+        "postgres://{role}@localhost:{port}/{}?sslmode=verify-full&sslrootcert={}",
+        db.name(),
+        ca.display()
+    );
+
+    let without: ConnectConfig = base.parse().unwrap();
+    let e = without.connect_sql().await.unwrap_err();
+    assert!(e.is_auth(), "{e}");
+    let e = ReplicationConnection::connect(&without).await.unwrap_err();
+    assert!(e.is_auth(), "{e}");
+
+    let mut with = without.clone();
+    with.set_ssl_client_cert(&cert, &key);
+    let in_url: ConnectConfig =
+        format!("{base}&sslcert={}&sslkey={}", cert.display(), key.display())
+            .parse()
+            .unwrap();
+    assert_eq!(in_url.ssl_cert(), Some(cert.as_path()));
+    for config in [with, in_url] {
+        let client = config.connect_sql().await.unwrap();
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(user, role);
+        let mut replication = ReplicationConnection::connect(&config).await.unwrap();
+        assert!(replication.is_tls());
+        replication.identify_system().await.unwrap();
+        replication.close().await;
+    }
+    drop(admin);
 }

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
+use pg_changestream::config::{ConnectConfig, SslMode};
 use pg_changestream::protocol::pgoutput::{self, PgOutputMessage};
 use pg_changestream::testing::{TestDatabase, TestServer};
 use pg_changestream::wire::{
-    ConnectConfig, ReplicationConnection, ReplicationStream, SlotOptions, SnapshotAction, SslMode,
-    StartOptions,
+    ReplicationConnection, ReplicationStream, SlotOptions, SnapshotAction, StartOptions,
 };
 use pg_changestream::Lsn;
 

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use pg_changestream::consumer::{Op, StartLocation};
-use pg_changestream::group::admin;
+use pg_changestream::testing::demo::{self as script, MESSAGE_PREFIX, TABLES};
 use pg_changestream::testing::{bin_dir_or_fetch, ClusterOptions, LocalCluster, ShutdownMode};
-use pg_changestream::wire::ConnectConfig;
+use pg_changestream::ConnectConfig;
 
 use crate::args::DemoArgs;
 use crate::connect;
@@ -22,41 +22,8 @@ use crate::output;
 use crate::source::{self, Spec};
 use crate::status;
 
-/// The demo schema.
-const DEMO_SQL: &str = include_str!("../../sql/demo.sql");
-
 /// The consumer group the demo reads with.
 const GROUP: &str = "demo";
-
-/// The logical-message prefix of the demo's own messages.
-const PREFIX: &str = "demo";
-
-/// The scripted workload: what each step shows, and its SQL (one transaction each).
-const WORKLOAD: &[(&str, &str)] = &[
-    (
-        "two customers",
-        "INSERT INTO shop.customers VALUES (1, 'Ada', 'ada@example.com'), (2, 'Grace', 'grace@example.com')",
-    ),
-    (
-        "an order with a TOASTed note (stored out of line)",
-        "INSERT INTO shop.orders (customer_id, total, items, note)
-         VALUES (1, 42.50, '[{\"sku\": \"tea\", \"qty\": 2}]', repeat('a long note ', 180))",
-    ),
-    (
-        "an update that leaves the TOASTed note alone (filled from the before-image)",
-        "UPDATE shop.orders SET status = 'paid' WHERE id = 1",
-    ),
-    (
-        "an update of a customer (before-image: the whole old row)",
-        "UPDATE shop.customers SET email = 'grace@example.org' WHERE id = 2",
-    ),
-    ("a delete", "DELETE FROM shop.customers WHERE id = 2"),
-    ("a truncate", "TRUNCATE shop.orders"),
-    (
-        "a logical message marking the end",
-        "SELECT pg_logical_emit_message(true, 'demo', 'workload done')",
-    ),
-];
 
 /// `demo`.
 pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
@@ -108,25 +75,20 @@ fn no_binaries(e: pg_changestream::Error) -> Failure {
 }
 
 async fn run(config: &ConnectConfig) -> Result<(), Failure> {
-    let mut client = connect::sql(config).await?;
-    client
-        .batch_execute(DEMO_SQL)
-        .await
-        .map_err(|e| Failure::from(pg_changestream::Error::from(e)).context("sql/demo.sql"))?;
-    let tables = ["shop.customers", "shop.orders"];
-    for table in tables {
-        let table = table.parse()?;
-        admin::enable_change_streaming(&mut client, &table, true).await?;
+    script::create_schema(config).await?;
+    let mut admin = connect::admin(config).await?;
+    for table in TABLES {
+        admin.enable(&table.parse()?, true).await?;
     }
     eprintln!("demo: created shop.customers and shop.orders, enabled with before-images");
     let spec = Spec {
         group: GROUP.into(),
-        tables: tables
+        tables: TABLES
             .iter()
             .map(|t| Ok((t.parse()?, StartLocation::Latest, None)))
             .collect::<Result<_, pg_changestream::Error>>()?,
         ops: Vec::new(),
-        message_prefixes: vec![PREFIX.into()],
+        message_prefixes: vec![MESSAGE_PREFIX.into()],
         partitions: Some(1),
     };
     // The tables are empty: `latest` starts them at once, with nothing to backfill.
@@ -134,13 +96,9 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
     eprintln!("demo: tailing consumer group {GROUP:?}; running the workload");
 
     // The workload runs on its own connection while this task tails the group.
-    let workload_client = connect::sql(config).await?;
+    let workload_config = config.clone();
     let workload = tokio::spawn(async move {
-        for (what, sql) in WORKLOAD {
-            eprintln!("demo: -- {what}");
-            workload_client.batch_execute(sql).await?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
+        script::run_workload(&workload_config, |what| eprintln!("demo: -- {what}")).await
     });
 
     let stdout = std::io::stdout();
@@ -164,13 +122,12 @@ async fn run(config: &ConnectConfig) -> Result<(), Failure> {
     drop(out);
     workload
         .await
-        .map_err(|e| Failure::other(format!("demo workload: {e}")))?
-        .map_err(|e| Failure::from(pg_changestream::Error::from(e)).context("demo workload"))?;
+        .map_err(|e| Failure::other(format!("demo workload: {e}")))??;
     source.close().await?;
 
     println!();
     println!("consumer group {GROUP:?}:");
-    let rows = status::partition_status(&client, Some(GROUP)).await?;
+    let rows = admin.status(Some(GROUP)).await?;
     print!("{}", status::status_table(&rows));
     eprintln!(
         "demo: done. Next: attach to your own PostgreSQL (README: \"Attach to your own \

@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn configuration_errors_exit_2_and_others_1() {
         let bad: Error = "postgres://h:notaport/db"
-            .parse::<pg_changestream::wire::ConnectConfig>()
+            .parse::<pg_changestream::ConnectConfig>()
             .unwrap_err();
         assert_eq!(Failure::from(bad).code(), 2);
         let io = std::io::Error::other("disk on fire");

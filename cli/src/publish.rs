@@ -15,7 +15,7 @@ use pg_changestream::sink::outgoing::Encoder;
 use pg_changestream::sink::progress::ProgressRow;
 use pg_changestream::sink::subject::Subjects;
 use pg_changestream::sink::{self, DriverOptions, SinkError};
-use pg_changestream::wire::ConnectConfig;
+use pg_changestream::ConnectConfig;
 
 use crate::args::PublishArgs;
 use crate::failure::Failure;

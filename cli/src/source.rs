@@ -8,7 +8,7 @@ use pg_changestream::consumer::{
     CommitMode, Consumer, ConsumerBuilder, Op, Record, StartLocation, TableSpec,
 };
 use pg_changestream::group::table::TableName;
-use pg_changestream::wire::ConnectConfig;
+use pg_changestream::ConnectConfig;
 
 use crate::failure::Failure;
 

@@ -1,9 +1,8 @@
 //! `enable` and `disable`: change streaming per table (replica identity and bookkeeping in
-//! the `changestream` schema, done by `pg_changestream::group::admin`).
+//! the `changestream` schema, done by `pg_changestream::admin`).
 
-use pg_changestream::group::admin;
 use pg_changestream::group::table::TableName;
-use pg_changestream::wire::ConnectConfig;
+use pg_changestream::ConnectConfig;
 
 use crate::connect;
 use crate::failure::Failure;
@@ -23,8 +22,10 @@ pub async fn enable(
     before_images: bool,
 ) -> Result<(), Failure> {
     let table = parse_table(table)?;
-    let mut client = connect::sql(config).await?;
-    admin::enable_change_streaming(&mut client, &table, before_images).await?;
+    connect::admin(config)
+        .await?
+        .enable(&table, before_images)
+        .await?;
     println!(
         "enabled change streaming for {table} ({})",
         if before_images {
@@ -39,8 +40,7 @@ pub async fn enable(
 /// `disable TABLE`.
 pub async fn disable(config: &ConnectConfig, table: &str) -> Result<(), Failure> {
     let table = parse_table(table)?;
-    let mut client = connect::sql(config).await?;
-    admin::disable_change_streaming(&mut client, &table).await?;
+    connect::admin(config).await?.disable(&table).await?;
     println!("disabled change streaming for {table}; its replica identity is restored");
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_changestream::decode::json::LineBuffer;
-use pg_changestream::wire::ConnectConfig;
+use pg_changestream::ConnectConfig;
 
 use crate::args::TailArgs;
 use crate::failure::Failure;

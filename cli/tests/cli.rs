@@ -673,7 +673,7 @@ async fn a_server_without_logical_wal_is_a_configuration_error() {
         .unwrap()
         .unwrap();
     let admin = cluster.admin_config();
-    let client = pg_changestream::wire::ConnectConfig::new(admin.clone())
+    let client = pg_changestream::config::ConnectConfig::new(admin.clone())
         .connect_sql()
         .await
         .unwrap();

@@ -5,10 +5,10 @@ use std::time::Duration;
 use super::location::StartLocation;
 use super::member::Consumer;
 use super::spec::TableSpec;
+use crate::config::ConnectConfig;
 use crate::decode::decoder::DecoderOptions;
 use crate::decode::record::Op;
 use crate::error::Result;
-use crate::wire::ConnectConfig;
 
 /// When polled records count as committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

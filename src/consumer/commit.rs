@@ -35,9 +35,9 @@ use tokio_postgres::Client;
 
 use super::position::Position;
 use super::stats::Stats;
+use crate::config::ConnectConfig;
 use crate::decode::record::Record;
 use crate::decode::relation::{Baseline, Relation};
-use crate::decode::stream::Acker;
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{prepare_session, store_cursor, Cursor};
 use crate::group::membership::register_session;
@@ -47,7 +47,7 @@ use crate::lsn::Lsn;
 use crate::metrics::ConsumerMetrics;
 use crate::snapshot::driver::ChunkDone;
 use crate::snapshot::progress::{store_progress, StoredProgress};
-use crate::wire::ConnectConfig;
+use crate::stream::Acker;
 
 /// Where a bundle (or a poll) ended in one partition.
 #[derive(Debug, Clone, Copy)]

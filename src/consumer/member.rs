@@ -30,15 +30,16 @@ use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::round::{self, Fenced, Observed};
 use super::stats::Stats;
 use super::tables::{join_table, leave_table, no_tables, TableChanges};
+use crate::config::ConnectConfig;
 use crate::decode::decoder::DecoderOptions;
 use crate::decode::record::Record;
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::{
-    check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
-};
 use crate::group::cursor::{load_cursor, prepare_session};
 use crate::group::group_tables::{
     check_no_partition_of_another, load_group_tables, resolve_start_time, GroupTable,
+};
+use crate::group::identity::{
+    check_wal_level, lacking_before_images_warning, partitions_lacking_before_images,
 };
 use crate::group::membership::{fenced, Claim};
 use crate::group::partition::{
@@ -49,7 +50,6 @@ use crate::group::table::TableName;
 use crate::group::{catalog, membership};
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
-use crate::wire::ConnectConfig;
 
 /// The readers' shared context, borrowed field by field so that `self.readers` stays free.
 macro_rules! reader_context {

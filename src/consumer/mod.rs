@@ -57,48 +57,5 @@ pub use crate::decode::record::{BeforeImage, EventId, Image, Op, Record, SchemaC
 pub use crate::decode::relation::Projection;
 pub use crate::snapshot::BackfillProgress;
 
-use crate::error::Result;
-use crate::group::{admin, partition, table::TableName};
-use crate::wire::ConnectConfig;
-
-/// Enables change streaming for `table` (`name` or `schema.name`): checks `wal_level`, that
-/// the table exists, and that its UPDATE and DELETE keep working once published. With
-/// `before_images`, sets `REPLICA IDENTITY FULL`; without, restores the table's original
-/// identity.
-///
-/// # Errors
-/// [`Error::is_server_setup`](crate::Error::is_server_setup) when `wal_level` is not
-/// logical; [`Error::is_not_found`](crate::Error::is_not_found) for a missing table;
-/// [`Error::is_config`](crate::Error::is_config) for a table without a key and without
-/// before-images.
-pub async fn enable_change_streaming(
-    config: &ConnectConfig,
-    table: &str,
-    before_images: bool,
-) -> Result<()> {
-    let table: TableName = table.parse()?;
-    let mut client = config.connect_sql().await?;
-    admin::enable_change_streaming(&mut client, &table, before_images).await
-}
-
-/// Disables change streaming for `table`, restoring its original replica identity.
-///
-/// # Errors
-/// The table is not enabled, or a consumer group still reads it (remove it from the group
-/// first).
-pub async fn disable_change_streaming(config: &ConnectConfig, table: &str) -> Result<()> {
-    let table: TableName = table.parse()?;
-    let mut client = config.connect_sql().await?;
-    admin::disable_change_streaming(&mut client, &table).await
-}
-
-/// Deletes a consumer group: its slots, publications and state. Without `force` it refuses
-/// while a consumer is attached; with `force` it stops those consumers (their next poll
-/// fails with [`Error::is_not_found`](crate::Error::is_not_found)).
-///
-/// # Errors
-/// The group does not exist, or a consumer is attached and `force` is false.
-pub async fn delete_group(config: &ConnectConfig, group_id: &str, force: bool) -> Result<()> {
-    let mut client = config.connect_sql().await?;
-    partition::delete_group(&mut client, group_id, force).await
-}
+// One-shot forms of the admin facade's calls, where a consumer's user looks for them.
+pub use crate::admin::{delete_group, disable_change_streaming, enable_change_streaming};

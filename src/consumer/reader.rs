@@ -23,14 +23,14 @@ use super::commit::{Committer, PartitionEnd};
 use super::filter::RecordFilter;
 use super::position::Position;
 use super::route::{route, Route, Rules};
+use crate::config::ConnectConfig;
 use crate::decode::decoder::{Change, DecoderOptions};
 use crate::decode::record::{EventId, Record, TxnInfo};
-use crate::decode::stream::{ChangeStream, ChangeStreamOptions};
 use crate::error::{Error, Kind, Result};
-use crate::group::admin::{
+use crate::group::cursor::load_cursor;
+use crate::group::identity::{
     full_identity_primary_keys, lacking_before_images_warning, partitions_lacking_before_images,
 };
-use crate::group::cursor::load_cursor;
 use crate::group::membership::{fenced, owns, terminate_slot_holder};
 use crate::group::partition::{
     current_wal_lsn, publication_exists, relation_ids, slot_status, tables_outside_publication,
@@ -42,7 +42,7 @@ use crate::group::user_types::register_user_types;
 use crate::lsn::Lsn;
 use crate::snapshot::driver::Backfill;
 use crate::snapshot::BackfillProgress;
-use crate::wire::ConnectConfig;
+use crate::stream::{ChangeStream, ChangeStreamOptions};
 
 /// What every reader of a consumer shares.
 pub(crate) struct ReaderContext<'a> {

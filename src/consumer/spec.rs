@@ -11,7 +11,7 @@ use tokio_postgres::GenericClient;
 use super::location::StartLocation;
 use crate::decode::relation::Projection;
 use crate::error::{Error, Result};
-use crate::group::admin::columns_with_key;
+use crate::group::identity::columns_with_key;
 use crate::group::table::TableName;
 
 /// A table to read, with where it starts, which rows and which columns

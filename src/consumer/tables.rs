@@ -15,12 +15,12 @@ use super::filter::TableStart;
 use super::location::StartLocation;
 use super::spec::{TableSettings, TableSpec};
 use crate::error::{Error, Result};
-use crate::group::admin::check_enabled;
 use crate::group::cursor::{load_cursor, Cursor};
 use crate::group::group_tables::{
     check_no_partition_of_another, delete_group_table, load_group_tables, save_group_table,
     GroupTable,
 };
+use crate::group::identity::check_enabled;
 use crate::group::partition::{
     check_row_filter, load_group, publish_table, unpublish_table, wal_insert_lsn_and_time,
     GroupInfo,

@@ -78,7 +78,7 @@ pub struct DecoderOptions {
     pub baseline: Baseline,
     /// The server's `server_encoding` is `UTF8`, so every text value it sends is valid
     /// UTF-8 and the JSON writer need not check it again ([`Relation::text_is_utf8`]).
-    /// [`ChangeStream`](super::stream::ChangeStream) sets it from the connection; leave it
+    /// [`ChangeStream`](crate::stream::ChangeStream) sets it from the connection; leave it
     /// `false` when unsure.
     ///
     /// [`Relation::text_is_utf8`]: super::relation::Relation::text_is_utf8

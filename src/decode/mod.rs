@@ -5,7 +5,6 @@ mod escape;
 pub mod json;
 pub mod record;
 pub mod relation;
-pub mod stream;
 pub mod txn;
 mod type_names;
 pub mod types;

@@ -72,7 +72,7 @@ pub async fn load_cursor(
 /// The cursor row is missing (the group was deleted),
 /// [`Error::is_fenced`](crate::Error::is_fenced) when another member (or none) owns the
 /// partition, or the statement failed.
-pub async fn store_cursor(
+pub(crate) async fn store_cursor(
     client: &impl GenericClient,
     group_id: &str,
     partition: i32,

@@ -18,7 +18,7 @@
 //! partition's slot for it is terminated, so the slot frees at once. A live owner is never
 //! overruled: it gives the partition up itself ([`release`]), at a bundle boundary, after
 //! committing. Every cursor write checks the owner
-//! ([`store_cursor`](super::cursor::store_cursor)), so a fenced member cannot move a cursor
+//! (`cursor::store_cursor`), so a fenced member cannot move a cursor
 //! even if it comes back before it notices.
 
 use std::time::Duration;
@@ -184,7 +184,7 @@ pub async fn owners(
 
 /// What [`claim`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The partition is the member's now; `fenced` names the gone owner it was taken from.
     Claimed {
         /// The previous owner, if one had to be fenced.
@@ -200,7 +200,7 @@ pub enum Claim {
 ///
 /// # Errors
 /// The cursor row is missing (the group was deleted), or SQL failed.
-pub async fn claim(
+pub(crate) async fn claim(
     client: &mut Client,
     group_id: &str,
     partition: i32,
@@ -310,7 +310,7 @@ pub async fn owns(
 ///
 /// # Errors
 /// The statement failed (the role may not signal that backend, for one).
-pub async fn terminate_slot_holder(
+pub(crate) async fn terminate_slot_holder(
     client: &impl GenericClient,
     slot_name: &str,
 ) -> Result<Option<i32>> {

@@ -9,15 +9,15 @@
 //! - [`membership`]: the consumers reading a group, with heartbeats, partition owners and
 //!   fencing;
 //! - [`assignment`]: the deterministic spread of partitions over live members;
-//! - [`admin`]: enabling and disabling change streaming per table (replica identity);
+//! - [`identity`]: enabling and disabling change streaming per table (replica identity);
 //! - [`user_types`]: the database's domains, enums and their arrays, for the decoder;
 //! - `shapes`: the columns of each relation as of a partition's cursor (schema records).
 
-pub mod admin;
 pub mod assignment;
 pub mod catalog;
 pub mod cursor;
 pub mod group_tables;
+pub mod identity;
 pub mod membership;
 pub mod partition;
 pub(crate) mod shapes;

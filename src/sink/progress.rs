@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::wire::ConnectConfig;
+use crate::config::ConnectConfig;
 
 /// How often the row is written at most.
 pub const WRITE_EVERY: Duration = Duration::from_secs(1);

@@ -15,6 +15,7 @@ use super::plan::TablePlan;
 use super::progress::{load_backfills, BackfillProgress, StoredProgress};
 use super::window::{Key, SeenXids, Snapshot, Verdict, Window};
 use super::INTERNAL_PREFIX;
+use crate::config::ConnectConfig;
 use crate::decode::record::{EventId, Op, Record, TxnInfo};
 use crate::decode::relation::Relation;
 use crate::decode::types::TypeCatalog;
@@ -23,7 +24,6 @@ use crate::group::table::TableName;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{OldTuple, TupleColumn, TupleData};
 use crate::protocol::replication::system_to_pg_time;
-use crate::wire::ConnectConfig;
 
 /// The same text forms the replication connection pins (see docs/architecture.md), so a
 /// value read by SQL is byte for byte what pgoutput would send; cursor-like durability for

@@ -4,8 +4,8 @@
 //! rcgen instead of the `openssl` command: nothing to install, no files to shuttle through a
 //! child process, and a few milliseconds instead of three process starts. P-256 keys because
 //! both sides accept them (rustls in the library, OpenSSL in the server) and they are fast to
-//! generate. The CA key is thrown away with this call: the tests only need to *verify* the
-//! server, never to sign again.
+//! generate. The CA is kept (in memory only) to sign client certificates for tests of
+//! certificate authentication.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -22,7 +22,12 @@ pub(super) struct Pems {
     pub(super) server_cert: String,
     /// The server's private key (PKCS#8).
     pub(super) server_key: String,
+    /// The CA, to sign client certificates with ([`client`]).
+    pub(super) ca: Ca,
 }
+
+/// The test CA's name and key.
+pub(super) struct Ca(Issuer<'static, KeyPair>);
 
 /// Makes a fresh CA and a server certificate signed by it.
 pub(super) fn make() -> Result<Pems> {
@@ -54,7 +59,21 @@ pub(super) fn make() -> Result<Pems> {
         ca_cert: ca_cert.pem(),
         server_cert: server_cert.pem(),
         server_key: server_key.serialize_pem(),
+        ca: Ca(issuer),
     })
+}
+
+/// A client certificate for `user` (its CN, which `cert` authentication compares with the
+/// user name) signed by the CA, and its key: `(certificate PEM, key PEM)`.
+pub(super) fn client(ca: &Ca, user: &str) -> Result<(String, String)> {
+    let key = KeyPair::generate().map_err(rcgen_error)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.0).map_err(rcgen_error)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn rcgen_error(e: rcgen::Error) -> Error {

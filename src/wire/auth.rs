@@ -18,8 +18,8 @@ use postgres_protocol::message::frontend;
 use tokio_postgres::config::ChannelBinding as ChannelBindingMode;
 
 use super::connection::startup_error;
-use super::tls;
 use super::transport::Transport;
+use crate::config::tls;
 use crate::error::{Error, Kind, Result};
 use crate::protocol::frame::BackendMessage;
 

@@ -24,22 +24,19 @@ use tokio_postgres::config::{Host, SslNegotiation};
 use tokio_postgres::error::SqlState;
 
 use super::auth::{self, Credentials};
-use super::config::{ConnectConfig, SslMode};
 use super::stream::{ReplicationStream, StartOptions};
-use super::tls;
 use super::transport::{Socket, Transport};
+use crate::config::tls;
+use crate::config::{ConnectConfig, SslMode};
 use crate::error::{Error, Kind, Result, ServerError};
 use crate::lsn::Lsn;
 use crate::protocol::frame::{BackendMessage, ErrorFields};
+use crate::version::{check_server_version, parse_server_version, MIN_SERVER_VERSION_NUM};
 
 /// Settings pinned in every replication connection's startup packet (`options`), so that
 /// the text form of values does not depend on the server's or the role's configuration.
 pub const PINNED_OPTIONS: &str = "-c datestyle=ISO -c timezone=UTC -c intervalstyle=postgres \
                                   -c extra_float_digits=3 -c bytea_output=hex";
-
-/// The first server version whose syntax this module uses (parenthesised
-/// `CREATE_REPLICATION_SLOT` options, pgoutput protocol 3).
-pub const MIN_SERVER_VERSION_NUM: u32 = 150_000;
 
 /// A connection in replication mode (`replication=database`), idle between commands.
 ///
@@ -907,32 +904,6 @@ pub(crate) fn parse_duration_setting(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(value.checked_mul(unit_ms)?))
 }
 
-/// Refuses a server older than [`MIN_SERVER_VERSION_NUM`] at connect, before anything
-/// fails later for a reason that would not name the version.
-///
-/// # Errors
-/// [`Error::is_server_setup`], naming the version found and the supported range.
-pub(crate) fn check_server_version(
-    version_num: u32,
-    version: Option<&str>,
-    peer: &str,
-) -> Result<()> {
-    if version_num >= MIN_SERVER_VERSION_NUM {
-        return Ok(());
-    }
-    let found = match version {
-        Some(text) => text.to_owned(),
-        None => format!("server_version_num {version_num}"),
-    };
-    Err(Error::new(
-        Kind::ServerSetup,
-        format!(
-            "server {peer} runs PostgreSQL {found}; pg-changestream supports PostgreSQL 15 to 18: \
-             connect to (or upgrade to) a PostgreSQL 15 or newer server"
-        ),
-    ))
-}
-
 /// SSLRequest (or direct TLS) per the TLS policy.
 async fn negotiate_tls(
     config: &ConnectConfig,
@@ -977,7 +948,7 @@ async fn negotiate_tls(
             }
         }
     }
-    let mut client = tls::client_config(mode, config.ssl_root_cert())?
+    let mut client = tls::client_config(mode, config.tls_files())?
         .as_ref()
         .clone();
     client.alpn_protocols = vec![b"postgresql".to_vec()];
@@ -1004,30 +975,6 @@ fn tls_handshake_error(e: std::io::Error, host: &str, peer: &str, mode: SslMode)
             format!("connection to {peer} failed during the tls handshake"),
             e,
         ),
-    }
-}
-
-/// `server_version` as reported at startup (`15.4`, `16beta2`, `17.0 (Debian 17.0-1)`,
-/// `9.6.24`) to `server_version_num`.
-fn parse_server_version(s: &str) -> Option<u32> {
-    let s = s.split_whitespace().next()?;
-    let digits_end = |p: &str| p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
-    let mut parts = s.split('.');
-    let first = parts.next()?;
-    let major: u32 = first.get(..digits_end(first))?.parse().ok()?;
-    let second = parts.next().map(|p| p.get(..digits_end(p)).unwrap_or(""));
-    let minor: u32 = match second {
-        Some(d) if !d.is_empty() => d.parse().ok()?,
-        _ => 0,
-    };
-    if major >= 10 {
-        Some(major * 10_000 + minor)
-    } else {
-        let patch = parts
-            .next()
-            .and_then(|p| p.get(..digits_end(p))?.parse().ok())
-            .unwrap_or(0);
-        Some(major * 10_000 + minor * 100 + patch)
     }
 }
 
@@ -1133,19 +1080,6 @@ mod tests {
         assert_eq!(receive_timeout_for(Some(Duration::ZERO)), None);
         assert_eq!(receive_timeout_for(None), None);
         assert_eq!(status_interval_within(ten, None), ten);
-    }
-
-    #[test]
-    fn server_versions_parse() {
-        assert_eq!(parse_server_version("15.4"), Some(150_004));
-        assert_eq!(
-            parse_server_version("15.18 (Debian 15.18-0+deb12u1)"),
-            Some(150_018)
-        );
-        assert_eq!(parse_server_version("16beta2"), Some(160_000));
-        assert_eq!(parse_server_version("18rc1"), Some(180_000));
-        assert_eq!(parse_server_version("9.6.24"), Some(90_624));
-        assert_eq!(parse_server_version("devel"), None);
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! Upstream tokio-postgres cannot run `START_REPLICATION` (it has no CopyBoth support), so
 //! this module speaks the protocol itself, reusing postgres-protocol's frontend encoders
 //! and SCRAM implementation and [`crate::protocol::frame`] for the backend side. Ordinary
-//! SQL goes through tokio-postgres ([`ConnectConfig::connect_sql`]) with the same settings
+//! SQL goes through tokio-postgres ([`ConnectConfig::connect_sql`](crate::ConnectConfig::connect_sql)) with the same settings
 //! and TLS policy.
 //!
 //! ```no_run
 //! # async fn demo() -> pg_changestream::Result<()> {
-//! use pg_changestream::wire::{ConnectConfig, ReplicationConnection, SlotOptions, StartOptions};
+//! use pg_changestream::wire::{ReplicationConnection, SlotOptions, StartOptions};
+//! use pg_changestream::ConnectConfig;
 //!
 //! let config: ConnectConfig =
 //!     "postgres://cdc:secret@db.example/app?sslmode=verify-full&sslrootcert=ca.pem".parse()?;
@@ -28,16 +29,14 @@
 //! ```
 
 mod auth;
-mod config;
 mod connection;
 pub(crate) mod quote;
 mod stream;
-mod tls;
 mod transport;
 
-pub use config::{ConnectConfig, SslMode, DEFAULT_APPLICATION_NAME};
+pub use crate::version::MIN_SERVER_VERSION_NUM;
 pub use connection::{
     quote_ident, quote_literal, CreatedSlot, ReplicationConnection, Row, SlotOptions,
-    SnapshotAction, SystemIdentity, MIN_SERVER_VERSION_NUM, PINNED_OPTIONS,
+    SnapshotAction, SystemIdentity, PINNED_OPTIONS,
 };
 pub use stream::{ReplicationStream, StartOptions, DEFAULT_STATUS_INTERVAL};

@@ -10,25 +10,123 @@
 //! SCRAM-SHA-256-PLUS: a hash of the server's certificate, with the certificate's own
 //! signature hash (MD5 and SHA-1 upgraded to SHA-256).
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::config::SslMode;
 use crate::error::{Error, Kind, Result};
+
+/// How much TLS to insist on and what to verify, with libpq's meaning.
+///
+/// | mode          | TLS                      | certificate checked against roots | host name checked |
+/// |---------------|--------------------------|-----------------------------------|-------------------|
+/// | `disable`     | never                    | –                                 | –                 |
+/// | `prefer`      | if the server offers it  | no                                | no                |
+/// | `require`     | always                   | no (yes with an explicit `sslrootcert`, as libpq) | no |
+/// | `verify-ca`   | always                   | yes                               | no                |
+/// | `verify-full` | always                   | yes                               | yes               |
+///
+/// TLS is never used on Unix-domain sockets, whatever the mode (libpq behaves the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SslMode {
+    /// Plain connections only.
+    Disable,
+    /// TLS when the server supports it, plain otherwise; no certificate checks (libpq's
+    /// default).
+    #[default]
+    Prefer,
+    /// TLS or fail; the certificate is not checked unless a root certificate is given.
+    Require,
+    /// TLS with a certificate chaining to a trusted root; any host name.
+    VerifyCa,
+    /// TLS with a certificate chaining to a trusted root and naming the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq spelling (`verify-full`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether a server without TLS is refused.
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+
+    /// The mode tokio-postgres is given: it decides whether to ask for TLS; what to verify
+    /// is decided by the rustls configuration we hand it.
+    pub(crate) fn for_tokio_postgres(self) -> tokio_postgres::config::SslMode {
+        match self {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SslMode> {
+        match s {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            other => Err(Error::config(format!(
+                "sslmode {other:?} is not supported; use disable, prefer, require, verify-ca \
+                 or verify-full"
+            ))),
+        }
+    }
+}
+
+/// The files a TLS policy names: trusted roots (`sslrootcert`) and the client's own
+/// certificate and key (`sslcert`, `sslkey`), presented when the server asks for one
+/// (`clientcert=verify-ca|verify-full` in `pg_hba.conf`, or `cert` authentication).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) root_cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+}
 
 /// Builds the rustls client configuration for a TLS policy.
 ///
 /// Roots are loaded only when something is verified: from `root_cert` (PEM) if given,
 /// else from the system store. `require` with an explicit root file verifies the chain, as
-/// libpq does.
-pub(crate) fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<Arc<ClientConfig>> {
+/// libpq does. A client certificate is loaded when one is named, and its key must be
+/// private to its owner, as libpq insists.
+pub(crate) fn client_config(mode: SslMode, files: &TlsFiles) -> Result<Arc<ClientConfig>> {
+    let root_cert = files.root_cert.as_deref();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -47,11 +145,100 @@ pub(crate) fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<A
                 .map_err(|e| Error::with_source(Kind::Tls, "cannot set up TLS verification", e))?
         }
     };
-    let config = builder
+    let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match client_identity(files)? {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            Error::with_source(
+                Kind::Config,
+                "the client certificate (sslcert) and key (sslkey) do not belong together",
+                e,
+            )
+        })?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
+}
+
+/// The client certificate chain and key, if `sslcert` is set.
+fn client_identity(
+    files: &TlsFiles,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>> {
+    let Some(cert) = files.cert.as_deref() else {
+        return Ok(None);
+    };
+    let Some(key) = files.key.as_deref() else {
+        return Err(Error::config(format!(
+            "client certificate {} (sslcert) given without its private key; set sslkey",
+            cert.display()
+        )));
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| {
+            Error::with_source(
+                Kind::Config,
+                format!(
+                    "cannot read the client certificate (sslcert) {}",
+                    cert.display()
+                ),
+                e,
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(Error::config(format!(
+            "sslcert {} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    check_key_permissions(key)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        Error::with_source(
+            Kind::Config,
+            format!(
+                "cannot read the private key (sslkey) {}; it must be an unencrypted PEM key \
+                 (PKCS#8, PKCS#1 or SEC1)",
+                key.display()
+            ),
+            e,
+        )
+    })?;
+    Ok(Some((chain, key)))
+}
+
+/// libpq's rule for a key file: no access for group or others (`0600`), or, for a file
+/// owned by root, read access for its group at most (`0640`, for keys shared with a
+/// service account through a group).
+fn check_key_permissions(key: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(key).map_err(|e| {
+        Error::with_source(
+            Kind::Config,
+            format!("cannot read the private key (sslkey) {}", key.display()),
+            e,
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "private key (sslkey) {} is not a regular file",
+            key.display()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    let private = if meta.uid() == 0 {
+        mode & 0o037 == 0
+    } else {
+        mode & 0o077 == 0
+    };
+    if !private {
+        return Err(Error::config(format!(
+            "private key (sslkey) {} has group or world access (mode {mode:04o}); make it \
+             u=rw (chmod 0600), or u=rw,g=r (0640) if root owns it",
+            key.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The server name rustls sends (SNI) and, under verify-full, checks the certificate for.
@@ -300,20 +487,77 @@ mod tests {
     #[test]
     fn configs_build_for_every_mode_without_roots_when_nothing_is_verified() {
         for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
-            assert!(client_config(mode, None).is_ok(), "{mode}");
+            assert!(client_config(mode, &TlsFiles::default()).is_ok(), "{mode}");
         }
     }
 
     #[test]
     fn missing_or_empty_root_files_are_config_errors() {
-        let e =
-            client_config(SslMode::VerifyFull, Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let roots = |path: &Path| TlsFiles {
+            root_cert: Some(path.to_owned()),
+            ..TlsFiles::default()
+        };
+        let e = client_config(
+            SslMode::VerifyFull,
+            &roots(Path::new("/nonexistent/ca.pem")),
+        )
+        .unwrap_err();
         assert!(e.is_config(), "{e}");
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
         let file = tempfile::NamedTempFile::new().unwrap();
-        let e = client_config(SslMode::VerifyCa, Some(file.path())).unwrap_err();
+        let e = client_config(SslMode::VerifyCa, &roots(file.path())).unwrap_err();
         assert!(e.is_config(), "{e}");
         assert!(e.to_string().contains("no usable PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn client_keys_must_be_private_and_come_with_their_certificate() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("client.crt");
+        let key = dir.path().join("client.key");
+        std::fs::write(&cert, "not pem").unwrap();
+        std::fs::write(&key, "not pem").unwrap();
+        let files = |key: Option<&Path>| TlsFiles {
+            cert: Some(cert.clone()),
+            key: key.map(Path::to_owned),
+            ..TlsFiles::default()
+        };
+        let e = client_config(SslMode::Require, &files(None)).unwrap_err();
+        assert!(e.to_string().contains("without its private key"), "{e}");
+        let e = client_config(SslMode::Require, &files(Some(&key))).unwrap_err();
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+        let pair = rcgen_free_pair();
+        std::fs::write(&cert, pair.0).unwrap();
+        std::fs::write(&key, pair.1).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let e = client_config(SslMode::Require, &files(Some(&key))).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        assert!(e.to_string().contains("group or world access"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        client_config(SslMode::Require, &files(Some(&key))).unwrap();
+    }
+
+    /// A self-signed certificate and its key (PEM), fixed, so the unit tests need no
+    /// certificate generator.
+    fn rcgen_free_pair() -> (&'static str, &'static str) {
+        (
+            "-----BEGIN CERTIFICATE-----
+MIIBejCCAR+gAwIBAgIUHEWofzNa9qtqlGAjk6T+gewc5P8wCgYIKoZIzj0EAwIw
+ETEPMA0GA1UEAwwGY2xpZW50MCAXDTI2MTIwNTA4NDU1NFoYDzIxMjYxMTExMDg0
+NTU0WjARMQ8wDQYDVQQDDAZjbGllbnQwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AAQg9+nYTYthTN9s0H7avZKEZKQQVyW3WAwJ8mcevHoxNNSpDP/f9hGnV4dScN85
+0lpERy/qNehuGgbNthorc8Dao1MwUTAdBgNVHQ4EFgQUAeMog64ZkFV8rGTJ0Qcg
+0ufOu4gwHwYDVR0jBBgwFoAUAeMog64ZkFV8rGTJ0Qcg0ufOu4gwDwYDVR0TAQH/
+BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEA0e9ikdkrKmTzdcneN3sglLNdYi+x
+Aku8rfk3ZmK71JgCIQCuzNRyjxR32leoaE97vMrWdSuNu6AqK7+WBc+Z445B0g==
+-----END CERTIFICATE-----\n",
+            "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWFKTcbgIGtwokf0a
+Nr/81GTqC3OG0WQgVI0DUhS/+kShRANCAAQg9+nYTYthTN9s0H7avZKEZKQQVyW3
+WAwJ8mcevHoxNNSpDP/f9hGnV4dScN850lpERy/qNehuGgbNthorc8Da
+-----END PRIVATE KEY-----\n",
+        )
     }
 
     #[test]

@@ -1,115 +1,41 @@
 //! Connection settings shared by the replication connection and the ordinary SQL side.
 //!
 //! [`tokio_postgres::Config`] is the only connection-string parser in this crate. It knows
-//! every libpq key we need except two: it accepts only `sslmode=disable|prefer|require` and
-//! rejects `sslrootcert` as unknown. So [`ConnectConfig`] takes exactly those two keys out
-//! of the URL query or the `key=value` string, hands the rest to tokio-postgres unchanged,
-//! and keeps the TLS policy itself: `verify-ca` and `verify-full` need a root certificate
-//! store and a certificate verifier that tokio-postgres leaves to the TLS connector.
+//! every libpq key we need except the TLS files and modes: it accepts only
+//! `sslmode=disable|prefer|require` and rejects `sslrootcert`, `sslcert` and `sslkey` as
+//! unknown. So [`ConnectConfig`] takes exactly those keys out of the URL query or the
+//! `key=value` string, hands the rest to tokio-postgres unchanged, and keeps the TLS policy
+//! itself (`tls`): `verify-ca` and `verify-full` need a root certificate store and a
+//! certificate verifier, and client certificates a rustls identity, which tokio-postgres
+//! leaves to the TLS connector.
+//!
+//! `env` merges the libpq environment (`PGHOST`, ..., the password file) under a
+//! connection string the way libpq does; `session` opens ordinary SQL sessions.
 
+use crate::error::{Error, Kind, Result};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-use crate::error::{Error, Kind, Result};
+mod env;
+mod session;
+pub(crate) mod tls;
+
+pub use env::LIBPQ_VARIABLES;
+pub use tls::SslMode;
+use tls::TlsFiles;
 
 /// The name a connection reports in `pg_stat_activity.application_name` unless the
 /// connection string sets another.
 pub const DEFAULT_APPLICATION_NAME: &str = "pg-changestream";
-
-/// How much TLS to insist on and what to verify, with libpq's meaning.
-///
-/// | mode          | TLS                      | certificate checked against roots | host name checked |
-/// |---------------|--------------------------|-----------------------------------|-------------------|
-/// | `disable`     | never                    | –                                 | –                 |
-/// | `prefer`      | if the server offers it  | no                                | no                |
-/// | `require`     | always                   | no (yes with an explicit `sslrootcert`, as libpq) | no |
-/// | `verify-ca`   | always                   | yes                               | no                |
-/// | `verify-full` | always                   | yes                               | yes               |
-///
-/// TLS is never used on Unix-domain sockets, whatever the mode (libpq behaves the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum SslMode {
-    /// Plain connections only.
-    Disable,
-    /// TLS when the server supports it, plain otherwise; no certificate checks (libpq's
-    /// default).
-    #[default]
-    Prefer,
-    /// TLS or fail; the certificate is not checked unless a root certificate is given.
-    Require,
-    /// TLS with a certificate chaining to a trusted root; any host name.
-    VerifyCa,
-    /// TLS with a certificate chaining to a trusted root and naming the host connected to.
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The libpq spelling (`verify-full`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    /// Whether a server without TLS is refused.
-    pub fn requires_tls(self) -> bool {
-        matches!(
-            self,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        )
-    }
-
-    /// The mode tokio-postgres is given: it decides whether to ask for TLS; what to verify
-    /// is decided by the rustls configuration we hand it.
-    fn for_tokio_postgres(self) -> tokio_postgres::config::SslMode {
-        match self {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                tokio_postgres::config::SslMode::Require
-            }
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<SslMode> {
-        match s {
-            "disable" => Ok(SslMode::Disable),
-            "prefer" => Ok(SslMode::Prefer),
-            "require" => Ok(SslMode::Require),
-            "verify-ca" => Ok(SslMode::VerifyCa),
-            "verify-full" => Ok(SslMode::VerifyFull),
-            other => Err(Error::config(format!(
-                "sslmode {other:?} is not supported; use disable, prefer, require, verify-ca \
-                 or verify-full"
-            ))),
-        }
-    }
-}
 
 /// Where and how to connect: a [`tokio_postgres::Config`] plus the TLS settings it lacks.
 ///
 /// Parse it from a URL (`postgres://user:pw@host:5432/db?sslmode=verify-full&sslrootcert=ca.pem`)
 /// or a libpq `key=value` string; both accept every key tokio-postgres accepts. The same
 /// settings open the replication connection
-/// ([`ReplicationConnection::connect`](super::ReplicationConnection::connect)) and ordinary
+/// ([`ReplicationConnection::connect`](crate::wire::ReplicationConnection::connect)) and ordinary
 /// SQL connections ([`ConnectConfig::connect_sql`]), with one TLS policy for both.
 ///
 /// `Debug` never prints the password.
@@ -117,7 +43,7 @@ impl FromStr for SslMode {
 pub struct ConnectConfig {
     pg: tokio_postgres::Config,
     ssl_mode: SslMode,
-    ssl_root_cert: Option<PathBuf>,
+    tls_files: TlsFiles,
 }
 
 impl ConnectConfig {
@@ -136,7 +62,7 @@ impl ConnectConfig {
         ConnectConfig {
             pg,
             ssl_mode,
-            ssl_root_cert: None,
+            tls_files: TlsFiles::default(),
         }
     }
 
@@ -167,12 +93,35 @@ impl ConnectConfig {
     /// The PEM file of trusted root certificates (`sslrootcert`), if one was given;
     /// otherwise the system's roots are used when a certificate must be verified.
     pub fn ssl_root_cert(&self) -> Option<&Path> {
-        self.ssl_root_cert.as_deref()
+        self.tls_files.root_cert.as_deref()
     }
 
     /// Sets the PEM file of trusted root certificates.
     pub fn set_ssl_root_cert(&mut self, path: impl Into<PathBuf>) -> &mut ConnectConfig {
-        self.ssl_root_cert = Some(path.into());
+        self.tls_files.root_cert = Some(path.into());
+        self
+    }
+
+    /// The client certificate (`sslcert`, PEM) presented when the server asks for one.
+    pub fn ssl_cert(&self) -> Option<&Path> {
+        self.tls_files.cert.as_deref()
+    }
+
+    /// The client certificate's private key (`sslkey`, unencrypted PEM).
+    pub fn ssl_key(&self) -> Option<&Path> {
+        self.tls_files.key.as_deref()
+    }
+
+    /// Sets the client certificate and its key (PEM files), for servers that require
+    /// client certificates (`clientcert=verify-ca|verify-full` or `cert` authentication in
+    /// `pg_hba.conf`). The key must not be readable by group or others, as libpq insists.
+    pub fn set_ssl_client_cert(
+        &mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> &mut ConnectConfig {
+        self.tls_files.cert = Some(cert.into());
+        self.tls_files.key = Some(key.into());
         self
     }
 
@@ -186,61 +135,6 @@ impl ConnectConfig {
     /// The user name, if one was given.
     pub fn user(&self) -> Option<&str> {
         self.pg.get_user()
-    }
-
-    /// Opens an ordinary SQL connection with tokio-postgres and the same TLS policy,
-    /// spawning its connection task on the current tokio runtime.
-    ///
-    /// # Errors
-    /// [`Error::is_tls`] when the root certificates cannot be loaded or the certificate
-    /// does not verify; otherwise the tokio-postgres error (connection refused,
-    /// authentication), available through [`Error::as_db_error`].
-    pub async fn connect_sql(&self) -> Result<tokio_postgres::Client> {
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
-            super::tls::client_config(self.ssl_mode, self.ssl_root_cert.as_deref())?
-                .as_ref()
-                .clone(),
-        );
-        let mut pg = self.pg.clone();
-        pg.ssl_mode(self.ssl_mode.for_tokio_postgres());
-        with_liveness_defaults(&mut pg);
-        let target = self.describe_target();
-        let (client, connection) =
-            pg.connect(tls)
-                .await
-                .map_err(|e| match super::tls::find_rustls_error(&e) {
-                    Some(cause) => {
-                        let host = match self.pg.get_hosts().first() {
-                            Some(tokio_postgres::config::Host::Tcp(name)) => name.as_str(),
-                            _ => "",
-                        };
-                        let remedy = super::tls::remedy(cause, host);
-                        Error::with_source(
-                            Kind::Tls,
-                            format!(
-                                "sql connection {target} (sslmode={}): {remedy}",
-                                self.ssl_mode
-                            ),
-                            e,
-                        )
-                    }
-                    None => Error::with_source(Kind::Sql, format!("sql connection {target}"), e),
-                })?;
-        let peer = target.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(target = %target, error = %e, "sql connection ended with an error");
-            }
-        });
-        let row = client
-            .query_one(
-                "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
-                &[],
-            )
-            .await?;
-        let version_num = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
-        super::connection::check_server_version(version_num, Some(row.get(1)), &peer)?;
-        Ok(client)
     }
 
     /// `user@host:port/db`, for messages (never the password).
@@ -283,16 +177,37 @@ impl FromStr for ConnectConfig {
     /// # Errors
     /// [`Error::is_config`] for an unknown `sslmode`, or whatever tokio-postgres rejects.
     fn from_str(s: &str) -> Result<ConnectConfig> {
-        let (rest, ssl) = split_ssl_params(s)?;
-        let pg = rest.parse::<tokio_postgres::Config>().map_err(|e| {
-            Error::with_source(Kind::Config, "cannot parse the connection string", e)
-        })?;
+        let (pg, ssl) = parse_conninfo(s)?;
+        ConnectConfig::from_parts(pg, ssl)
+    }
+}
+
+/// A connection string as tokio-postgres parses it, and the TLS keys taken out first.
+fn parse_conninfo(s: &str) -> Result<(tokio_postgres::Config, SslParams)> {
+    let (rest, ssl) = split_ssl_params(s)?;
+    let pg = rest
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| Error::with_source(Kind::Config, "cannot parse the connection string", e))?;
+    Ok((pg, ssl))
+}
+
+impl ConnectConfig {
+    fn from_parts(pg: tokio_postgres::Config, ssl: SslParams) -> Result<ConnectConfig> {
         let mut config = ConnectConfig::new(pg);
         if let Some(mode) = ssl.mode {
             config.ssl_mode = mode.parse()?;
         }
-        config.ssl_root_cert = ssl.root_cert.map(PathBuf::from);
+        config.tls_files = TlsFiles {
+            root_cert: ssl.root_cert.map(PathBuf::from),
+            cert: ssl.cert.map(PathBuf::from),
+            key: ssl.key.map(PathBuf::from),
+        };
         Ok(config)
+    }
+
+    /// The TLS files, for the replication connection's handshake.
+    pub(crate) fn tls_files(&self) -> &TlsFiles {
+        &self.tls_files
     }
 }
 
@@ -308,7 +223,9 @@ impl fmt::Debug for ConnectConfig {
             .field("application_name", &self.application_name())
             .field("options", &self.pg.get_options())
             .field("ssl_mode", &self.ssl_mode)
-            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_root_cert", &self.tls_files.root_cert)
+            .field("ssl_cert", &self.tls_files.cert)
+            .field("ssl_key", &self.tls_files.key)
             .field("channel_binding", &self.pg.get_channel_binding())
             .field("connect_timeout", &self.pg.get_connect_timeout())
             .finish()
@@ -320,9 +237,13 @@ impl fmt::Debug for ConnectConfig {
 struct SslParams {
     mode: Option<String>,
     root_cert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    /// Every key the string set, these and the others (for the environment to leave alone).
+    keys: Vec<String>,
 }
 
-/// Removes `sslmode` and `sslrootcert` from a URL query or a `key=value` string, returning
+/// Removes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` from a URL query or a `key=value` string, returning
 /// the rest for tokio-postgres and the values removed.
 fn split_ssl_params(s: &str) -> Result<(String, SslParams)> {
     let mut ssl = SslParams::default();
@@ -337,9 +258,12 @@ fn split_ssl_params(s: &str) -> Result<(String, SslParams)> {
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let key = percent_decode(key)?;
+            ssl.keys.push(key.clone());
             match key.as_str() {
                 "sslmode" => ssl.mode = Some(percent_decode(value)?),
                 "sslrootcert" => ssl.root_cert = Some(percent_decode(value)?),
+                "sslcert" => ssl.cert = Some(percent_decode(value)?),
+                "sslkey" => ssl.key = Some(percent_decode(value)?),
                 _ => kept.push(pair),
             }
         }
@@ -357,9 +281,12 @@ fn split_ssl_params(s: &str) -> Result<(String, SslParams)> {
     let mut rest = String::with_capacity(s.len());
     let mut copied_to = 0;
     for p in params {
+        ssl.keys.push(p.key.to_owned());
         let value = match p.key {
             "sslmode" => &mut ssl.mode,
             "sslrootcert" => &mut ssl.root_cert,
+            "sslcert" => &mut ssl.cert,
+            "sslkey" => &mut ssl.key,
             _ => continue,
         };
         *value = Some(p.value);
@@ -444,61 +371,9 @@ fn keyword_value_params(s: &str) -> Option<Vec<KeywordValue<'_>>> {
     }
 }
 
-/// Keepalive and unacknowledged-data limits for SQL sessions whose URL sets none.
-///
-/// A consumer's SQL session carries its cursor commits and membership; the replication
-/// connection notices a silent server by itself, but tokio-postgres waits on the kernel,
-/// whose defaults take two hours of silence before the first keepalive probe and around
-/// fifteen minutes of retransmissions before giving up on unacknowledged data. A peer gone
-/// without closing (network partition, lost host) would hang a commit that long. With
-/// these, such a session fails within about half a minute and is opened again.
-fn with_liveness_defaults(pg: &mut tokio_postgres::Config) {
-    /// tokio-postgres's own default idle time, i.e. not set in the URL.
-    const UNSET_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
-    if pg.get_keepalives() && pg.get_keepalives_idle() == UNSET_IDLE {
-        pg.keepalives_idle(Duration::from_secs(10));
-        if pg.get_keepalives_interval().is_none() {
-            pg.keepalives_interval(Duration::from_secs(5));
-        }
-        if pg.get_keepalives_retries().is_none() {
-            pg.keepalives_retries(3);
-        }
-    }
-    if pg.get_tcp_user_timeout().is_none() {
-        pg.tcp_user_timeout(Duration::from_secs(30));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sql_sessions_give_up_on_a_vanished_peer_unless_the_url_says_otherwise() {
-        let c: ConnectConfig = "postgres://u@h/db".parse().unwrap();
-        let mut pg = c.pg_config().clone();
-        with_liveness_defaults(&mut pg);
-        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(10));
-        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(5)));
-        assert_eq!(pg.get_keepalives_retries(), Some(3));
-        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
-
-        let c: ConnectConfig =
-            "postgres://u@h/db?keepalives_idle=60&keepalives_retries=9&tcp_user_timeout=120"
-                .parse()
-                .unwrap();
-        let mut pg = c.pg_config().clone();
-        with_liveness_defaults(&mut pg);
-        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(60));
-        assert_eq!(pg.get_keepalives_retries(), Some(9));
-        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(120)));
-
-        let c: ConnectConfig = "postgres://u@h/db?keepalives=0".parse().unwrap();
-        let mut pg = c.pg_config().clone();
-        with_liveness_defaults(&mut pg);
-        assert!(!pg.get_keepalives());
-        assert_eq!(pg.get_keepalives_retries(), None);
-    }
 
     #[test]
     fn url_ssl_keys_are_taken_out() {

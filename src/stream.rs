@@ -32,11 +32,12 @@ use futures_util::{FutureExt, Stream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::decoder::{Change, Decoder, DecoderOptions};
+use crate::config::ConnectConfig;
+use crate::decode::decoder::{Change, Decoder, DecoderOptions};
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
 use crate::protocol::replication::XLogData;
-use crate::wire::{ConnectConfig, ReplicationConnection, ReplicationStream, StartOptions};
+use crate::wire::{ReplicationConnection, ReplicationStream, StartOptions};
 
 /// How to open a [`ChangeStream`].
 #[derive(Debug, Clone)]
