@@ -39,12 +39,12 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use pg_changestream::config::ConnectConfig;
 use pg_changestream::consumer::{CommitMode, Consumer, ConsumerBuilder, StartLocation};
-use pg_changestream::decode::decoder::Change;
-use pg_changestream::decode::json::LineBuffer;
-use pg_changestream::decode::record::{Op, Record};
+use pg_changestream::consumer::{Op, Record};
+use pg_changestream::json::LineBuffer;
+use pg_changestream::stream::Change;
 use pg_changestream::stream::{ChangeStream, ChangeStreamOptions};
+use pg_changestream::ConnectConfig;
 use pg_changestream::Lsn;
 
 /// The logical message prefix the driver emits to end latency mode.

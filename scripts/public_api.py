@@ -26,7 +26,7 @@ TARGET = os.path.join(ROOT, "target", "public-api")
 
 
 def rustdoc_json():
-    env = dict(os.environ, RUSTC_BOOTSTRAP="1", RUSTDOCFLAGS="")
+    env = dict(os.environ, RUSTC_BOOTSTRAP="1", RUSTDOCFLAGS="-D warnings")
     subprocess.run(
         ["cargo", "rustdoc", "-q", "-p", "pg-changestream", "--lib", "--target-dir", TARGET,
          "--", "-Z", "unstable-options", "--output-format", "json"],

@@ -42,35 +42,44 @@
 //!
 //! ## Layout
 //!
-//! The read path is layered one way: [`protocol`] (pure byte parsing, no I/O) ←
-//! [`wire`] (the replication connection) ← [`decode`] (values, relations, transactions) ←
-//! [`consumer`] (groups, polls, commits), with [`group`] keeping the group state in the
-//! database.
-//! See `docs/architecture.md` for the mapping of every concept onto PostgreSQL.
+//! The public surface is small on purpose: [`consumer`] (groups, polls, commits, records and
+//! their values), [`admin`] (enable, disable, groups, status, delete), [`sink`] (publishing
+//! a group into a broker), [`stream`] (one slot's decoded changes, without groups),
+//! [`protocol`] (pure pgoutput parsing), [`json`] (the JSON line), [`metrics`] (names), and
+//! the connection settings, errors and LSNs at the root. The layers beneath — the
+//! replication connection, the decoder's caches, the group state in the database, the
+//! backfill — are private; `docs/architecture.md` maps every concept onto PostgreSQL.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+/// Declares a module private to the crate, public (and hidden from the docs) only with the
+/// `testing` or `fuzzing` feature: the integration tests, benchmarks and fuzz targets drive
+/// the layers beneath the API directly; a library user's build cannot name them.
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(any(feature = "testing", feature = "fuzzing"))]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(any(feature = "testing", feature = "fuzzing")))]
+        mod $name;
+    )*};
+}
+
 pub mod admin;
-pub mod config;
 pub mod consumer;
-pub mod decode;
-pub mod error;
-pub mod group;
-pub mod lsn;
+pub mod json;
 pub mod metrics;
 pub mod protocol;
 pub mod sink;
-pub mod snapshot;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod version;
-pub mod wire;
 
-pub use config::ConnectConfig;
-pub use consumer::{
-    CommitMode, Consumer, ConsumerBuilder, Event, Message, MessageBundle, StartLocation,
-};
+internal!(config, decode, error, group, lsn, snapshot, wire);
+mod version;
+
+pub use config::{ConnectConfig, SslMode, LIBPQ_VARIABLES};
 pub use error::{Error, Result, ServerError};
+pub use group::table::TableName;
 pub use lsn::Lsn;

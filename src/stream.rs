@@ -33,11 +33,12 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::ConnectConfig;
-use crate::decode::decoder::{Change, Decoder, DecoderOptions};
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
 use crate::protocol::replication::XLogData;
 use crate::wire::{ReplicationConnection, ReplicationStream, StartOptions};
+
+pub use crate::decode::decoder::{Change, Decoder, DecoderOptions};
 
 /// How to open a [`ChangeStream`].
 #[derive(Debug, Clone)]

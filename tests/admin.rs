@@ -210,7 +210,8 @@ async fn concurrent_migrations_serialise() {
 #[tokio::test]
 async fn the_admin_facade_lists_inspects_and_deletes_groups() {
     use pg_changestream::admin::Admin;
-    use pg_changestream::{ConnectConfig, ConsumerBuilder, StartLocation};
+    use pg_changestream::consumer::{ConsumerBuilder, StartLocation};
+    use pg_changestream::ConnectConfig;
 
     let db = TestServer::shared()
         .unwrap()

@@ -186,7 +186,7 @@ pub struct PublishArgs {
     pub subject_prefix: String,
 
     /// The subject of a row change, from {prefix}, {schema}, {table} and {op}.
-    #[arg(long, value_name = "TEMPLATE", default_value = pg_changestream::sink::subject::DEFAULT_TEMPLATE)]
+    #[arg(long, value_name = "TEMPLATE", default_value = pg_changestream::sink::DEFAULT_TEMPLATE)]
     pub subject_template: String,
 
     /// Add a last subject token <p> = hash(key) mod N, so consumers can split a table's
@@ -280,8 +280,8 @@ pub enum OpArg {
 
 impl OpArg {
     /// The library's operation.
-    pub fn op(self) -> pg_changestream::decode::record::Op {
-        use pg_changestream::decode::record::Op;
+    pub fn op(self) -> pg_changestream::consumer::Op {
+        use pg_changestream::consumer::Op;
         match self {
             OpArg::Insert => Op::Insert,
             OpArg::Update => Op::Update,

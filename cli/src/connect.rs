@@ -6,8 +6,8 @@
 //! insists that something names a server.
 
 use pg_changestream::admin::Admin;
-use pg_changestream::config::LIBPQ_VARIABLES;
 use pg_changestream::ConnectConfig;
+use pg_changestream::LIBPQ_VARIABLES;
 
 use crate::failure::Failure;
 

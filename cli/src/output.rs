@@ -11,7 +11,7 @@
 //! and no full before-image could fill; they are left out of `after`), for `message`
 //! records `"prefix"` and `"content"` (UTF-8 text, else `\x` hex), and for `schema` records
 //! `"columns":[..]` and `"previous_columns":[..]` (the library's
-//! [`ColumnList`](pg_changestream::decode::record::ColumnList) form; `key`, `before` and
+//! [`ColumnList`](pg_changestream::consumer::ColumnList) form; `key`, `before` and
 //! `after` are null, `before_image` is `not_applicable`). A message has no table:
 //! `"table":null`.
 //!
@@ -19,16 +19,16 @@
 //! (0 in a group with one).
 //!
 //! The line is the library's serde form of a
-//! [`Record`](pg_changestream::decode::record::Record), written by its JSON writer
-//! ([`pg_changestream::decode::json::write_line`]) straight from pgoutput's text: the CLI,
+//! [`Record`](pg_changestream::consumer::Record), written by its JSON writer
+//! ([`pg_changestream::json::write_line`]) straight from pgoutput's text: the CLI,
 //! the sinks and the Python binding print the same bytes. The records of a poll go into one
 //! buffer and out with one write. The tests below hold the writer to serde_json over the
 //! `Record`, byte for byte.
 
 use std::io::{self, Write};
 
-use pg_changestream::decode::json::LineBuffer;
-use pg_changestream::decode::record::Record;
+use pg_changestream::consumer::Record;
+use pg_changestream::json::LineBuffer;
 
 /// Writes `record` as one JSON line.
 ///
@@ -46,7 +46,7 @@ mod tests {
     //! version 1), so every op, before-image kind and TOAST case is covered without a server.
 
     use bytes::{BufMut, Bytes, BytesMut};
-    use pg_changestream::decode::decoder::{Change, Decoder, DecoderOptions};
+    use pg_changestream::stream::{Change, Decoder, DecoderOptions};
 
     use super::*;
 

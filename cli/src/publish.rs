@@ -3,18 +3,15 @@
 //! The broker is checked first (reachable, credentials accepted, stream there or created,
 //! subjects its own) and only then is the group joined: a bad `--nats`, stream or
 //! credentials leaves the group untouched. The loop is the library's
-//! [`pg_changestream::sink::driver`]; each message's payload is the record's JSON line (the
+//! [`pg_changestream::sink::run`]; each message's payload is the record's JSON line (the
 //! bytes `tail` prints, without the newline).
 //!
 //! SIGINT and SIGTERM stop polling; what was published is awaited, committed, and the exit
 //! status is 0. A broker that stays unreachable at that point means exit status 1 with
 //! nothing more committed.
 
-use pg_changestream::sink::jetstream::{Auth, JetStreamConfig, JetStreamSink};
-use pg_changestream::sink::outgoing::Encoder;
-use pg_changestream::sink::progress::ProgressRow;
-use pg_changestream::sink::subject::Subjects;
 use pg_changestream::sink::{self, DriverOptions, SinkError};
+use pg_changestream::sink::{Auth, Encoder, JetStreamConfig, JetStreamSink, ProgressRow, Subjects};
 use pg_changestream::ConnectConfig;
 
 use crate::args::PublishArgs;

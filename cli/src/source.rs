@@ -7,8 +7,8 @@ use std::time::Duration;
 use pg_changestream::consumer::{
     CommitMode, Consumer, ConsumerBuilder, Op, Record, StartLocation, TableSpec,
 };
-use pg_changestream::group::table::TableName;
 use pg_changestream::ConnectConfig;
+use pg_changestream::TableName;
 
 use crate::failure::Failure;
 

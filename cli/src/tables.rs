@@ -1,8 +1,8 @@
 //! `enable` and `disable`: change streaming per table (replica identity and bookkeeping in
 //! the `changestream` schema, done by `pg_changestream::admin`).
 
-use pg_changestream::group::table::TableName;
 use pg_changestream::ConnectConfig;
+use pg_changestream::TableName;
 
 use crate::connect;
 use crate::failure::Failure;

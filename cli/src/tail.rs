@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_changestream::decode::json::LineBuffer;
+use pg_changestream::json::LineBuffer;
 use pg_changestream::ConnectConfig;
 
 use crate::args::TailArgs;

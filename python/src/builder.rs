@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use changestream::consumer::Op;
-use changestream::{CommitMode, ConsumerBuilder, StartLocation};
+use changestream::consumer::{CommitMode, ConsumerBuilder, StartLocation};
 use pyo3::prelude::*;
 
 use crate::consumer::PyConsumer;

@@ -6,9 +6,9 @@
 
 use std::sync::{Arc, OnceLock};
 
+use changestream::consumer::MessageBundle;
+use changestream::consumer::TxnInfo;
 use changestream::consumer::{BeforeImage, Record};
-use changestream::decode::record::TxnInfo;
-use changestream::MessageBundle;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 

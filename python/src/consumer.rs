@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use changestream::consumer::Consumer;
 use changestream::consumer::Stats;
-use changestream::Consumer;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
@@ -132,8 +132,10 @@ impl PyConsumer {
         table: String,
         start_location: Option<PyStartLocation>,
     ) -> PyResult<()> {
-        let location =
-            start_location.map_or(changestream::StartLocation::FirstUncommitted, |l| l.inner);
+        let location = start_location.map_or(
+            changestream::consumer::StartLocation::FirstUncommitted,
+            |l| l.inner,
+        );
         self.with_consumer(py, move |consumer| {
             Box::pin(async move {
                 consumer

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use changestream::{Lsn, StartLocation};
+use changestream::consumer::StartLocation;
+use changestream::Lsn;
 use pyo3::prelude::*;
 
 use crate::errors::ConfigurationError;

@@ -24,9 +24,7 @@
 
 use std::borrow::Cow;
 
-use changestream::decode::record::{civil_from_days, Image};
-use changestream::decode::types::oid;
-use changestream::decode::value::{Timestamp, Value};
+use changestream::consumer::{civil_from_days, oid, Image, Timestamp, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};

@@ -35,7 +35,7 @@ pub const DEFAULT_APPLICATION_NAME: &str = "pg-changestream";
 /// Parse it from a URL (`postgres://user:pw@host:5432/db?sslmode=verify-full&sslrootcert=ca.pem`)
 /// or a libpq `key=value` string; both accept every key tokio-postgres accepts. The same
 /// settings open the replication connection
-/// ([`ReplicationConnection::connect`](crate::wire::ReplicationConnection::connect)) and ordinary
+/// (the consumer's and [`ChangeStream`](crate::stream::ChangeStream)'s) and ordinary
 /// SQL connections ([`ConnectConfig::connect_sql`]), with one TLS policy for both.
 ///
 /// `Debug` never prints the password.
@@ -48,7 +48,7 @@ pub struct ConnectConfig {
 
 impl ConnectConfig {
     /// Wraps a tokio-postgres configuration; its `sslmode` (disable, prefer, require) is
-    /// taken over, and the application name defaults to [`DEFAULT_APPLICATION_NAME`].
+    /// taken over, and the application name defaults to `pg-changestream`.
     pub fn new(pg: tokio_postgres::Config) -> ConnectConfig {
         let ssl_mode = match pg.get_ssl_mode() {
             tokio_postgres::config::SslMode::Disable => SslMode::Disable,

@@ -53,8 +53,13 @@ pub use member::Consumer;
 pub use spec::TableSpec;
 pub use stats::Stats;
 
-pub use crate::decode::record::{BeforeImage, EventId, Image, Op, Record, SchemaChange};
-pub use crate::decode::relation::Projection;
+pub use crate::decode::record::{
+    civil_from_days, BeforeImage, ColumnList, EventId, Image, Op, Record, SchemaChange, TxnInfo,
+    UnchangedColumns,
+};
+pub use crate::decode::relation::{Column, Projection, Relation};
+pub use crate::decode::types::{oid, ScalarKind, ValueKind};
+pub use crate::decode::value::{Date, Timestamp, Value, UNCHANGED_TOAST};
 pub use crate::snapshot::BackfillProgress;
 
 // One-shot forms of the admin facade's calls, where a consumer's user looks for them.

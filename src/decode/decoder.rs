@@ -174,6 +174,7 @@ impl Decoder {
         self.open.is_some() || self.replay.is_some()
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// Bytes of streamed changes held in memory.
     pub fn buffered_bytes(&self) -> usize {
         self.streamed.memory_used()

@@ -86,7 +86,7 @@ pub struct TxnInfo {
     /// The replication origin the transaction came through, if any.
     pub origin: Option<String>,
     /// The consumer group it was read for (`None` outside a group, e.g. a bare
-    /// [`ChangeStream`](super::stream::ChangeStream)): the `"group"` of the JSON line.
+    /// [`ChangeStream`](crate::stream::ChangeStream)): the `"group"` of the JSON line.
     /// Set through [`DecoderOptions::group`](super::decoder::DecoderOptions::group).
     pub group: Option<Arc<str>>,
 }

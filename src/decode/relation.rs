@@ -508,6 +508,7 @@ impl RelationCache {
         );
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// The type catalog, to register domains and enums found by other means.
     pub fn types_mut(&mut self) -> &mut TypeCatalog {
         &mut self.types
@@ -526,6 +527,7 @@ impl RelationCache {
         })
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// Forgets everything learnt from the stream (after a reconnect).
     pub fn clear(&mut self) {
         self.relations.clear();

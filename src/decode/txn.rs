@@ -68,16 +68,19 @@ impl StreamedTxns {
         }
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// Bytes currently held in memory (payloads plus per-change overhead).
     pub fn memory_used(&self) -> usize {
         self.in_memory
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// Number of open streamed transactions.
     pub fn open_transactions(&self) -> usize {
         self.txns.len()
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// Whether any change of this top-level transaction has been spilled to disk.
     pub fn has_spilled(&self, xid: u32) -> bool {
         self.txns.get(&xid).is_some_and(|t| t.spill.is_some())
@@ -158,6 +161,7 @@ impl StreamedTxns {
         })
     }
 
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))] // for tests
     /// Forgets every open transaction (the connection is gone; the server resends them).
     pub fn clear(&mut self) {
         self.txns.clear();

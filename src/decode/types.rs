@@ -140,7 +140,7 @@ impl ValueKind {
     pub const TEXT: ValueKind = ValueKind::Scalar(ScalarKind::Text);
 
     /// The kind of a built-in type OID; any other OID (user-defined types included) is
-    /// [`ValueKind::TEXT`]. Use a [`TypeCatalog`] to also resolve enums, domains and their
+    /// [`ValueKind::TEXT`]. Use a type catalog to also resolve enums, domains and their
     /// arrays.
     pub fn for_type(oid: u32) -> ValueKind {
         if let Some(kind) = builtin_scalar(oid) {

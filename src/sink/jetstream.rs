@@ -110,7 +110,7 @@ impl JetStreamConfig {
     }
 }
 
-/// A JetStream publisher; see the [module docs](self).
+/// A JetStream publisher (see [the sink module](crate::sink) for what exactly once means here).
 pub struct JetStreamSink {
     config: JetStreamConfig,
     conn: Connection,

@@ -6,7 +6,7 @@
 //!          └──── commit (bundle) ◀────────┴──── Sink::settle ◀─┘
 //! ```
 //!
-//! The [`driver`] polls the group in manual commit mode, turns each record into an
+//! The driver ([`run`]) polls the group in manual commit mode, turns each record into an
 //! [`Outgoing`] message (subject, broker-side de-duplication id, headers, payload) and hands
 //! whole batches to a [`Sink`] without waiting: many messages are in flight at once.
 //! [`Sink::settle`] reports how many of them, counted from the first, the broker has made
@@ -18,7 +18,7 @@
 //! de-duplication window).
 //!
 //! On any failure the driver asks the sink to [`reconnect`](Sink::reconnect) and resumes
-//! from the group's committed cursor ([`Consumer::reset`](crate::Consumer::reset)): the
+//! from the group's committed cursor ([`Consumer::reset`](crate::consumer::Consumer::reset)): the
 //! repeats are removed by the broker's de-duplication, and nothing is ever sent out of order
 //! on one connection, so the order per subject is the commit order.
 //!
@@ -50,17 +50,21 @@
 //! A sink must never acknowledge message *n* before every message before it: `settle`
 //! counts a prefix, never a set.
 
-pub mod driver;
+mod driver;
 #[cfg(feature = "jetstream")]
-pub mod jetstream;
-pub mod outgoing;
-pub mod progress;
-pub mod subject;
+mod jetstream;
+mod outgoing;
+mod progress;
+mod subject;
 
 use std::future::Future;
 
 pub use driver::{run, DriverOptions, Outcome};
-pub use outgoing::Outgoing;
+#[cfg(feature = "jetstream")]
+pub use jetstream::{Auth, JetStreamConfig, JetStreamSink};
+pub use outgoing::{Encoder, Outgoing, COMMIT_LSN, EVENT_ID, OP, TABLE};
+pub use progress::ProgressRow;
+pub use subject::{Subjects, DEFAULT_TEMPLATE};
 
 /// What can go wrong while publishing.
 #[derive(Debug, thiserror::Error)]

@@ -43,7 +43,7 @@ impl ProgressRow {
     }
 
     /// Notes a commit that covered `last_event` and `records` more records; writes the row
-    /// unless it was written less than [`WRITE_EVERY`] ago (`force` writes anyway, at exit).
+    /// unless it was written less than `WRITE_EVERY` (a second) ago (`force` writes anyway, at exit).
     pub async fn committed(&mut self, last_event: String, records: u64, force: bool) {
         let records = records + self.due.as_ref().map_or(0, |due| due.1);
         self.due = Some((last_event, records));
