@@ -23,6 +23,7 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::decode::record::PartitionId;
 use crate::error::{Error, Kind, Result};
 use crate::group::partition::{self, GroupInfo};
 use crate::group::{identity, table::TableName};
@@ -89,7 +90,7 @@ pub struct GroupMember {
     /// Its last heartbeat (RFC 3339, UTC).
     pub heartbeat_at: String,
     /// The partitions it owns.
-    pub partitions: Vec<i32>,
+    pub partitions: Vec<PartitionId>,
 }
 
 /// One partition of a group, as `pg-changestream status` shows it.
@@ -99,7 +100,7 @@ pub struct PartitionStatus {
     /// The group.
     pub group: String,
     /// The partition number.
-    pub partition: i32,
+    pub partition: PartitionId,
     /// Its slot.
     pub slot: String,
     /// The walsender streaming it, if any.
@@ -279,7 +280,11 @@ impl Admin {
             .map(|r| GroupMember {
                 member_id: r.get(0),
                 heartbeat_at: r.get(1),
-                partitions: r.get(2),
+                partitions: r
+                    .get::<_, Vec<i32>>(2)
+                    .into_iter()
+                    .map(PartitionId::from_catalog)
+                    .collect(),
             })
             .collect();
         Ok(GroupListing {
@@ -335,7 +340,7 @@ impl Admin {
                 };
                 out.push(PartitionStatus {
                     group: id.clone(),
-                    partition: p.partition,
+                    partition: PartitionId::from_catalog(p.partition),
                     slot: p.slot_name,
                     active_pid,
                     confirmed_flush_lsn: confirmed.map(|l| l.to_string()),

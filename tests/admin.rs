@@ -251,7 +251,7 @@ async fn the_admin_facade_lists_inspects_and_deletes_groups() {
     assert_eq!(groups[0].members.len(), 1);
     let status = admin.status(Some("facade")).await.unwrap();
     assert_eq!(
-        status.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        status.iter().map(|p| p.partition.get()).collect::<Vec<_>>(),
         [0, 1]
     );
     assert!(status

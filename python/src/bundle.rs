@@ -431,7 +431,7 @@ impl PyRecord {
 
     /// The group partition the record came through (`None` in a group of one partition).
     fn get_partition(&self) -> Option<u16> {
-        self.record().partition()
+        self.record().partition().map(u16::from)
     }
 
     /// For a logical message: its prefix.

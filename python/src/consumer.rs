@@ -210,8 +210,11 @@ impl PyConsumer {
 
     /// The group partitions this consumer reads now.
     fn get_partitions(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
-        py.detach(|| self.lock().as_ref().map(Consumer::partitions))
-            .ok_or_else(closed)
+        py.detach(|| {
+            let partitions = self.lock().as_ref().map(Consumer::partitions);
+            partitions.map(|ps| ps.into_iter().map(i32::from).collect())
+        })
+        .ok_or_else(closed)
     }
 
     /// Counters since the consumer was built, and its lag.

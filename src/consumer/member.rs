@@ -32,7 +32,7 @@ use super::stats::Stats;
 use super::tables::{join_table, leave_table, no_tables, TableChanges};
 use crate::config::ConnectConfig;
 use crate::decode::decoder::DecoderOptions;
-use crate::decode::record::Record;
+use crate::decode::record::{PartitionId, Record};
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::{load_cursor, prepare_session};
 use crate::group::group_tables::{
@@ -278,8 +278,12 @@ impl Consumer {
 
     /// The partitions this consumer reads now: its share of the group's partitions among
     /// the live members, as of the last poll.
-    pub fn partitions(&self) -> Vec<i32> {
-        self.committer.owned()
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        self.committer
+            .owned()
+            .into_iter()
+            .map(PartitionId::from_catalog)
+            .collect()
     }
 
     /// The walsender process ids serving this consumer (to find them in

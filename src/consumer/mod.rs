@@ -54,8 +54,8 @@ pub use spec::TableSpec;
 pub use stats::Stats;
 
 pub use crate::decode::record::{
-    civil_from_days, BeforeImage, ColumnList, EventId, Image, Op, Record, SchemaChange, TxnInfo,
-    UnchangedColumns,
+    civil_from_days, BeforeImage, ColumnList, EventId, Image, Op, PartitionId, Record,
+    SchemaChange, TxnInfo, UnchangedColumns,
 };
 pub use crate::decode::relation::{Column, Projection, Relation};
 pub use crate::decode::types::{oid, ScalarKind, ValueKind};

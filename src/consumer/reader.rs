@@ -25,7 +25,7 @@ use super::position::Position;
 use super::route::{route, Route, Rules};
 use crate::config::ConnectConfig;
 use crate::decode::decoder::{Change, DecoderOptions};
-use crate::decode::record::{EventId, Record, TxnInfo};
+use crate::decode::record::{EventId, PartitionId, Record, TxnInfo};
 use crate::error::{Error, Kind, Result};
 use crate::group::cursor::load_cursor;
 use crate::group::identity::{
@@ -81,7 +81,7 @@ pub(crate) struct PartitionReader {
     index: usize,
     info: PartitionInfo,
     /// The partition as event ids name it (none in a group of one).
-    event_partition: Option<u16>,
+    event_partition: Option<PartitionId>,
     stream: Option<ChangeStream>,
     /// A change taken from the stream that did not fit in the last poll.
     pending: Option<Change>,

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::record::{Op, Record, TxnInfo};
+use super::record::{Op, PartitionId, Record, TxnInfo};
 use super::relation::{Baseline, PrimaryKeys, Projections, Relation, RelationCache};
 use super::txn::{CommittedChanges, StreamedTxns};
 use super::types::TypeCatalog;
@@ -86,7 +86,7 @@ pub struct DecoderOptions {
     /// The consumer-group partition the records come through, when the group has several:
     /// part of their event ids (`<commit_lsn>:<partition>:<index>`, see
     /// [`EventId`](super::record::EventId)). `None` outside groups of several.
-    pub partition: Option<u16>,
+    pub partition: Option<PartitionId>,
     /// The consumer group the records are read for, stamped on each transaction
     /// ([`TxnInfo::group`]) so a record's JSON line names it. The consumer sets it.
     pub group: Option<Arc<str>>,
@@ -137,7 +137,7 @@ pub struct Decoder {
     /// walsender sends a transaction's changes only once it committed, Commit right behind.
     held: Option<Record>,
     /// See [`DecoderOptions::partition`].
-    partition: Option<u16>,
+    partition: Option<PartitionId>,
     /// [`DecoderOptions::group`].
     group: Option<Arc<str>>,
 }
@@ -575,7 +575,7 @@ mod tests {
 
     #[test]
     fn records_carry_the_partition_of_their_event_ids() {
-        for (partition, shape) in [(None, 2), (Some(3), 3)] {
+        for (partition, shape) in [(None, 2), (Some(PartitionId::new(3)), 3)] {
             for scenario in ["basic", "message", "stream"] {
                 let options = DecoderOptions {
                     partition,

@@ -99,6 +99,74 @@ impl TxnInfo {
     }
 }
 
+/// A partition of a consumer group: 0 to the group's partition count − 1 (at most 64).
+///
+/// Each partition has a slot and a publication of its own; a record's event id names its
+/// partition in a group with several. Serialises as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[serde(transparent)]
+pub struct PartitionId(u16);
+
+impl PartitionId {
+    /// Partition `n`.
+    pub const fn new(n: u16) -> PartitionId {
+        PartitionId(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+
+    /// From the group catalog's `integer` column (0 to 63 there; anything else is clamped,
+    /// and the catalog's constraint keeps it from happening).
+    pub(crate) fn from_catalog(n: i32) -> PartitionId {
+        PartitionId(u16::try_from(n).unwrap_or(u16::MAX))
+    }
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<u16> for PartitionId {
+    fn from(n: u16) -> PartitionId {
+        PartitionId(n)
+    }
+}
+
+impl From<PartitionId> for u16 {
+    fn from(p: PartitionId) -> u16 {
+        p.0
+    }
+}
+
+impl From<PartitionId> for u32 {
+    fn from(p: PartitionId) -> u32 {
+        u32::from(p.0)
+    }
+}
+
+impl From<PartitionId> for i32 {
+    fn from(p: PartitionId) -> i32 {
+        i32::from(p.0)
+    }
+}
+
+impl From<PartitionId> for usize {
+    fn from(p: PartitionId) -> usize {
+        usize::from(p.0)
+    }
+}
+
+impl From<PartitionId> for u64 {
+    fn from(p: PartitionId) -> u64 {
+        u64::from(p.0)
+    }
+}
+
 /// Identifies a record across redeliveries: `<commit_lsn>:<index in transaction>`, and in a
 /// group with several partitions `<commit_lsn>:<partition>:<index>` — each partition's slot
 /// sends its own share of a transaction, counted from 0, so the index alone repeats.
@@ -107,7 +175,7 @@ pub struct EventId {
     /// The transaction's commit LSN.
     pub commit_lsn: Lsn,
     /// The partition the record came from, in a group with more than one.
-    pub partition: Option<u16>,
+    pub partition: Option<PartitionId>,
     /// The record's index inside the transaction (inside its partition's share of it),
     /// from 0.
     pub index: u64,
@@ -116,8 +184,8 @@ pub struct EventId {
 impl EventId {
     /// The partition an event id names for `partition` of a group of `partitions`: none in a
     /// group with one (its ids stay `<commit_lsn>:<index>`).
-    pub(crate) fn partition_of(partition: i32, partitions: usize) -> Option<u16> {
-        (partitions > 1).then(|| u16::try_from(partition).unwrap_or(u16::MAX))
+    pub(crate) fn partition_of(partition: i32, partitions: usize) -> Option<PartitionId> {
+        (partitions > 1).then(|| PartitionId::from_catalog(partition))
     }
 }
 
@@ -189,7 +257,7 @@ pub struct Record {
     txn: Arc<TxnInfo>,
     index: u64,
     /// The group partition it came through, when the group has several.
-    partition: Option<u16>,
+    partition: Option<PartitionId>,
     /// The transaction's end LSN, on its last record only.
     txn_end: Option<Lsn>,
 }
@@ -297,7 +365,7 @@ impl Record {
 
     /// The partition of its consumer group the record came through, when the group has
     /// several (`None` for a group with one).
-    pub fn partition(&self) -> Option<u16> {
+    pub fn partition(&self) -> Option<PartitionId> {
         self.partition
     }
 
@@ -317,7 +385,7 @@ impl Record {
 
     /// Marks the record as coming through `partition` of a group with several (see
     /// [`EventId`]); set where the record is made, by the decoder or the backfill.
-    pub(crate) fn set_partition(&mut self, partition: Option<u16>) {
+    pub(crate) fn set_partition(&mut self, partition: Option<PartitionId>) {
         self.partition = partition;
     }
 
@@ -894,7 +962,7 @@ mod tests {
             };
             assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
             assert_eq!(id.to_string(), format!("{}:{index}", Lsn::new(lsn)));
-            id.partition = Some(3);
+            id.partition = Some(PartitionId::new(3));
             assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
             assert_eq!(id.to_string(), format!("{}:3:{index}", Lsn::new(lsn)));
         }
@@ -920,7 +988,7 @@ mod tests {
         assert_eq!(id.to_string(), "1/AB:7");
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"1/AB:7\"");
         let id = EventId {
-            partition: Some(3),
+            partition: Some(PartitionId::new(3)),
             ..id
         };
         assert_eq!(id.to_string(), "1/AB:3:7");

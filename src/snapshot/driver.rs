@@ -16,7 +16,7 @@ use super::progress::{load_backfills, BackfillProgress, StoredProgress};
 use super::window::{Key, SeenXids, Snapshot, Verdict, Window};
 use super::INTERNAL_PREFIX;
 use crate::config::ConnectConfig;
-use crate::decode::record::{EventId, Op, Record, TxnInfo};
+use crate::decode::record::{EventId, Op, PartitionId, Record, TxnInfo};
 use crate::decode::relation::Relation;
 use crate::decode::types::TypeCatalog;
 use crate::error::Result;
@@ -151,7 +151,7 @@ impl Backfill {
             .iter()
             .map(|t| BackfillProgress {
                 table: t.progress.table.to_string(),
-                partition: self.partition,
+                partition: PartitionId::from_catalog(self.partition),
                 rows_done: t.progress.rows_done,
                 estimated_total: t.progress.estimated_total,
                 last_key: t.progress.last_key.clone(),

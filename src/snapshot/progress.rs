@@ -6,6 +6,7 @@
 
 use tokio_postgres::GenericClient;
 
+use crate::decode::record::PartitionId;
 use crate::error::Result;
 use crate::group::table::TableName;
 
@@ -16,7 +17,7 @@ pub struct BackfillProgress {
     /// The table (`schema.name`).
     pub table: String,
     /// The group partition doing this share of the table.
-    pub partition: i32,
+    pub partition: PartitionId,
     /// Rows covered so far (read, or carried by the stream as changed while read).
     pub rows_done: u64,
     /// An estimate of the rows to cover (the planner's row count over the partitions).

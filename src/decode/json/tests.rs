@@ -583,7 +583,7 @@ fn lines_name_the_partition_and_no_group_outside_one() {
         true,
     );
     let mut record = records.remove(0);
-    record.set_partition(Some(3));
+    record.set_partition(Some(crate::decode::record::PartitionId::new(3)));
     let mut line = Vec::new();
     write_line(&mut line, &record);
     let text = String::from_utf8(line).unwrap();
