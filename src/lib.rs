@@ -52,6 +52,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod calendar;
 pub mod config;
 pub mod consumer;
 pub mod decode;
@@ -59,6 +60,7 @@ pub mod error;
 pub mod group;
 pub mod lsn;
 pub mod protocol;
+pub mod quote;
 pub mod sink;
 pub mod snapshot;
 pub mod stream;

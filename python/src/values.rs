@@ -24,7 +24,8 @@
 
 use std::borrow::Cow;
 
-use changestream::decode::record::{civil_from_days, Image};
+use changestream::calendar::civil_from_days;
+use changestream::decode::record::Image;
 use changestream::decode::types::oid;
 use changestream::decode::value::{Timestamp, Value};
 use pyo3::prelude::*;

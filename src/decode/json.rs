@@ -36,7 +36,8 @@ use super::record::{
     format_pg_timestamp, format_pg_timestamp_on_stack, to_value, ColumnList, Image, Record, TxnInfo,
 };
 use super::types::{ScalarKind, ValueKind};
-use super::value::{is_json_number, Value};
+use super::value::{is_json_number, push_hex, Value, HEX_DIGITS};
+use crate::calendar;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::TupleColumn;
 
@@ -370,7 +371,7 @@ fn write_timestamp(out: &mut Vec<u8>, text: &[u8], tz: bool) -> bool {
     let (year, month, day) = (number(text, 0, 4), number(text, 5, 2), number(text, 8, 2));
     if !fraction_ok
         || year == 0
-        || !(1..=days_in_month(year, month)).contains(&day)
+        || !(1..=calendar::days_in_month(i64::from(year), month)).contains(&day)
         || number(text, 11, 2) > 23
         || number(text, 14, 2) > 59
         || number(text, 17, 2) > 59
@@ -386,18 +387,6 @@ fn write_timestamp(out: &mut Vec<u8>, text: &[u8], tz: bool) -> bool {
     }
     out.push(b'"');
     true
-}
-
-/// Days in `month` of `year` (AD), 0 for a month out of range.
-fn days_in_month(year: u32, month: u32) -> u32 {
-    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => 0,
-    }
 }
 
 /// `"text"` for text that needs no escaping.
@@ -417,14 +406,9 @@ fn write_str(out: &mut Vec<u8>, text: &[u8]) {
 /// `\x` hex of `bytes` as a JSON string (the backslash escaped).
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(br#""\\x"#);
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
-    }
+    push_hex(out, bytes);
     out.push(b'"');
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Eight copies of `byte`.
 const fn splat(byte: u8) -> u64 {
@@ -483,8 +467,8 @@ fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
                     b'u',
                     b'0',
                     b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
+                    HEX_DIGITS[usize::from(byte >> 4)],
+                    HEX_DIGITS[usize::from(byte & 0xf)],
                 ]),
             }
             at += 1;

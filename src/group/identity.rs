@@ -30,9 +30,10 @@
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
-use super::table::{quote_ident, TableName};
+use super::table::TableName;
 use crate::decode::relation::PrimaryKeys;
 use crate::error::{Error, Kind, Result};
+use crate::quote;
 
 /// Checks that the server can do logical decoding.
 ///
@@ -564,7 +565,7 @@ impl Identity {
             Identity::Default => "DEFAULT".into(),
             Identity::Full => "FULL".into(),
             Identity::Nothing => "NOTHING".into(),
-            Identity::Index(index) => format!("USING INDEX {}", quote_ident(index)),
+            Identity::Index(index) => format!("USING INDEX {}", quote::ident(index)),
         }
     }
 }

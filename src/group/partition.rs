@@ -52,9 +52,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
-use super::table::{quote_ident, TableName};
+use super::table::TableName;
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
+use crate::quote;
 
 /// The longest group id accepted (it is stored, not used as an identifier).
 pub const MAX_GROUP_ID_LEN: usize = 63;
@@ -261,7 +262,10 @@ async fn create_locked(
             )
             .await?;
         client
-            .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                quote::ident(name)
+            ))
             .await?;
     }
     let mut slots = Vec::new();
@@ -273,7 +277,7 @@ async fn create_locked(
             client
                 .batch_execute(&format!(
                     "CREATE PUBLICATION {} WITH ({options})",
-                    quote_ident(name)
+                    quote::ident(name)
                 ))
                 .await?;
         }
@@ -322,7 +326,10 @@ async fn create_locked(
                 )
                 .await;
             let _ = client
-                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+                .batch_execute(&format!(
+                    "DROP PUBLICATION IF EXISTS {}",
+                    quote::ident(name)
+                ))
                 .await;
         }
         return Err(e);
@@ -388,7 +395,7 @@ pub async fn ensure_publication_options(client: &Client, group: &GroupInfo) -> R
         client
             .batch_execute(&format!(
                 "ALTER PUBLICATION {} SET ({options})",
-                quote_ident(&name)
+                quote::ident(&name)
             ))
             .await?;
         tracing::info!(publication = %name, "publication now publishes via partition roots");
@@ -419,8 +426,8 @@ fn missing_replication(group_id: &str, role: &str, source: Option<Error>) -> Err
     let message = format!(
         "consumer group {group_id:?}: role {} lacks the REPLICATION attribute needed for \
          replication slots; run ALTER ROLE {} REPLICATION as a superuser (see sql/role.sql)",
-        quote_ident(role),
-        quote_ident(role)
+        quote::ident(role),
+        quote::ident(role)
     );
     match source {
         Some(e) => Error::with_source(Kind::ServerSetup, message, e),
@@ -532,7 +539,7 @@ pub async fn publish_table(
                 (None, Some(user)) => format!(" WHERE ({user})"),
                 (None, None) => String::new(),
             };
-            let publication = quote_ident(&p.publication_name);
+            let publication = quote::ident(&p.publication_name);
             if present {
                 statements.push(format!(
                     "ALTER PUBLICATION {publication} DROP TABLE {}",
@@ -717,7 +724,7 @@ async fn key_hash(
                  1-partition group"
             )));
         }
-        names.push(quote_ident(&name));
+        names.push(quote::ident(&name));
         types.push(format!("NULL::{type_name}"));
     }
     // hash_record_extended finds each column type's hash function when it runs; find out
@@ -764,10 +771,10 @@ pub async fn unpublish_table(
                    THEN ALTER PUBLICATION {pub_ident} DROP TABLE {table_ident};
                    END IF;
                  END $$",
-                pub_lit = super::table::quote_literal(&p.publication_name),
-                schema_lit = super::table::quote_literal(table.schema()),
-                table_lit = super::table::quote_literal(table.name()),
-                pub_ident = quote_ident(&p.publication_name),
+                pub_lit = quote::literal(&p.publication_name),
+                schema_lit = quote::literal(table.schema()),
+                table_lit = quote::literal(table.name()),
+                pub_ident = quote::ident(&p.publication_name),
                 table_ident = table.quoted(),
             ))
             .await?;
@@ -943,7 +950,7 @@ pub async fn delete_group(client: &mut Client, group_id: &str, force: bool) -> R
         client
             .batch_execute(&format!(
                 "DROP PUBLICATION IF EXISTS {}",
-                quote_ident(&p.publication_name)
+                quote::ident(&p.publication_name)
             ))
             .await?;
     }

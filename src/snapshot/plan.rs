@@ -21,9 +21,10 @@ use crate::decode::relation::{Projection, Relation};
 use crate::decode::types::TypeCatalog;
 use crate::error::{Error, Kind, Result};
 use crate::group::partition::row_filter;
-use crate::group::table::{quote_ident, TableName};
+use crate::group::table::TableName;
 use crate::group::user_types::register_user_types;
 use crate::protocol::pgoutput::ReplicaIdentity;
+use crate::quote;
 
 /// A key column: name and SQL type (as `format_type` prints it).
 #[derive(Debug, Clone)]
@@ -191,12 +192,12 @@ impl TablePlan {
         // would pick the output column of that name — the `::text` value, in text order.
         let select = names
             .iter()
-            .map(|n| format!("r.{}::text", quote_ident(n)))
+            .map(|n| format!("r.{}::text", quote::ident(n)))
             .collect::<Vec<_>>()
             .join(", ");
         let order = key
             .iter()
-            .map(|k| format!("r.{}", quote_ident(&k.name)))
+            .map(|k| format!("r.{}", quote::ident(&k.name)))
             .collect::<Vec<_>>()
             .join(", ");
         let bound = key
