@@ -20,7 +20,7 @@ pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// Days since 1970-01-01 → (year, month 1–12, day 1–31); the inverse of
-/// [`days_from_civil`].
+/// `days_from_civil`.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);
