@@ -11,6 +11,7 @@ use tokio_postgres::GenericClient;
 use super::location::StartLocation;
 use crate::decode::relation::Projection;
 use crate::error::{Error, Result};
+use crate::group::key::key_columns;
 use crate::group::table::TableName;
 
 /// A table to read, with where it starts, which rows and which columns
@@ -121,13 +122,10 @@ impl TableSettings {
         }
         // Columns as pgoutput publishes them, and which belong to the key records report
         // (the primary key, or the replica identity index).
+        let key = key_columns(client, table).await?;
         let rows = client
             .query(
-                "SELECT a.attname::text,
-                        EXISTS (SELECT 1 FROM pg_index x
-                                 WHERE x.indrelid = c.oid AND a.attnum = ANY (x.indkey)
-                                   AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident
-                                            ELSE x.indisprimary END)
+                "SELECT a.attname::text
                    FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                    JOIN pg_attribute a ON a.attrelid = c.oid
@@ -137,7 +135,14 @@ impl TableSettings {
                 &[&table.schema(), &table.name()],
             )
             .await?;
-        let columns: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let columns: Vec<(String, bool)> = rows
+            .iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let in_key = key.iter().any(|k| k.name == name);
+                (name, in_key)
+            })
+            .collect();
         for name in self.projection.names() {
             match columns.iter().find(|(n, _)| n == name) {
                 None => {

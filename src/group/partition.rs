@@ -52,6 +52,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
+use super::key::{key_columns, KeyColumn};
 use super::table::TableName;
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
@@ -690,20 +691,7 @@ async fn key_hash(
             )
         })?;
     // The replica identity key: a row filter on UPDATE and DELETE may use only its columns.
-    let columns = client
-        .query(
-            "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod)
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               JOIN pg_index x ON x.indrelid = c.oid
-                AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident ELSE x.indisprimary END
-              CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-              WHERE n.nspname = $1 AND c.relname = $2
-              ORDER BY k.ord",
-            &[&table.schema(), &table.name()],
-        )
-        .await?;
+    let columns = key_columns(client, table).await?;
     if columns.is_empty() {
         return Err(spread(format!(
             "table {table} has no primary key: without a key a row has no fixed partition (any \
@@ -713,18 +701,20 @@ async fn key_hash(
     }
     let mut names = Vec::new();
     let mut types = Vec::new();
-    for column in &columns {
-        let name: String = column.get(0);
-        let oid: u32 = column.get(1);
-        let type_name: String = column.get(2);
-        if oid >= FIRST_NORMAL_OBJECT_ID {
+    for KeyColumn {
+        name,
+        type_oid,
+        type_name,
+    } in &columns
+    {
+        if *type_oid >= FIRST_NORMAL_OBJECT_ID {
             return Err(spread(format!(
                 "key column {name:?} of table {table} has the user-defined type {type_name}, \
                  and PostgreSQL row filters accept only built-in types; read the table with a \
                  1-partition group"
             )));
         }
-        names.push(quote::ident(&name));
+        names.push(quote::ident(name));
         types.push(format!("NULL::{type_name}"));
     }
     // hash_record_extended finds each column type's hash function when it runs; find out
