@@ -6,7 +6,7 @@
 //! insists that something names a server.
 
 use pg_changestream::admin::Admin;
-use pg_changestream::config::LIBPQ_VARIABLES;
+use pg_changestream::config::env::LIBPQ_VARIABLES;
 use pg_changestream::ConnectConfig;
 
 use crate::failure::Failure;

@@ -30,6 +30,7 @@
 
 mod auth;
 mod connection;
+mod error_response;
 mod stream;
 mod transport;
 
