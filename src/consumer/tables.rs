@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use super::filter::TableStart;
 use super::location::StartLocation;
 use super::spec::TableSettings;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::group::cursor::Cursor;
 use crate::group::group_tables::{delete_group_table, save_group_table, GroupTable};
 use crate::group::identity::{enabled_with_before_images, not_enabled};
@@ -35,10 +35,7 @@ pub(crate) async fn check_enabled(client: &Client, table: &TableName) -> Result<
         .await?
         .get(0);
     if !exists {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!("table {table} does not exist; check the schema and the name's case"),
-        ));
+        return Err(table.not_found());
     }
     if enabled_with_before_images(client, table).await?.is_none() {
         return Err(not_enabled(table));

@@ -76,12 +76,7 @@ async fn table_info(client: &impl GenericClient, table: &TableName) -> Result<Ta
             &[&table.schema(), &table.name()],
         )
         .await?
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!("table {table} does not exist; check the schema and the name's case"),
-            )
-        })?;
+        .ok_or_else(|| table.not_found())?;
     Ok(TableInfo {
         relkind: row.get(0),
         identity: row.get(1),

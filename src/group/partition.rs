@@ -684,12 +684,7 @@ async fn key_hash(
             &[&table.schema(), &table.name()],
         )
         .await?
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!("table {table} does not exist; check the schema and the name's case"),
-            )
-        })?;
+        .ok_or_else(|| table.not_found())?;
     // The replica identity key: a row filter on UPDATE and DELETE may use only its columns.
     let columns = key_columns(client, table).await?;
     if columns.is_empty() {

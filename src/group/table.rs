@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::quote;
 
 /// PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
@@ -23,6 +23,14 @@ pub struct TableName {
 }
 
 impl TableName {
+    /// The error for a table that is not in the catalog (one wording everywhere).
+    pub(crate) fn not_found(&self) -> Error {
+        Error::new(
+            Kind::NotFound,
+            format!("table {self} does not exist; check the schema and the name's case"),
+        )
+    }
+
     /// A table in `schema`, both parts taken literally (no case folding, no quote parsing).
     ///
     /// # Errors
