@@ -4,9 +4,9 @@
 //! [`Admin`] holds one SQL session and answers in plain data (`Serialize`, so the CLI's
 //! `--json` output is these types' serde form); it never prints. The rules behind each
 //! operation live in the crate's private `group` module: replica identity in `group::identity`, slots
-//! and publications in `group::partition`. What a consumer itself does (join, claim,
-//! store its cursor under fencing) is not here: those bypass nothing only when a
-//! [`Consumer`](crate::consumer::Consumer) does them.
+//! and publications in `group::partition`. What a consumer itself does (join, claim a
+//! partition, store its cursor) is not here and not public: those steps are safe only
+//! under the membership fencing a [`Consumer`](crate::consumer::Consumer) runs them in.
 //!
 //! ```no_run
 //! # async fn f() -> pg_changestream::Result<()> {

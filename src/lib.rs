@@ -67,6 +67,7 @@ macro_rules! internal {
 }
 
 pub mod admin;
+pub mod calendar;
 pub mod consumer;
 pub mod json;
 pub mod metrics;
@@ -76,10 +77,11 @@ pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-internal!(config, decode, error, group, lsn, snapshot, wire);
+internal!(config, decode, error, group, lsn, quote, snapshot, wire);
 mod version;
 
-pub use config::{ConnectConfig, SslMode, LIBPQ_VARIABLES};
+pub use config::env::LIBPQ_VARIABLES;
+pub use config::{ConnectConfig, SslMode};
 pub use error::{Error, Result, ServerError};
 pub use group::table::TableName;
 pub use lsn::Lsn;

@@ -78,6 +78,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Kind, Result};
+use crate::quote;
 
 mod certificates;
 pub mod demo;
@@ -225,7 +226,7 @@ impl TestServer {
         let name = next_database_name();
         let admin = connect(&self.admin, "the test server").await?;
         admin
-            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name)))
+            .batch_execute(&format!("CREATE DATABASE {}", quote::ident(&name)))
             .await
             .map_err(|e| {
                 Error::with_source(Kind::Sql, format!("creating test database {name}"), e)
@@ -487,7 +488,7 @@ impl Drop for TestDatabase {
                         client
                             .batch_execute(&format!(
                                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                                quote_ident(&name)
+                                quote::ident(&name)
                             ))
                             .await?;
                     }
@@ -1020,7 +1021,7 @@ impl LocalCluster {
             let client = connect(&config, "the test cluster").await?;
             let sql: String = [MD5_GROUP, SCRAM_GROUP, PASSWORD_GROUP, CERT_GROUP]
                 .iter()
-                .map(|g| format!("CREATE ROLE {} NOLOGIN;", quote_ident(g)))
+                .map(|g| format!("CREATE ROLE {} NOLOGIN;", quote::ident(g)))
                 .collect();
             client.batch_execute(&sql).await?;
             Ok(())
@@ -1313,10 +1314,6 @@ async fn show(client: &Client, setting: &str) -> Result<String> {
     Ok(row.try_get(0)?)
 }
 
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// `postgres://user:password@host:port/dbname` from a config (first host and port).
 fn config_url(config: &Config) -> String {
     let mut url = String::from("postgres://");
@@ -1530,11 +1527,6 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         }
-    }
-
-    #[test]
-    fn quote_ident_doubles_quotes() {
-        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
     }
 
     #[test]

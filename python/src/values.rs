@@ -24,7 +24,8 @@
 
 use std::borrow::Cow;
 
-use changestream::consumer::{civil_from_days, oid, Image, Timestamp, Value};
+use changestream::calendar::civil_from_days;
+use changestream::consumer::{oid, Image, Timestamp, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};

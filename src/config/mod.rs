@@ -18,11 +18,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-mod env;
+pub mod env;
 mod session;
 pub(crate) mod tls;
 
-pub use env::LIBPQ_VARIABLES;
 pub use tls::SslMode;
 use tls::TlsFiles;
 

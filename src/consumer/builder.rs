@@ -1,30 +1,15 @@
 //! [`ConsumerBuilder`]: what a consumer reads and how it commits.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::location::StartLocation;
 use super::member::Consumer;
+use super::settings::{CommitMode, Settings};
 use super::spec::TableSpec;
 use crate::config::ConnectConfig;
-use crate::decode::decoder::DecoderOptions;
 use crate::decode::record::Op;
 use crate::error::Result;
-
-/// When polled records count as committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CommitMode {
-    /// Each poll commits what the previous poll returned; closing commits the last poll.
-    /// The durable cursor trails by up to [`ConsumerBuilder::auto_commit_interval`].
-    #[default]
-    Automatic,
-    /// Only [`MessageBundle::commit`](super::MessageBundle::commit) and
-    /// [`Consumer::commit`] commit.
-    Manual,
-}
-
-/// How far automatic mode's durable cursor may trail by default; see
-/// [`ConsumerBuilder::auto_commit_interval`].
-const DEFAULT_AUTO_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Builds a [`Consumer`] of a consumer group.
 ///
@@ -48,22 +33,7 @@ const DEFAULT_AUTO_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConsumerBuilder {
-    pub(crate) config: ConnectConfig,
-    pub(crate) group_id: String,
-    pub(crate) add: Vec<TableSpec>,
-    pub(crate) remove: Vec<String>,
-    pub(crate) commit_mode: CommitMode,
-    pub(crate) auto_commit_interval: Duration,
-    pub(crate) max_poll_interval: Duration,
-    pub(crate) operations: Vec<Op>,
-    pub(crate) message_prefixes: Vec<String>,
-    pub(crate) force_reset: bool,
-    pub(crate) reconnect_timeout: Duration,
-    pub(crate) decoder: DecoderOptions,
-    pub(crate) queue_capacity: usize,
-    pub(crate) partitions: Option<i32>,
-    pub(crate) failover: bool,
-    pub(crate) backfill_chunk_size: usize,
+    settings: Settings,
 }
 
 impl ConsumerBuilder {
@@ -71,22 +41,7 @@ impl ConsumerBuilder {
     /// the database `config` connects to.
     pub fn new(config: ConnectConfig, group_id: impl Into<String>) -> ConsumerBuilder {
         ConsumerBuilder {
-            config,
-            group_id: group_id.into(),
-            add: Vec::new(),
-            remove: Vec::new(),
-            commit_mode: CommitMode::Automatic,
-            auto_commit_interval: DEFAULT_AUTO_COMMIT_INTERVAL,
-            max_poll_interval: Duration::from_secs(30),
-            operations: vec![Op::Insert, Op::Update, Op::Delete, Op::Truncate],
-            message_prefixes: Vec::new(),
-            force_reset: false,
-            reconnect_timeout: Duration::from_secs(60),
-            decoder: DecoderOptions::default(),
-            queue_capacity: 8192,
-            partitions: None,
-            failover: false,
-            backfill_chunk_size: 4096,
+            settings: Settings::new(config, group_id.into()),
         }
     }
 
@@ -96,7 +51,7 @@ impl ConsumerBuilder {
     /// [`ConsumerBuilder::remove_table`].
     /// A table with a row filter or projection stored keeps them.
     pub fn add_table(mut self, table: impl Into<String>, location: StartLocation) -> Self {
-        self.add.push(TableSpec {
+        self.settings.add.push(TableSpec {
             table: table.into(),
             location,
             settings: None,
@@ -113,19 +68,19 @@ impl ConsumerBuilder {
     /// a new projection to the streams this consumer starts. Members already running keep
     /// the projection they started with until they reconnect.
     pub fn add_table_with(mut self, spec: TableSpec) -> Self {
-        self.add.push(spec);
+        self.settings.add.push(spec);
         self
     }
 
     /// Takes `table` out of the group.
     pub fn remove_table(mut self, table: impl Into<String>) -> Self {
-        self.remove.push(table.into());
+        self.settings.remove.push(table.into());
         self
     }
 
     /// Automatic (default) or manual commits.
     pub fn commit_mode(mut self, mode: CommitMode) -> Self {
-        self.commit_mode = mode;
+        self.settings.commit_mode = mode;
         self
     }
 
@@ -144,14 +99,14 @@ impl ConsumerBuilder {
     /// often as one write after the other allows. [`Consumer::close`] and hand-overs write
     /// the cursor before they return, whatever the interval.
     pub fn auto_commit_interval(mut self, interval: Duration) -> Self {
-        self.auto_commit_interval = interval;
+        self.settings.auto_commit_interval = interval;
         self
     }
 
     /// How long the application may go between polls before the consumer counts as gone
     /// (its membership heartbeat is that old); 30 s by default.
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
-        self.max_poll_interval = interval;
+        self.settings.max_poll_interval = interval;
         self
     }
 
@@ -162,39 +117,47 @@ impl ConsumerBuilder {
     /// stream carries its newer state, see `docs/architecture.md`): a backfilled table read
     /// without updates or deletes can therefore miss rows changed during their chunk.
     pub fn operations(mut self, ops: &[Op]) -> Self {
-        self.operations = ops.to_vec();
+        self.settings.operations = ops.to_vec();
         self
     }
 
     /// Also delivers logical messages (`pg_logical_emit_message`) with this prefix.
     pub fn message_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.message_prefixes.push(prefix.into());
+        self.settings.message_prefixes.push(prefix.into());
         self
     }
 
     /// Applies the start locations of [`ConsumerBuilder::add_table`] to tables already in
     /// the group too, instead of resuming them at the group's committed cursor.
     pub fn force_reset(mut self, yes: bool) -> Self {
-        self.force_reset = yes;
+        self.settings.force_reset = yes;
         self
     }
 
     /// How long transient failures (server restart, network) are retried before a poll
     /// gives up with the error; 60 s by default.
     pub fn reconnect_timeout(mut self, timeout: Duration) -> Self {
-        self.reconnect_timeout = timeout;
+        self.settings.reconnect_timeout = timeout;
         self
     }
 
-    /// Memory bound for buffering large transactions, spill directory, user types.
-    pub fn decoder_options(mut self, options: DecoderOptions) -> Self {
-        self.decoder = options;
+    /// Bytes of a large (streamed) transaction's changes held in memory before they spill
+    /// to disk (16 MiB by default).
+    pub fn transaction_memory(mut self, bytes: usize) -> Self {
+        self.settings.decoder.memory_limit = bytes;
+        self
+    }
+
+    /// Where a large transaction's changes spill to (the system's temporary directory by
+    /// default).
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.settings.decoder.spill_dir = Some(dir.into());
         self
     }
 
     /// Changes buffered between the connection task and `poll` (8192 by default).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = capacity.max(1);
+        self.settings.queue_capacity = capacity.max(1);
         self
     }
 
@@ -215,7 +178,7 @@ impl ConsumerBuilder {
     /// the new one. Truncates arrive through every partition; logical messages through
     /// partition 0.
     pub fn partitions(mut self, partitions: u16) -> Self {
-        self.partitions = Some(i32::from(partitions));
+        self.settings.partitions = Some(i32::from(partitions));
         self
     }
 
@@ -223,7 +186,7 @@ impl ConsumerBuilder {
     /// for slot synchronisation (`sync_replication_slots`) keeps in step, so the group can
     /// continue on it after a failover. Only applies when this build creates the group.
     pub fn failover(mut self, yes: bool) -> Self {
-        self.failover = yes;
+        self.settings.failover = yes;
         self
     }
 
@@ -231,7 +194,7 @@ impl ConsumerBuilder {
     /// watermarks; a partition holds at most one chunk in memory. Larger chunks read
     /// faster; smaller ones hold less memory and drop fewer rows to concurrent writes.
     pub fn backfill_chunk_size(mut self, rows: usize) -> Self {
-        self.backfill_chunk_size = rows.max(1);
+        self.settings.backfill_chunk_size = rows.max(1);
         self
     }
 
@@ -245,6 +208,6 @@ impl ConsumerBuilder {
     /// logical or slots run out; [`Error::is_slot_invalidated`](crate::Error::is_slot_invalidated)
     /// when the group's slot lost its WAL; connection errors.
     pub async fn build(self) -> Result<Consumer> {
-        Consumer::build(self).await
+        Consumer::build(self.settings).await
     }
 }

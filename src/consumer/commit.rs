@@ -34,7 +34,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, Notify};
 use tokio_postgres::Client;
 
 use super::position::Position;
-use super::stats::Stats;
+use super::stats::{ConsumerMetrics, Stats};
 use crate::config::ConnectConfig;
 use crate::decode::record::Record;
 use crate::decode::relation::{Baseline, Relation};
@@ -44,7 +44,6 @@ use crate::group::membership::register_session;
 use crate::group::shapes::store_shapes;
 use crate::group::table::TableName;
 use crate::lsn::Lsn;
-use crate::metrics::ConsumerMetrics;
 use crate::snapshot::driver::ChunkDone;
 use crate::snapshot::progress::{store_progress, StoredProgress};
 use crate::stream::Acker;

@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::calendar;
 use crate::decode::record::format_pg_timestamp;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -136,15 +137,17 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime> {
         }
         _ => return Err(bad()),
     };
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+    let (Ok(month), Ok(day)) = (u32::try_from(month), u32::try_from(day)) else {
+        return Err(bad());
+    };
+    if !(1..=calendar::days_in_month(year, month)).contains(&day)
         || hour > 23
         || minute > 59
         || second > 60
     {
         return Err(bad());
     }
-    let days = days_from_civil(year, month, day);
+    let days = calendar::days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
     let secs = u64::try_from(secs).map_err(|_| {
         Error::config(format!(
@@ -172,17 +175,6 @@ fn fraction(b: &[u8], i: usize) -> Option<(u32, usize)> {
         .map(|(k, d)| u32::from(d - b'0') * 10u32.pow(8 - k as u32))
         .sum();
     Some((nanos, end))
-}
-
-/// (year, month, day) → days since 1970-01-01, proleptic Gregorian.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -224,6 +216,7 @@ mod tests {
             "",
             "2026-11-22",
             "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
             "2026-11-22T10:30:00",
             "x",
         ] {

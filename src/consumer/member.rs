@@ -20,7 +20,6 @@ use futures_util::Stream;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use super::builder::{CommitMode, ConsumerBuilder};
 use super::bundle::MessageBundle;
 use super::commit::{Committer, PartitionEnd};
 use super::filter::{OpSet, RecordFilter, TableStart};
@@ -28,6 +27,7 @@ use super::location::StartLocation;
 use super::position::Position;
 use super::reader::{Gather, PartitionReader, ReaderContext};
 use super::round::{self, Fenced, Observed};
+use super::settings::{CommitMode, Settings};
 use super::stats::Stats;
 use super::tables::{join_table, leave_table, no_tables, TableChanges};
 use crate::config::ConnectConfig;
@@ -68,7 +68,7 @@ macro_rules! reader_context {
 }
 
 /// A consumer of a group: `poll` returns bundles of records, `commit` moves the group's
-/// committed cursor. Built by [`ConsumerBuilder`].
+/// committed cursor. Built by [`ConsumerBuilder`](super::ConsumerBuilder).
 ///
 /// Dropping a consumer without [`Consumer::close`] stops it without committing: in automatic
 /// mode the last poll's records are delivered again to the group's next consumer.
@@ -123,27 +123,31 @@ const WAIT_SLICE: Duration = Duration::from_millis(20);
 impl Consumer {
     /// Builds a consumer: checks the table changes, creates or loads the group, applies
     /// them, joins as a member, and starts the partitions that are its share.
-    pub(crate) async fn build(builder: ConsumerBuilder) -> Result<Consumer> {
-        check_group_id(&builder.group_id)?;
-        let changes = TableChanges::parse(&builder.add, &builder.remove)?;
-        let group_id = builder.group_id.clone();
-        let mut client = builder.config.connect_sql().await?;
+    pub(crate) async fn build(settings: Settings) -> Result<Consumer> {
+        check_group_id(&settings.group_id)?;
+        let changes = TableChanges::parse(&settings.add, &settings.remove)?;
+        let group_id = settings.group_id.clone();
+        let mut client = settings.config.connect_sql().await?;
         check_wal_level(&client).await?;
         catalog::migrate(&mut client).await?;
         let changes = changes.check(&client, &group_id).await?;
-        let group =
-            create_or_load_group(&mut client, &group_id, builder.partitions, builder.failover)
-                .await?;
+        let group = create_or_load_group(
+            &mut client,
+            &group_id,
+            settings.partitions,
+            settings.failover,
+        )
+        .await?;
         ensure_publication_options(&client, &group).await?;
-        let mut warnings = changes.apply(&client, &group, builder.force_reset).await?;
+        let mut warnings = changes.apply(&client, &group, settings.force_reset).await?;
         let tables = load_group_tables(&client, &group_id).await?;
         if tables.is_empty() {
             return Err(no_tables(&group_id));
         }
         warnings.extend(before_image_warnings(&client, &group_id, &tables).await?);
-        save_message_prefixes(&client, &group_id, &builder.message_prefixes).await?;
+        save_message_prefixes(&client, &group_id, &settings.message_prefixes).await?;
         let member_id = format!("{:016x}", fastrand::u64(..));
-        membership::join(&client, &group_id, &member_id, builder.max_poll_interval).await?;
+        membership::join(&client, &group_id, &member_id, settings.max_poll_interval).await?;
         prepare_session(&client).await?;
         let mut positions = Vec::new();
         for p in &group.partitions {
@@ -153,18 +157,18 @@ impl Consumer {
         let committer = Arc::new(Committer::new(
             group_id,
             member_id.clone(),
-            builder.config.clone(),
+            settings.config.clone(),
             client,
             positions,
-            builder.reconnect_timeout,
-            builder.auto_commit_interval,
+            settings.reconnect_timeout,
+            settings.auto_commit_interval,
         ));
         let filter = RecordFilter::new(
             tables.iter().map(TableStart::from).collect(),
-            OpSet::of(&builder.operations),
-            builder.message_prefixes.clone(),
+            OpSet::of(&settings.operations),
+            settings.message_prefixes.clone(),
         );
-        let mut consumer = Consumer::new(builder, group, member_id, committer, filter);
+        let mut consumer = Consumer::new(settings, group, member_id, committer, filter);
         consumer.warnings = warnings;
         consumer.start().await?;
         Ok(consumer)
@@ -172,22 +176,22 @@ impl Consumer {
 
     /// A consumer of `group` as member `member_id`, owning nothing yet.
     fn new(
-        builder: ConsumerBuilder,
+        settings: Settings,
         group: GroupInfo,
         member_id: String,
         committer: Arc<Committer>,
         filter: RecordFilter,
     ) -> Consumer {
-        let readers = partition_readers(&builder, &group);
+        let readers = partition_readers(&settings, &group);
         Consumer {
             group,
             member_id,
-            config: builder.config,
-            commit_mode: builder.commit_mode,
-            max_poll_interval: builder.max_poll_interval,
-            reconnect_timeout: builder.reconnect_timeout,
-            decoder: builder.decoder,
-            queue_capacity: builder.queue_capacity,
+            config: settings.config,
+            commit_mode: settings.commit_mode,
+            max_poll_interval: settings.max_poll_interval,
+            reconnect_timeout: settings.reconnect_timeout,
+            decoder: settings.decoder,
+            queue_capacity: settings.queue_capacity,
             committer,
             readers,
             filter,
@@ -842,7 +846,7 @@ impl Consumer {
 }
 
 /// One reader per partition of `group`, each with its backfill.
-fn partition_readers(builder: &ConsumerBuilder, group: &GroupInfo) -> Vec<PartitionReader> {
+fn partition_readers(settings: &Settings, group: &GroupInfo) -> Vec<PartitionReader> {
     let count = i32::try_from(group.partitions.len()).unwrap_or(i32::MAX);
     group
         .partitions
@@ -853,8 +857,8 @@ fn partition_readers(builder: &ConsumerBuilder, group: &GroupInfo) -> Vec<Partit
                 group.group_id.clone(),
                 p.partition,
                 count,
-                builder.backfill_chunk_size,
-                builder.decoder.types.clone(),
+                settings.backfill_chunk_size,
+                settings.decoder.types.clone(),
             );
             PartitionReader::new(i, p.clone(), group.partitions.len(), backfill)
         })

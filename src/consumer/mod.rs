@@ -42,20 +42,22 @@ mod position;
 mod reader;
 mod round;
 mod route;
+mod settings;
 mod spec;
 mod stats;
 mod tables;
 
-pub use builder::{CommitMode, ConsumerBuilder};
+pub use builder::ConsumerBuilder;
 pub use bundle::{Event, Message, MessageBundle};
 pub use location::StartLocation;
 pub use member::Consumer;
+pub use settings::CommitMode;
 pub use spec::TableSpec;
 pub use stats::Stats;
 
 pub use crate::decode::record::{
-    civil_from_days, BeforeImage, ColumnList, EventId, Image, Op, PartitionId, Record,
-    SchemaChange, TxnInfo, UnchangedColumns,
+    BeforeImage, ColumnList, EventId, Image, Op, PartitionId, Record, SchemaChange, TxnInfo,
+    UnchangedColumns,
 };
 pub use crate::decode::relation::{Column, Projection, Relation};
 pub use crate::decode::types::{oid, ScalarKind, ValueKind};

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use ::metrics::{counter, gauge, Counter, Gauge};
+
 use crate::decode::record::{Op, Record};
 use crate::lsn::Lsn;
+use crate::metrics;
 use crate::snapshot::BackfillProgress;
 
 /// Counters since the consumer was built, and its lag. See [`crate::consumer::Consumer::stats`].
@@ -66,5 +69,170 @@ impl Stats {
         };
         *counter += 1;
         self.bytes += record.data_bytes() as u64;
+    }
+}
+
+/// The operations, in the order of `ConsumerMetrics::records`.
+const OPS: [Op; 7] = [
+    Op::Insert,
+    Op::Update,
+    Op::Delete,
+    Op::Truncate,
+    Op::Read,
+    Op::Message,
+    Op::Schema,
+];
+
+/// A consumer's handles, registered once for its group.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerMetrics {
+    records: [Counter; 7],
+    polls: Counter,
+    reconnects: Counter,
+    cursor_writes: Counter,
+    committed_lsn: Gauge,
+    lag_bytes: Gauge,
+    commit_lag: Gauge,
+}
+
+impl ConsumerMetrics {
+    pub(crate) fn new(group: &str) -> ConsumerMetrics {
+        let group = group.to_owned();
+        ConsumerMetrics {
+            records: OPS.map(
+                |op| counter!(metrics::RECORDS, "group" => group.clone(), "op" => op.as_str()),
+            ),
+            polls: counter!(metrics::POLLS, "group" => group.clone()),
+            reconnects: counter!(metrics::RECONNECTS, "group" => group.clone()),
+            cursor_writes: counter!(metrics::CURSOR_WRITES, "group" => group.clone()),
+            committed_lsn: gauge!(metrics::COMMITTED_LSN, "group" => group.clone()),
+            lag_bytes: gauge!(metrics::LAG_BYTES, "group" => group.clone()),
+            commit_lag: gauge!(metrics::COMMIT_LAG, "group" => group),
+        }
+    }
+
+    /// Sets every figure from the consumer's counters (once per poll).
+    pub(crate) fn observe(&self, stats: &Stats) {
+        let by_op = [
+            stats.inserts,
+            stats.updates,
+            stats.deletes,
+            stats.truncates,
+            stats.reads,
+            stats.messages,
+            stats.schema_changes,
+        ];
+        for (counter, value) in self.records.iter().zip(by_op) {
+            counter.absolute(value);
+        }
+        self.polls.absolute(stats.polls);
+        self.reconnects.absolute(stats.reconnects);
+        self.committed_lsn.set(stats.committed_lsn.as_u64() as f64);
+        self.lag_bytes.set(stats.wal_bytes_behind as f64);
+        if let Some(lag) = stats.commit_lag {
+            self.commit_lag.set(lag.as_secs_f64());
+        }
+    }
+
+    /// Counts a durable cursor write.
+    pub(crate) fn cursor_written(&self) {
+        self.cursor_writes.increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ::metrics::with_local_recorder;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::lsn::Lsn;
+    use crate::metrics::{COMMITTED_LSN, COMMIT_LAG, CURSOR_WRITES, LAG_BYTES, POLLS, RECORDS};
+
+    /// Whether `snapshot` holds `want` for metric `name` of group `g"1` (and `op`).
+    fn holds(
+        snapshot: &[(metrics_util::CompositeKey, DebugValue)],
+        name: &str,
+        op: Option<&str>,
+        want: &DebugValue,
+    ) -> bool {
+        snapshot.iter().any(|(key, value)| {
+            let key = key.key();
+            let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+            let matches = key.name() == name
+                && labels.contains(&("group", "g\"1"))
+                && op.is_none_or(|op| labels.contains(&("op", op)));
+            matches && value == want
+        })
+    }
+
+    #[test]
+    fn a_poll_sets_every_figure_with_the_group_label() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let handles = with_local_recorder(&recorder, || Arc::new(ConsumerMetrics::new("g\"1")));
+        let stats = Stats {
+            inserts: 3,
+            messages: 1,
+            polls: 2,
+            reconnects: 1,
+            wal_bytes_behind: 42,
+            committed_lsn: Lsn::from(0x1_0000_0010),
+            commit_lag: Some(Duration::from_millis(5)),
+            ..Stats::default()
+        };
+        handles.observe(&stats);
+        handles.cursor_written();
+        let snapshot: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key, value))
+            .collect();
+        assert!(holds(
+            &snapshot,
+            RECORDS,
+            Some("insert"),
+            &DebugValue::Counter(3)
+        ));
+        assert!(holds(
+            &snapshot,
+            RECORDS,
+            Some("message"),
+            &DebugValue::Counter(1)
+        ));
+        assert!(holds(
+            &snapshot,
+            RECORDS,
+            Some("delete"),
+            &DebugValue::Counter(0)
+        ));
+        assert!(holds(&snapshot, POLLS, None, &DebugValue::Counter(2)));
+        assert!(holds(
+            &snapshot,
+            CURSOR_WRITES,
+            None,
+            &DebugValue::Counter(1)
+        ));
+        assert!(holds(
+            &snapshot,
+            LAG_BYTES,
+            None,
+            &DebugValue::Gauge(42.0.into())
+        ));
+        assert!(holds(
+            &snapshot,
+            COMMITTED_LSN,
+            None,
+            &DebugValue::Gauge((0x1_0000_0010_u64 as f64).into())
+        ));
+        assert!(holds(
+            &snapshot,
+            COMMIT_LAG,
+            None,
+            &DebugValue::Gauge(0.005.into())
+        ));
     }
 }

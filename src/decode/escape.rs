@@ -2,8 +2,7 @@
 //! relations prepare once per column ([`super::relation::Column`]): a leaf, so the two can
 //! share it without depending on each other.
 
-/// Lower-case hex digits.
-const HEX: &[u8; 16] = b"0123456789abcdef";
+use super::value::{push_hex, HEX_DIGITS};
 
 /// A JSON string.
 #[inline]
@@ -71,8 +70,8 @@ pub(super) fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
                     b'u',
                     b'0',
                     b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
+                    HEX_DIGITS[usize::from(byte >> 4)],
+                    HEX_DIGITS[usize::from(byte & 0xf)],
                 ]),
             }
             at += 1;
@@ -93,9 +92,6 @@ pub(crate) fn object_key(name: &str) -> Box<[u8]> {
 /// `\x` hex of `bytes` as a JSON string (the backslash escaped).
 pub(super) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(br#""\\x"#);
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
-    }
+    push_hex(out, bytes);
     out.push(b'"');
 }

@@ -41,6 +41,7 @@ use super::record::{
 };
 use super::types::{ScalarKind, ValueKind};
 use super::value::{is_json_number, Value};
+use crate::calendar;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::TupleColumn;
 
@@ -354,7 +355,7 @@ fn write_timestamp(out: &mut Vec<u8>, text: &[u8], tz: bool) -> bool {
     let (year, month, day) = (number(text, 0, 4), number(text, 5, 2), number(text, 8, 2));
     if !fraction_ok
         || year == 0
-        || !(1..=days_in_month(year, month)).contains(&day)
+        || !(1..=calendar::days_in_month(i64::from(year), month)).contains(&day)
         || number(text, 11, 2) > 23
         || number(text, 14, 2) > 59
         || number(text, 17, 2) > 59
@@ -370,18 +371,6 @@ fn write_timestamp(out: &mut Vec<u8>, text: &[u8], tz: bool) -> bool {
     }
     out.push(b'"');
     true
-}
-
-/// Days in `month` of `year` (AD), 0 for a month out of range.
-fn days_in_month(year: u32, month: u32) -> u32 {
-    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => 0,
-    }
 }
 
 /// `"text"` for text that needs no escaping.

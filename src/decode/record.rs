@@ -25,7 +25,8 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::relation::{Column, Relation};
-use super::value::Value;
+use super::value::{push_hex, Value};
+use crate::calendar::{civil_from_days, PG_EPOCH_DAYS};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{OldTuple, ReplicaIdentity, TupleColumn, TupleData};
 use crate::protocol::replication::pg_time_to_system;
@@ -850,12 +851,10 @@ pub(crate) fn to_value(kind: super::types::ValueKind, column: TupleColumn<'_>) -
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(2 + bytes.len() * 2);
-    out.push_str("\\x");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    let mut out = b"\\x".to_vec();
+    push_hex(&mut out, bytes);
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A PostgreSQL timestamp (µs since 2000-01-01 UTC) as RFC 3339 UTC with microseconds.
@@ -872,7 +871,7 @@ impl Serialize for Rfc3339 {
 
 /// [`format_pg_timestamp`] without allocating, for years 0 to 9999 (every commit time).
 pub(crate) fn format_pg_timestamp_on_stack(micros: i64) -> Option<[u8; 27]> {
-    let unix_micros = micros.checked_add(10_957 * 86_400 * 1_000_000)?;
+    let unix_micros = micros.checked_add(PG_EPOCH_DAYS * 86_400 * 1_000_000)?;
     let secs = unix_micros.div_euclid(1_000_000);
     let frac = unix_micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
@@ -900,8 +899,7 @@ pub(crate) fn format_pg_timestamp_on_stack(micros: i64) -> Option<[u8; 27]> {
 
 /// Formats microseconds since 2000-01-01 UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn format_pg_timestamp(micros: i64) -> String {
-    // 2000-01-01 is day 10957 after the Unix epoch.
-    let unix_micros = micros + 10_957 * 86_400 * 1_000_000;
+    let unix_micros = micros + PG_EPOCH_DAYS * 86_400 * 1_000_000;
     let secs = unix_micros.div_euclid(1_000_000);
     let frac = unix_micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
@@ -915,31 +913,9 @@ pub fn format_pg_timestamp(micros: i64) -> String {
     )
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// algorithm); years before 1 AD count astronomically (0 is 1 BC).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-719_162), (1, 1, 1));
-    }
 
     #[test]
     fn stack_formatting_matches_the_allocating_one() {

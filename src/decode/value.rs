@@ -84,6 +84,7 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 
 use super::types::{ScalarKind, ValueKind};
+use crate::calendar;
 use crate::protocol::DecodeError;
 
 /// What an unchanged TOASTed value serialises as when it is serialised on its own.
@@ -477,6 +478,19 @@ pub(super) fn is_json_number(b: &[u8]) -> bool {
     i == b.len()
 }
 
+/// Lowercase hexadecimal digits, as bytea's hex format and JSON's `\u00XX` use them.
+pub(crate) const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` in hex, two lowercase digits each: bytea's text form after its `\x`.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX_DIGITS[usize::from(b >> 4)]);
+        out.push(HEX_DIGITS[usize::from(b & 0xf)]);
+    }
+}
+
+/// bytea's text form (`\x` and hex digits) back to bytes, or `None` if it is not one.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let hex = text.strip_prefix("\\x")?.as_bytes();
     if hex.len() % 2 != 0 {
@@ -503,34 +517,14 @@ struct Ymd {
 }
 
 impl Ymd {
-    /// Days since 1970-01-01 (H. Hinnant's `days_from_civil`).
+    /// Days since 1970-01-01.
     fn to_days(self) -> i64 {
-        let month = i64::from(self.month);
-        let year = if month <= 2 { self.year - 1 } else { self.year };
-        let era = year.div_euclid(400);
-        let year_of_era = year - era * 400;
-        let month_from_march = (month + 9) % 12;
-        let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(self.day) - 1;
-        let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        era * 146_097 + day_of_era - 719_468
+        calendar::days_from_civil(self.year, u32::from(self.month), u32::from(self.day))
     }
 
     /// The inverse of [`Ymd::to_days`].
     fn from_days(days: i64) -> Ymd {
-        let days = days + 719_468;
-        let era = days.div_euclid(146_097);
-        let day_of_era = days - era * 146_097;
-        let year_of_era =
-            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-        let month_from_march = (5 * day_of_year + 2) / 153;
-        let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-        let month = if month_from_march < 10 {
-            month_from_march + 3
-        } else {
-            month_from_march - 9
-        };
-        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = calendar::civil_from_days(days);
         // Both are in range by construction (1..=12, 1..=31).
         Ymd {
             year,
@@ -540,16 +534,8 @@ impl Ymd {
     }
 
     fn is_valid(self) -> bool {
-        let leap = self.year.rem_euclid(4) == 0
-            && (self.year.rem_euclid(100) != 0 || self.year.rem_euclid(400) == 0);
-        let days_in_month = match self.month {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return false,
-        };
-        (1..=days_in_month).contains(&self.day)
+        (1..=calendar::days_in_month(self.year, u32::from(self.month)))
+            .contains(&u32::from(self.day))
     }
 
     /// Writes `YYYY-MM-DD` (year as PostgreSQL prints it: at least 4 digits, BC years

@@ -30,9 +30,11 @@
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
-use super::table::{quote_ident, TableName};
+use super::key::key_columns;
+use super::table::TableName;
 use crate::decode::relation::PrimaryKeys;
 use crate::error::{Error, Kind, Result};
+use crate::quote;
 
 /// Checks that the server can do logical decoding.
 ///
@@ -75,12 +77,7 @@ async fn table_info(client: &impl GenericClient, table: &TableName) -> Result<Ta
             &[&table.schema(), &table.name()],
         )
         .await?
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!("table {table} does not exist; check the schema and the name's case"),
-            )
-        })?;
+        .ok_or_else(|| table.not_found())?;
     Ok(TableInfo {
         relkind: row.get(0),
         identity: row.get(1),
@@ -564,7 +561,7 @@ impl Identity {
             Identity::Default => "DEFAULT".into(),
             Identity::Full => "FULL".into(),
             Identity::Nothing => "NOTHING".into(),
-            Identity::Index(index) => format!("USING INDEX {}", quote_ident(index)),
+            Identity::Index(index) => format!("USING INDEX {}", quote::ident(index)),
         }
     }
 }
@@ -578,13 +575,10 @@ pub(crate) async fn columns_with_key(
     client: &impl GenericClient,
     table: &TableName,
 ) -> Result<Vec<(String, bool)>> {
+    let key = key_columns(client, table).await?;
     let rows = client
         .query(
-            "SELECT a.attname::text,
-                    EXISTS (SELECT 1 FROM pg_index x
-                             WHERE x.indrelid = c.oid AND a.attnum = ANY (x.indkey)
-                               AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident
-                                        ELSE x.indisprimary END)
+            "SELECT a.attname::text
                FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
                JOIN pg_attribute a ON a.attrelid = c.oid
@@ -594,7 +588,14 @@ pub(crate) async fn columns_with_key(
             &[&table.schema(), &table.name()],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let in_key = key.iter().any(|k| k.name == name);
+            (name, in_key)
+        })
+        .collect())
 }
 
 /// Checks that `table` exists and is enabled for change streaming.
@@ -608,10 +609,7 @@ pub(crate) async fn check_enabled(client: &impl GenericClient, table: &TableName
         .await?
         .get(0);
     if !exists {
-        return Err(Error::new(
-            Kind::NotFound,
-            format!("table {table} does not exist; check the schema and the name's case"),
-        ));
+        return Err(table.not_found());
     }
     if enabled_with_before_images(client, table).await?.is_none() {
         return Err(not_enabled(table));

@@ -11,6 +11,7 @@
 //! - [`assignment`]: the deterministic spread of partitions over live members;
 //! - [`identity`]: enabling and disabling change streaming per table (replica identity);
 //! - [`user_types`]: the database's domains, enums and their arrays, for the decoder;
+//! - `key`: a table's key columns (primary key or replica identity index), one query;
 //! - `shapes`: the columns of each relation as of a partition's cursor (schema records).
 
 pub mod assignment;
@@ -18,6 +19,7 @@ pub mod catalog;
 pub mod cursor;
 pub mod group_tables;
 pub mod identity;
+pub(crate) mod key;
 pub mod membership;
 pub mod partition;
 pub(crate) mod shapes;

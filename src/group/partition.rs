@@ -52,9 +52,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog;
-use super::table::{quote_ident, TableName};
+use super::key::{key_columns, KeyColumn};
+use super::table::TableName;
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
+use crate::quote;
 
 /// The longest group id accepted (it is stored, not used as an identifier).
 pub const MAX_GROUP_ID_LEN: usize = 63;
@@ -322,7 +324,10 @@ async fn create_locked(
             )
             .await?;
         client
-            .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                quote::ident(name)
+            ))
             .await?;
     }
     let mut slots = Vec::new();
@@ -334,7 +339,7 @@ async fn create_locked(
             client
                 .batch_execute(&format!(
                     "CREATE PUBLICATION {} WITH ({options})",
-                    quote_ident(name)
+                    quote::ident(name)
                 ))
                 .await?;
         }
@@ -383,7 +388,10 @@ async fn create_locked(
                 )
                 .await;
             let _ = client
-                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+                .batch_execute(&format!(
+                    "DROP PUBLICATION IF EXISTS {}",
+                    quote::ident(name)
+                ))
                 .await;
         }
         return Err(e);
@@ -449,7 +457,7 @@ pub async fn ensure_publication_options(client: &Client, group: &GroupInfo) -> R
         client
             .batch_execute(&format!(
                 "ALTER PUBLICATION {} SET ({options})",
-                quote_ident(&name)
+                quote::ident(&name)
             ))
             .await?;
         tracing::info!(publication = %name, "publication now publishes via partition roots");
@@ -480,8 +488,8 @@ fn missing_replication(group_id: &str, role: &str, source: Option<Error>) -> Err
     let message = format!(
         "consumer group {group_id:?}: role {} lacks the REPLICATION attribute needed for \
          replication slots; run ALTER ROLE {} REPLICATION as a superuser (see sql/role.sql)",
-        quote_ident(role),
-        quote_ident(role)
+        quote::ident(role),
+        quote::ident(role)
     );
     match source {
         Some(e) => Error::with_source(Kind::ServerSetup, message, e),
@@ -593,7 +601,7 @@ pub async fn publish_table(
                 (None, Some(user)) => format!(" WHERE ({user})"),
                 (None, None) => String::new(),
             };
-            let publication = quote_ident(&p.publication_name);
+            let publication = quote::ident(&p.publication_name);
             if present {
                 statements.push(format!(
                     "ALTER PUBLICATION {publication} DROP TABLE {}",
@@ -737,27 +745,9 @@ async fn key_hash(
             &[&table.schema(), &table.name()],
         )
         .await?
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!("table {table} does not exist; check the schema and the name's case"),
-            )
-        })?;
+        .ok_or_else(|| table.not_found())?;
     // The replica identity key: a row filter on UPDATE and DELETE may use only its columns.
-    let columns = client
-        .query(
-            "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod)
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               JOIN pg_index x ON x.indrelid = c.oid
-                AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident ELSE x.indisprimary END
-              CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-              WHERE n.nspname = $1 AND c.relname = $2
-              ORDER BY k.ord",
-            &[&table.schema(), &table.name()],
-        )
-        .await?;
+    let columns = key_columns(client, table).await?;
     if columns.is_empty() {
         return Err(spread(format!(
             "table {table} has no primary key: without a key a row has no fixed partition (any \
@@ -767,18 +757,20 @@ async fn key_hash(
     }
     let mut names = Vec::new();
     let mut types = Vec::new();
-    for column in &columns {
-        let name: String = column.get(0);
-        let oid: u32 = column.get(1);
-        let type_name: String = column.get(2);
-        if oid >= FIRST_NORMAL_OBJECT_ID {
+    for KeyColumn {
+        name,
+        type_oid,
+        type_name,
+    } in &columns
+    {
+        if *type_oid >= FIRST_NORMAL_OBJECT_ID {
             return Err(spread(format!(
                 "key column {name:?} of table {table} has the user-defined type {type_name}, \
                  and PostgreSQL row filters accept only built-in types; read the table with a \
                  1-partition group"
             )));
         }
-        names.push(quote_ident(&name));
+        names.push(quote::ident(name));
         types.push(format!("NULL::{type_name}"));
     }
     // hash_record_extended finds each column type's hash function when it runs; find out
@@ -825,10 +817,10 @@ pub async fn unpublish_table(
                    THEN ALTER PUBLICATION {pub_ident} DROP TABLE {table_ident};
                    END IF;
                  END $$",
-                pub_lit = super::table::quote_literal(&p.publication_name),
-                schema_lit = super::table::quote_literal(table.schema()),
-                table_lit = super::table::quote_literal(table.name()),
-                pub_ident = quote_ident(&p.publication_name),
+                pub_lit = quote::literal(&p.publication_name),
+                schema_lit = quote::literal(table.schema()),
+                table_lit = quote::literal(table.name()),
+                pub_ident = quote::ident(&p.publication_name),
                 table_ident = table.quoted(),
             ))
             .await?;
@@ -1004,7 +996,7 @@ pub async fn delete_group(client: &mut Client, group_id: &str, force: bool) -> R
         client
             .batch_execute(&format!(
                 "DROP PUBLICATION IF EXISTS {}",
-                quote_ident(&p.publication_name)
+                quote::ident(&p.publication_name)
             ))
             .await?;
     }

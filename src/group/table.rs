@@ -9,7 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
+use crate::quote;
 
 /// PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
 const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -22,6 +23,14 @@ pub struct TableName {
 }
 
 impl TableName {
+    /// The error for a table that is not in the catalog (one wording everywhere).
+    pub(crate) fn not_found(&self) -> Error {
+        Error::new(
+            Kind::NotFound,
+            format!("table {self} does not exist; check the schema and the name's case"),
+        )
+    }
+
     /// A table in `schema`, both parts taken literally (no case folding, no quote parsing).
     ///
     /// # Errors
@@ -45,7 +54,11 @@ impl TableName {
 
     /// `"schema"."name"`, always quoted: safe to put into SQL text.
     pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+        format!(
+            "{}.{}",
+            quote::ident(&self.schema),
+            quote::ident(&self.name)
+        )
     }
 }
 
@@ -85,17 +98,6 @@ impl fmt::Debug for TableName {
     }
 }
 
-/// Quotes an identifier for SQL: always double-quoted, embedded quotes doubled.
-pub fn quote_ident(ident: &str) -> String {
-    crate::wire::quote::ident(ident)
-}
-
-/// Quotes a string literal for SQL: single-quoted, embedded quotes doubled. Used only where
-/// a statement cannot take parameters (DDL).
-pub fn quote_literal(value: &str) -> String {
-    crate::wire::quote::literal(value)
-}
-
 fn display_ident(ident: &str) -> String {
     let plain = ident
         .chars()
@@ -107,7 +109,7 @@ fn display_ident(ident: &str) -> String {
     if plain {
         ident.to_owned()
     } else {
-        quote_ident(ident)
+        quote::ident(ident)
     }
 }
 
@@ -227,6 +229,5 @@ mod tests {
             let shown: TableName = t.to_string().parse().unwrap();
             assert_eq!(shown, t);
         }
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

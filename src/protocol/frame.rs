@@ -9,7 +9,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{DecodeError, Reader};
+use super::reader::Reader;
+use super::DecodeError;
 
 /// The largest frame we accept. PostgreSQL caps a single allocation at 1 GiB
 /// (`MaxAllocSize`); a length beyond that is corruption, and refusing it avoids reserving

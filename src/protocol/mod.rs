@@ -22,8 +22,6 @@ pub mod pgoutput;
 mod reader;
 pub mod replication;
 
-pub(crate) use reader::Reader;
-
 /// Why bytes could not be decoded. Small and allocation-free: parsers sit on the hot path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -39,7 +39,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use super::{DecodeError, Reader};
+use super::reader::Reader;
+use super::DecodeError;
 use crate::Lsn;
 
 /// A transaction id (`TransactionId`, 32 bits on the wire).

@@ -26,7 +26,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{DecodeError, Reader};
+use super::reader::Reader;
+use super::DecodeError;
 use crate::Lsn;
 
 /// Tags of the replication CopyData payloads.

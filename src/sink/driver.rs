@@ -17,12 +17,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use ::metrics::{counter, gauge, Counter, Gauge};
+
+use super::broker::{Sink, SinkError};
 use super::outgoing::Encoder;
 use super::progress::ProgressRow;
-use super::{Sink, SinkError};
 use crate::consumer::{Consumer, MessageBundle};
 use crate::error::{Error, Kind};
-use crate::metrics::SinkMetrics;
+use crate::metrics;
 
 /// How the loop runs and when it stops.
 #[derive(Debug, Clone)]
@@ -51,6 +53,33 @@ impl Default for DriverOptions {
             commit_every: Duration::from_millis(200),
             poll_wait: Duration::from_millis(250),
         }
+    }
+}
+
+/// A sink driver's handles, registered once for its group.
+#[derive(Debug, Clone)]
+pub(crate) struct SinkMetrics {
+    pub(crate) published: Counter,
+    pub(crate) acked: Counter,
+    pub(crate) in_flight: Gauge,
+    pub(crate) reconnects: Counter,
+    commit_lag: Gauge,
+}
+
+impl SinkMetrics {
+    pub(crate) fn new(group: &str) -> SinkMetrics {
+        let group = group.to_owned();
+        SinkMetrics {
+            published: counter!(metrics::SINK_PUBLISHED, "group" => group.clone()),
+            acked: counter!(metrics::SINK_ACKED, "group" => group.clone()),
+            in_flight: gauge!(metrics::SINK_IN_FLIGHT, "group" => group.clone()),
+            reconnects: counter!(metrics::SINK_RECONNECTS, "group" => group.clone()),
+            commit_lag: gauge!(metrics::SINK_COMMIT_LAG, "group" => group),
+        }
+    }
+
+    pub(crate) fn commit_lag(&self, lag: Duration) {
+        self.commit_lag.set(lag.as_secs_f64());
     }
 }
 

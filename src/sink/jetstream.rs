@@ -37,8 +37,9 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::broker::{Sink, SinkError};
+use super::outgoing::Outgoing;
 use super::subject::covers;
-use super::{Outgoing, Sink, SinkError};
 
 /// How the sink authenticates.
 #[derive(Clone, Default)]

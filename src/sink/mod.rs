@@ -50,6 +50,7 @@
 //! A sink must never acknowledge message *n* before every message before it: `settle`
 //! counts a prefix, never a set.
 
+mod broker;
 mod driver;
 #[cfg(feature = "jetstream")]
 mod jetstream;
@@ -57,79 +58,10 @@ mod outgoing;
 mod progress;
 mod subject;
 
-use std::future::Future;
-
+pub use broker::{Sink, SinkError};
 pub use driver::{run, DriverOptions, Outcome};
 #[cfg(feature = "jetstream")]
 pub use jetstream::{Auth, JetStreamConfig, JetStreamSink};
 pub use outgoing::{Encoder, Outgoing, COMMIT_LSN, EVENT_ID, OP, TABLE};
 pub use progress::ProgressRow;
 pub use subject::{Subjects, DEFAULT_TEMPLATE};
-
-/// What can go wrong while publishing.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The configuration is wrong and retrying cannot help (bad credentials, a stream that
-    /// cannot be created, subjects owned by another stream); the message names the fix.
-    #[error("{0}")]
-    Config(String),
-    /// The broker is unreachable, timed out or refused a message; reconnecting may help.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Reading or committing the group failed.
-    #[error(transparent)]
-    Source(#[from] crate::Error),
-}
-
-impl SinkError {
-    /// Whether the user must change something (exit status 2 in the command-line tool).
-    pub fn is_config(&self) -> bool {
-        match self {
-            SinkError::Config(_) => true,
-            SinkError::Unavailable(_) => false,
-            SinkError::Source(e) => e.is_config() || e.is_auth() || e.is_not_found(),
-        }
-    }
-}
-
-/// A durable destination for records, with acknowledgements in order.
-///
-/// Messages are counted from 0 since the last [`connect`](Sink::reconnect): `publish` hands
-/// them over in order without waiting for the broker; `settle` says how many of them, from
-/// the first, are durable. The driver relies on three properties:
-///
-/// 1. the durable count is a prefix: message *n* is never reported before all before it;
-/// 2. what is handed over on one connection reaches the broker in order, so re-publishing
-///    from an earlier point after [`reconnect`](Sink::reconnect) cannot reorder what the
-///    broker stored (its de-duplication drops the repeats);
-/// 3. after `reconnect`, nothing handed over before it is sent any more.
-pub trait Sink {
-    /// Hands `batch` to the broker in order; returns once it is sent or queued on the
-    /// connection, without waiting for acknowledgements.
-    ///
-    /// # Errors
-    /// [`SinkError::Unavailable`] when the connection is lost or sending timed out.
-    fn publish(
-        &mut self,
-        batch: Vec<Outgoing>,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
-
-    /// Waits until at most `keep` published messages are unacknowledged; returns how many
-    /// messages since the last reconnect are durable (a prefix of them).
-    ///
-    /// # Errors
-    /// [`SinkError::Unavailable`] when an acknowledgement is negative or does not come in
-    /// time; what was published is then of unknown fate and must be published again.
-    fn settle(&mut self, keep: usize) -> impl Future<Output = Result<u64, SinkError>> + Send;
-
-    /// Messages published and not yet acknowledged.
-    fn in_flight(&self) -> usize;
-
-    /// Drops the connection (and everything unacknowledged on it) and opens a new one; the
-    /// counts start again from 0.
-    ///
-    /// # Errors
-    /// The broker cannot be reached ([`SinkError::Unavailable`], retried by the driver) or
-    /// refuses the configuration ([`SinkError::Config`]).
-    fn reconnect(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
-}

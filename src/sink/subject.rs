@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use super::SinkError;
+use super::broker::SinkError;
 
 /// The default subject template.
 pub const DEFAULT_TEMPLATE: &str = "{prefix}.{schema}.{table}";

@@ -20,10 +20,12 @@ use tokio_postgres::GenericClient;
 use crate::decode::relation::{Projection, Relation};
 use crate::decode::types::TypeCatalog;
 use crate::error::{Error, Kind, Result};
+use crate::group::key::key_columns;
 use crate::group::partition::row_filter;
-use crate::group::table::{quote_ident, TableName};
+use crate::group::table::TableName;
 use crate::group::user_types::register_user_types;
 use crate::protocol::pgoutput::ReplicaIdentity;
+use crate::quote;
 
 /// A key column: name and SQL type (as `format_type` prints it).
 #[derive(Debug, Clone)]
@@ -59,21 +61,8 @@ pub(crate) async fn backfill_key(
     client: &impl GenericClient,
     table: &TableName,
 ) -> Result<Vec<(String, String)>> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               JOIN pg_index x ON x.indrelid = c.oid
-                AND CASE WHEN c.relreplident = 'i' THEN x.indisreplident ELSE x.indisprimary END
-              CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-              WHERE n.nspname = $1 AND c.relname = $2
-              ORDER BY k.ord",
-            &[&table.schema(), &table.name()],
-        )
-        .await?;
-    if rows.is_empty() {
+    let key = key_columns(client, table).await?;
+    if key.is_empty() {
         return Err(Error::config(format!(
             "table {table} has no primary key, so its existing rows cannot be backfilled: \
              backfill tells a chunk's rows from the changes streamed meanwhile by key, and \
@@ -82,7 +71,7 @@ pub(crate) async fn backfill_key(
              table at latest (or at a time or LSN)"
         )));
     }
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(key.into_iter().map(|c| (c.name, c.type_name)).collect())
 }
 
 impl TablePlan {
@@ -191,12 +180,12 @@ impl TablePlan {
         // would pick the output column of that name — the `::text` value, in text order.
         let select = names
             .iter()
-            .map(|n| format!("r.{}::text", quote_ident(n)))
+            .map(|n| format!("r.{}::text", quote::ident(n)))
             .collect::<Vec<_>>()
             .join(", ");
         let order = key
             .iter()
-            .map(|k| format!("r.{}", quote_ident(&k.name)))
+            .map(|k| format!("r.{}", quote::ident(&k.name)))
             .collect::<Vec<_>>()
             .join(", ");
         let bound = key

@@ -17,7 +17,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio_postgres::config::ChannelBinding as ChannelBindingMode;
 
-use super::connection::startup_error;
+use super::error_response::startup_error;
 use super::transport::Transport;
 use crate::config::tls;
 use crate::error::{Error, Kind, Result};

@@ -4,8 +4,8 @@
 //! A `replication=database` connection speaks the walsender's small command language
 //! (`IDENTIFY_SYSTEM`, `CREATE_REPLICATION_SLOT`, `START_REPLICATION`, `SHOW`, ...) besides
 //! SQL. Its grammar quotes identifiers with double quotes and strings with single quotes,
-//! doubling the quote to embed it; every name we splice in goes through [`quote_ident`] or
-//! [`quote_literal`].
+//! doubling the quote to embed it; every name we splice in goes through
+//! `quote::checked_ident` or `quote::checked_literal`.
 //!
 //! The startup packet pins the settings that decide how values are printed as text, since
 //! pgoutput sends column values in the walsender's text output: ISO dates, UTC, the
@@ -21,16 +21,16 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, SslNegotiation};
-use tokio_postgres::error::SqlState;
 
 use super::auth::{self, Credentials};
-use super::stream::{ReplicationStream, StartOptions};
+use super::error_response::{command_error, startup_error};
 use super::transport::{Socket, Transport};
 use crate::config::tls;
 use crate::config::{ConnectConfig, SslMode};
-use crate::error::{Error, Kind, Result, ServerError};
+use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
-use crate::protocol::frame::{BackendMessage, ErrorFields};
+use crate::protocol::frame::BackendMessage;
+use crate::quote;
 use crate::version::{check_server_version, parse_server_version, MIN_SERVER_VERSION_NUM};
 
 /// Settings pinned in every replication connection's startup packet (`options`), so that
@@ -40,7 +40,7 @@ pub const PINNED_OPTIONS: &str = "-c datestyle=ISO -c timezone=UTC -c intervalst
 
 /// A connection in replication mode (`replication=database`), idle between commands.
 ///
-/// Created by [`ReplicationConnection::connect`]; turned into a [`ReplicationStream`] by
+/// Created by [`ReplicationConnection::connect`]; turned into a [`ReplicationStream`](super::ReplicationStream) by
 /// [`ReplicationConnection::start_replication`].
 pub struct ReplicationConnection {
     pub(crate) transport: Transport,
@@ -384,71 +384,12 @@ impl ReplicationConnection {
         self.simple_query(&sql).await.map(drop)
     }
 
-    /// `START_REPLICATION SLOT slot LOGICAL start (...)` with pgoutput; the connection
-    /// becomes a [`ReplicationStream`].
-    ///
-    /// The pgoutput protocol version is the highest the server supports (3 on 15, 4 on 16
-    /// and later) unless [`StartOptions::max_proto_version`] caps it. `start` below the slot's
-    /// `confirmed_flush_lsn` is raised to it by the server; above it, transactions that
-    /// committed before `start` are skipped.
-    ///
-    /// # Errors
-    /// [`Error::is_config`] without publications; [`Error::is_slot_invalidated`] when the
-    /// slot lost its WAL; [`Error::is_transient`] when the slot is active in another
-    /// walsender (SQLSTATE 55006); other server errors as reported.
-    pub async fn start_replication(
-        mut self,
-        slot: &str,
-        start: Lsn,
-        options: &StartOptions,
-    ) -> Result<ReplicationStream> {
-        self.require_version(MIN_SERVER_VERSION_NUM, "logical replication with pgoutput")?;
-        let proto_version = options.effective_proto_version(self.server_version_num);
-        // The walsender ends a client silent for wal_sender_timeout; status updates must
-        // come well inside it, also when the server's setting is shorter than ours.
-        let timeout = parse_duration_setting(&self.show("wal_sender_timeout").await?);
-        let mut options = options.clone();
-        options.status_interval = status_interval_within(options.status_interval, timeout);
-        options.receive_timeout = receive_timeout_for(timeout);
-        let options = &options;
-        let sql = start_replication_command(slot, start, proto_version, options)?;
-        self.transport.queue(|b| frontend::query(&sql, b))?;
-        self.transport.flush().await?;
-        loop {
-            match self.transport.recv().await? {
-                BackendMessage::CopyBothResponse => {
-                    return Ok(ReplicationStream::new(self, proto_version, start, options));
-                }
-                BackendMessage::ErrorResponse(fields) => {
-                    let error = command_error(self.peer(), "START_REPLICATION", fields);
-                    // The server follows an error with ReadyForQuery; leave the connection
-                    // usable (it is dropped here, but be tidy for a Terminate).
-                    self.drain_to_ready().await;
-                    self.transport.terminate().await;
-                    return Err(error);
-                }
-                BackendMessage::NoticeResponse(fields) => {
-                    tracing::info!(server = self.peer(), "{}", fields.message);
-                }
-                BackendMessage::ParameterStatus { name, value } => {
-                    self.parameters.insert(name, value);
-                }
-                other => {
-                    return Err(Error::protocol(format!(
-                        "server {} sent {other:?} in reply to START_REPLICATION",
-                        self.peer()
-                    )))
-                }
-            }
-        }
-    }
-
     /// Ends the session politely (Terminate) and closes the socket.
     pub async fn close(self) {
         self.transport.terminate().await;
     }
 
-    async fn drain_to_ready(&mut self) {
+    pub(super) async fn drain_to_ready(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while let Ok(Some(msg)) = self.transport.recv_until(deadline).await {
             if matches!(msg, BackendMessage::ReadyForQuery(_)) {
@@ -457,7 +398,7 @@ impl ReplicationConnection {
         }
     }
 
-    fn require_version(&self, min: u32, what: &str) -> Result<()> {
+    pub(super) fn require_version(&self, min: u32, what: &str) -> Result<()> {
         if self.server_version_num >= min {
             return Ok(());
         }
@@ -533,47 +474,17 @@ impl Row {
     }
 }
 
-/// Quotes an identifier by SQL rules: double quotes, embedded double quotes doubled.
-/// (Replication commands cannot express a name containing a double quote; such names are
-/// refused there.)
-///
-/// # Errors
-/// [`Error::is_config`] for an empty name or one containing a NUL byte.
-pub fn quote_ident(name: &str) -> Result<String> {
-    if name.is_empty() || name.contains('\0') {
-        return Err(Error::config(format!(
-            "{name:?} is not a valid identifier (empty or containing a NUL byte)"
-        )));
-    }
-    Ok(super::quote::ident(name))
-}
-
 /// Quotes a name for a replication command (slot names, settings). The replication
 /// grammar's scanner ends a quoted identifier at the first `"` and has no doubling rule,
 /// so a name containing one cannot be written at all and is refused here.
-fn replication_ident(name: &str) -> Result<String> {
+pub(super) fn replication_ident(name: &str) -> Result<String> {
     if name.contains('"') {
         return Err(Error::config(format!(
             "{name:?} contains a double quote, which replication commands cannot express; \
              slot names may use lowercase letters, digits and underscores"
         )));
     }
-    quote_ident(name)
-}
-
-/// Quotes a string literal for a replication command: single quotes, embedded single
-/// quotes doubled. (The replication grammar has no backslash escapes, so backslashes are
-/// literal, as with `standard_conforming_strings`.)
-///
-/// # Errors
-/// [`Error::is_config`] for a string containing a NUL byte.
-pub fn quote_literal(value: &str) -> Result<String> {
-    if value.contains('\0') {
-        return Err(Error::config(format!(
-            "{value:?} contains a NUL byte, which the protocol cannot carry"
-        )));
-    }
-    Ok(super::quote::literal(value))
+    quote::checked_ident(name)
 }
 
 fn create_slot_command(name: &str, options: &SlotOptions) -> Result<String> {
@@ -588,41 +499,6 @@ fn create_slot_command(name: &str, options: &SlotOptions) -> Result<String> {
         "CREATE_REPLICATION_SLOT {}{} LOGICAL pgoutput ({})",
         replication_ident(name)?,
         if options.temporary { " TEMPORARY" } else { "" },
-        opts.join(", ")
-    ))
-}
-
-fn start_replication_command(
-    slot: &str,
-    start: Lsn,
-    proto_version: u32,
-    options: &StartOptions,
-) -> Result<String> {
-    if options.publications.is_empty() {
-        return Err(Error::config(format!(
-            "no publication given for slot {slot:?}; pgoutput streams the tables of at least \
-             one publication (StartOptions::publication)"
-        )));
-    }
-    let names = options
-        .publications
-        .iter()
-        .map(|p| quote_ident(p))
-        .collect::<Result<Vec<_>>>()?
-        .join(",");
-    let mut opts = vec![
-        format!("proto_version '{proto_version}'"),
-        format!("publication_names {}", quote_literal(&names)?),
-    ];
-    if options.messages {
-        opts.push("messages 'true'".to_owned());
-    }
-    if options.streaming && proto_version >= 2 {
-        opts.push("streaming 'on'".to_owned());
-    }
-    Ok(format!(
-        "START_REPLICATION SLOT {} LOGICAL {start} ({})",
-        replication_ident(slot)?,
         opts.join(", ")
     ))
 }
@@ -650,69 +526,6 @@ fn parse_field<T>(
             "{what} returned {value:?} for {column}, which does not parse"
         ))
     })
-}
-
-/// Turns an ErrorResponse into a [`ServerError`].
-pub(crate) fn server_error(fields: ErrorFields) -> ServerError {
-    ServerError {
-        severity: fields.severity,
-        code: SqlState::from_code(&fields.code),
-        message: fields.message,
-        detail: fields.detail,
-        hint: fields.hint,
-    }
-}
-
-/// An error reply to a command, classified.
-pub(crate) fn command_error(peer: &str, command: &str, fields: ErrorFields) -> Error {
-    let error = server_error(fields);
-    let invalidated = error.code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
-        && [Some(error.message.as_str()), error.detail.as_deref()]
-            .into_iter()
-            .flatten()
-            .any(|s| s.contains("invalidated"));
-    if invalidated {
-        return Error::with_source(
-            Kind::SlotInvalidated,
-            format!(
-                "{command} on server {peer}: the slot lost WAL it needs; its history is gone \
-                 and it must be dropped and created again"
-            ),
-            error,
-        );
-    }
-    let command = command.split_whitespace().next().unwrap_or(command);
-    Error::with_source(Kind::Server, format!("{command} on server {peer}"), error)
-}
-
-/// An error reply during startup or authentication, classified.
-pub(crate) fn startup_error(peer: &str, user: &str, database: &str, fields: ErrorFields) -> Error {
-    let error = server_error(fields);
-    if error.code == SqlState::INVALID_PASSWORD {
-        return Error::with_source(
-            Kind::Auth,
-            format!(
-                "server {peer} rejected the password of user {user:?}; check the password in \
-                 the connection settings"
-            ),
-            error,
-        );
-    }
-    if error.code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-        return Error::with_source(
-            Kind::Auth,
-            format!(
-                "server {peer} refused user {user:?} for a replication connection to database \
-                 {database:?}; the role needs LOGIN and REPLICATION and a pg_hba.conf entry"
-            ),
-            error,
-        );
-    }
-    Error::with_source(
-        Kind::Server,
-        format!("connecting to server {peer} as user {user:?}, database {database:?}"),
-        error,
-    )
 }
 
 /// The (host, address, port) attempts a configuration describes.
@@ -865,45 +678,6 @@ async fn connect_one(
     Ok(conn)
 }
 
-/// The status interval to use under a walsender timeout of `timeout` (`None` or zero: no
-/// timeout): a third of it at most, so that a status update lost or delayed once still
-/// leaves one more before the server gives up, and never below 100 ms.
-pub(crate) fn status_interval_within(interval: Duration, timeout: Option<Duration>) -> Duration {
-    match timeout {
-        Some(timeout) if !timeout.is_zero() => {
-            interval.min(timeout / 3).max(Duration::from_millis(100))
-        }
-        _ => interval,
-    }
-}
-
-/// How long the server may stay silent before the connection is taken for dead: twice
-/// its `wal_sender_timeout` (at least 5 s), during which the stream asks it for replies
-/// every status interval; a live walsender answers at once. `None` when the server has no
-/// timeout (`0`) or it could not be read: then the stream waits as long as it takes.
-pub(crate) fn receive_timeout_for(wal_sender_timeout: Option<Duration>) -> Option<Duration> {
-    wal_sender_timeout
-        .filter(|t| !t.is_zero())
-        .map(|t| (t * 2).max(Duration::from_secs(5)))
-}
-
-/// A time setting as `SHOW` prints it (`60s`, `500ms`, `1min`, `2h`, `1d`, or `0`); `None`
-/// when it does not read as one.
-pub(crate) fn parse_duration_setting(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let value: u64 = text[..digits].parse().ok()?;
-    let unit_ms = match text[digits..].trim() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    Some(Duration::from_millis(value.checked_mul(unit_ms)?))
-}
-
 /// SSLRequest (or direct TLS) per the TLS policy.
 async fn negotiate_tls(
     config: &ConnectConfig,
@@ -983,17 +757,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_and_literals_are_quoted() {
-        assert_eq!(quote_ident("slot").unwrap(), "\"slot\"");
-        assert_eq!(quote_ident("a\"b").unwrap(), "\"a\"\"b\"");
-        assert!(quote_ident("").unwrap_err().is_config());
-        assert!(quote_ident("a\0b").unwrap_err().is_config());
-        assert_eq!(quote_literal("it's").unwrap(), "'it''s'");
-        assert_eq!(quote_literal(r"a\b").unwrap(), r"'a\b'");
-        assert!(quote_literal("\0").unwrap_err().is_config());
-    }
-
-    #[test]
     fn create_slot_uses_the_parenthesised_syntax() {
         assert_eq!(
             create_slot_command("s", &SlotOptions::new()).unwrap(),
@@ -1011,119 +774,6 @@ mod tests {
         );
         let e = create_slot_command("my\"slot", &all).unwrap_err();
         assert!(e.is_config(), "{e}");
-    }
-
-    #[test]
-    fn start_replication_quotes_publication_names_twice() {
-        let options = StartOptions::new()
-            .publication("p1")
-            .publication("it's \"odd\"");
-        let sql = start_replication_command("s", Lsn::new(0x1_0000_0010), 4, &options).unwrap();
-        assert_eq!(
-            sql,
-            "START_REPLICATION SLOT \"s\" LOGICAL 1/10 (proto_version '4', publication_names \
-             '\"p1\",\"it''s \"\"odd\"\"\"', messages 'true', streaming 'on')"
-        );
-        let e = start_replication_command("s", Lsn::ZERO, 4, &StartOptions::new()).unwrap_err();
-        assert!(e.is_config(), "{e}");
-        let sql = start_replication_command(
-            "s",
-            Lsn::ZERO,
-            1,
-            &StartOptions::new().publication("p").messages(false),
-        )
-        .unwrap();
-        assert_eq!(
-            sql,
-            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names '\"p\"')"
-        );
-    }
-
-    #[test]
-    fn walsender_timeouts_parse_and_bound_the_status_interval() {
-        let ten = Duration::from_secs(10);
-        for (text, expected) in [
-            ("60s", Some(Duration::from_secs(60))),
-            ("2s", Some(Duration::from_secs(2))),
-            ("500ms", Some(Duration::from_millis(500))),
-            ("1min", Some(Duration::from_secs(60))),
-            ("1h", Some(Duration::from_secs(3600))),
-            ("1d", Some(Duration::from_secs(86_400))),
-            ("0", Some(Duration::ZERO)),
-            ("", None),
-            ("soon", None),
-            ("99999999999999999999d", None),
-        ] {
-            assert_eq!(parse_duration_setting(text), expected, "{text:?}");
-        }
-        assert_eq!(
-            status_interval_within(ten, Some(Duration::from_secs(60))),
-            ten
-        );
-        assert_eq!(
-            status_interval_within(ten, Some(Duration::from_secs(3))),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            status_interval_within(ten, Some(Duration::from_millis(30))),
-            Duration::from_millis(100)
-        );
-        assert_eq!(status_interval_within(ten, Some(Duration::ZERO)), ten);
-        assert_eq!(
-            receive_timeout_for(Some(Duration::from_secs(60))),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            receive_timeout_for(Some(Duration::from_secs(1))),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(receive_timeout_for(Some(Duration::ZERO)), None);
-        assert_eq!(receive_timeout_for(None), None);
-        assert_eq!(status_interval_within(ten, None), ten);
-    }
-
-    #[test]
-    fn auth_codes_are_auth_errors_naming_user_and_server() {
-        let fields = ErrorFields {
-            severity: "FATAL".into(),
-            code: "28P01".into(),
-            message: "password authentication failed for user \"u\"".into(),
-            ..ErrorFields::default()
-        };
-        let e = startup_error("db.example:5432", "u", "d", fields);
-        assert!(e.is_auth());
-        assert!(!e.is_transient());
-        let text = e.to_string();
-        assert!(
-            text.contains("db.example:5432") && text.contains("\"u\""),
-            "{text}"
-        );
-        assert_eq!(e.code(), Some(&SqlState::INVALID_PASSWORD));
-    }
-
-    #[test]
-    fn invalidated_slots_are_classified() {
-        let fields = ErrorFields {
-            severity: "ERROR".into(),
-            code: "55000".into(),
-            message: "can no longer get changes from replication slot \"s\"".into(),
-            detail: Some(
-                "This slot has been invalidated because it exceeded the maximum reserved size."
-                    .into(),
-            ),
-            hint: None,
-        };
-        let e = command_error("h:1", "START_REPLICATION", fields);
-        assert!(e.is_slot_invalidated(), "{e}");
-        let fields = ErrorFields {
-            severity: "ERROR".into(),
-            code: "55006".into(),
-            message: "replication slot \"s\" is active for PID 42".into(),
-            ..ErrorFields::default()
-        };
-        let e = command_error("h:1", "START_REPLICATION", fields);
-        assert!(e.is_transient(), "{e}");
-        assert!(e.as_server_error().is_some());
     }
 
     #[test]

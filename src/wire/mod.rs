@@ -35,13 +35,13 @@
 
 mod auth;
 mod connection;
-pub(crate) mod quote;
+mod error_response;
 mod stream;
 mod transport;
 
 pub use crate::version::MIN_SERVER_VERSION_NUM;
 pub use connection::{
-    quote_ident, quote_literal, CreatedSlot, ReplicationConnection, Row, SlotOptions,
-    SnapshotAction, SystemIdentity, PINNED_OPTIONS,
+    CreatedSlot, ReplicationConnection, Row, SlotOptions, SnapshotAction, SystemIdentity,
+    PINNED_OPTIONS,
 };
 pub use stream::{ReplicationStream, StartOptions, DEFAULT_STATUS_INTERVAL};

@@ -41,11 +41,14 @@ use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::time::Instant;
 
-use super::connection::{command_error, ReplicationConnection};
+use super::connection::{replication_ident, ReplicationConnection};
+use super::error_response::command_error;
 use crate::error::{Error, Kind, Result};
 use crate::lsn::Lsn;
 use crate::protocol::frame::BackendMessage;
 use crate::protocol::replication::{self, ReplicationMessage, StandbyStatusUpdate, XLogData};
+use crate::quote;
+use crate::version::MIN_SERVER_VERSION_NUM;
 
 /// How often a status update is sent by default: well inside the default
 /// `wal_sender_timeout` (60 s), as pg_recvlogical does.
@@ -492,6 +495,141 @@ impl std::fmt::Debug for ReplicationStream {
     }
 }
 
+impl ReplicationConnection {
+    /// `START_REPLICATION SLOT slot LOGICAL start (...)` with pgoutput; the connection
+    /// becomes a [`ReplicationStream`].
+    ///
+    /// The pgoutput protocol version is the highest the server supports (3 on 15, 4 on 16
+    /// and later) unless [`StartOptions::max_proto_version`] caps it. `start` below the slot's
+    /// `confirmed_flush_lsn` is raised to it by the server; above it, transactions that
+    /// committed before `start` are skipped.
+    ///
+    /// # Errors
+    /// [`Error::is_config`] without publications; [`Error::is_slot_invalidated`] when the
+    /// slot lost its WAL; [`Error::is_transient`] when the slot is active in another
+    /// walsender (SQLSTATE 55006); other server errors as reported.
+    pub async fn start_replication(
+        mut self,
+        slot: &str,
+        start: Lsn,
+        options: &StartOptions,
+    ) -> Result<ReplicationStream> {
+        self.require_version(MIN_SERVER_VERSION_NUM, "logical replication with pgoutput")?;
+        let proto_version = options.effective_proto_version(self.server_version_num);
+        // The walsender ends a client silent for wal_sender_timeout; status updates must
+        // come well inside it, also when the server's setting is shorter than ours.
+        let timeout = parse_duration_setting(&self.show("wal_sender_timeout").await?);
+        let mut options = options.clone();
+        options.status_interval = status_interval_within(options.status_interval, timeout);
+        options.receive_timeout = receive_timeout_for(timeout);
+        let options = &options;
+        let sql = start_replication_command(slot, start, proto_version, options)?;
+        self.transport.queue(|b| frontend::query(&sql, b))?;
+        self.transport.flush().await?;
+        loop {
+            match self.transport.recv().await? {
+                BackendMessage::CopyBothResponse => {
+                    return Ok(ReplicationStream::new(self, proto_version, start, options));
+                }
+                BackendMessage::ErrorResponse(fields) => {
+                    let error = command_error(self.peer(), "START_REPLICATION", fields);
+                    // The server follows an error with ReadyForQuery; leave the connection
+                    // usable (it is dropped here, but be tidy for a Terminate).
+                    self.drain_to_ready().await;
+                    self.transport.terminate().await;
+                    return Err(error);
+                }
+                BackendMessage::NoticeResponse(fields) => {
+                    tracing::info!(server = self.peer(), "{}", fields.message);
+                }
+                BackendMessage::ParameterStatus { name, value } => {
+                    self.parameters.insert(name, value);
+                }
+                other => {
+                    return Err(Error::protocol(format!(
+                        "server {} sent {other:?} in reply to START_REPLICATION",
+                        self.peer()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn start_replication_command(
+    slot: &str,
+    start: Lsn,
+    proto_version: u32,
+    options: &StartOptions,
+) -> Result<String> {
+    if options.publications.is_empty() {
+        return Err(Error::config(format!(
+            "no publication given for slot {slot:?}; pgoutput streams the tables of at least \
+             one publication (StartOptions::publication)"
+        )));
+    }
+    let names = options
+        .publications
+        .iter()
+        .map(|p| quote::checked_ident(p))
+        .collect::<Result<Vec<_>>>()?
+        .join(",");
+    let mut opts = vec![
+        format!("proto_version '{proto_version}'"),
+        format!("publication_names {}", quote::checked_literal(&names)?),
+    ];
+    if options.messages {
+        opts.push("messages 'true'".to_owned());
+    }
+    if options.streaming && proto_version >= 2 {
+        opts.push("streaming 'on'".to_owned());
+    }
+    Ok(format!(
+        "START_REPLICATION SLOT {} LOGICAL {start} ({})",
+        replication_ident(slot)?,
+        opts.join(", ")
+    ))
+}
+
+/// The status interval to use under a walsender timeout of `timeout` (`None` or zero: no
+/// timeout): a third of it at most, so that a status update lost or delayed once still
+/// leaves one more before the server gives up, and never below 100 ms.
+pub(crate) fn status_interval_within(interval: Duration, timeout: Option<Duration>) -> Duration {
+    match timeout {
+        Some(timeout) if !timeout.is_zero() => {
+            interval.min(timeout / 3).max(Duration::from_millis(100))
+        }
+        _ => interval,
+    }
+}
+
+/// How long the server may stay silent before the connection is taken for dead: twice
+/// its `wal_sender_timeout` (at least 5 s), during which the stream asks it for replies
+/// every status interval; a live walsender answers at once. `None` when the server has no
+/// timeout (`0`) or it could not be read: then the stream waits as long as it takes.
+pub(crate) fn receive_timeout_for(wal_sender_timeout: Option<Duration>) -> Option<Duration> {
+    wal_sender_timeout
+        .filter(|t| !t.is_zero())
+        .map(|t| (t * 2).max(Duration::from_secs(5)))
+}
+
+/// A time setting as `SHOW` prints it (`60s`, `500ms`, `1min`, `2h`, `1d`, or `0`); `None`
+/// when it does not read as one.
+pub(crate) fn parse_duration_setting(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let value: u64 = text[..digits].parse().ok()?;
+    let unit_ms = match text[digits..].trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(value.checked_mul(unit_ms)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,5 +845,74 @@ mod tests {
                 .effective_proto_version(170_000),
             4
         );
+    }
+
+    #[test]
+    fn start_replication_quotes_publication_names_twice() {
+        let options = StartOptions::new()
+            .publication("p1")
+            .publication("it's \"odd\"");
+        let sql = start_replication_command("s", Lsn::new(0x1_0000_0010), 4, &options).unwrap();
+        assert_eq!(
+            sql,
+            "START_REPLICATION SLOT \"s\" LOGICAL 1/10 (proto_version '4', publication_names \
+             '\"p1\",\"it''s \"\"odd\"\"\"', messages 'true', streaming 'on')"
+        );
+        let e = start_replication_command("s", Lsn::ZERO, 4, &StartOptions::new()).unwrap_err();
+        assert!(e.is_config(), "{e}");
+        let sql = start_replication_command(
+            "s",
+            Lsn::ZERO,
+            1,
+            &StartOptions::new().publication("p").messages(false),
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names '\"p\"')"
+        );
+    }
+
+    #[test]
+    fn walsender_timeouts_parse_and_bound_the_status_interval() {
+        let ten = Duration::from_secs(10);
+        for (text, expected) in [
+            ("60s", Some(Duration::from_secs(60))),
+            ("2s", Some(Duration::from_secs(2))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("1min", Some(Duration::from_secs(60))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("1d", Some(Duration::from_secs(86_400))),
+            ("0", Some(Duration::ZERO)),
+            ("", None),
+            ("soon", None),
+            ("99999999999999999999d", None),
+        ] {
+            assert_eq!(parse_duration_setting(text), expected, "{text:?}");
+        }
+        assert_eq!(
+            status_interval_within(ten, Some(Duration::from_secs(60))),
+            ten
+        );
+        assert_eq!(
+            status_interval_within(ten, Some(Duration::from_secs(3))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            status_interval_within(ten, Some(Duration::from_millis(30))),
+            Duration::from_millis(100)
+        );
+        assert_eq!(status_interval_within(ten, Some(Duration::ZERO)), ten);
+        assert_eq!(
+            receive_timeout_for(Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            receive_timeout_for(Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(receive_timeout_for(Some(Duration::ZERO)), None);
+        assert_eq!(receive_timeout_for(None), None);
+        assert_eq!(status_interval_within(ten, None), ten);
     }
 }
