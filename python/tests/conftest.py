@@ -56,12 +56,22 @@ def db():
 
 def poll_records(consumer, count, timeout=15.0, limit=100):
     """Polls until `count` records arrived (fails after `timeout` seconds)."""
-    records = []
+    return [r for polled in poll_each(consumer, count, timeout, limit) for r in polled]
+
+
+def poll_each(consumer, count, timeout=15.0, limit=100):
+    """Polls until `count` records arrived (fails after `timeout` seconds); returns the
+    records of each poll that returned some, in order: in automatic commit mode, each poll
+    committed the one before it."""
+    polls, got = [], 0
     deadline = time.monotonic() + timeout
-    while len(records) < count:
-        assert time.monotonic() < deadline, f"only {len(records)} of {count} records"
-        records.extend(consumer.poll(limit=limit, wait_ms=200).get_records())
-    return records
+    while got < count:
+        assert time.monotonic() < deadline, f"only {got} of {count} records"
+        records = consumer.poll(limit=limit, wait_ms=200).get_records()
+        if records:
+            polls.append(records)
+            got += len(records)
+    return polls
 
 
 def assert_quiet(consumer, wait_ms=500):
