@@ -639,7 +639,7 @@ sink() {
     >"$work/nats.log" 2>&1 &
   local nats_pid=$!
   for _ in $(seq 100); do
-    grep -q "Server is ready" "$work/nats.log" && break
+    grep -qs "Server is ready" "$work/nats.log" && break
     sleep 0.1
   done
   # publish_cmd P GROUP STREAM: the command line of publish contender P.
