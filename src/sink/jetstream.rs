@@ -544,7 +544,10 @@ impl Sink for JetStreamSink {
                 return Err(conn.lost_error());
             }
             let deadline = conn.progress_at + timeout;
+            // Acknowledgements first: while they keep coming, neither the timer nor the
+            // notification is registered (and dropped again) once per acknowledgement.
             let message = tokio::select! {
+                biased;
                 message = conn.acks.next() => message,
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(SinkError::Unavailable(format!(
