@@ -12,6 +12,8 @@
 #                                      # and after traffic (--memory-rows, --traffic-seconds)
 #   bench/run.sh --modes latency --drain-bin /tmp/old/bench_drain   # another build of (d)
 #   bench/run.sh --modes sink          # publish into NATS JetStream next to tail > /dev/null
+#   bench/run.sh --modes sink --publish-bin /tmp/old/pg-changestream --sink-instructions
+#                                      # and another build's publish; instructions per record
 #
 # Throughput: one base pgoutput slot is created before the workload; after it, the slot
 # is copied once per contender (pg_copy_logical_replication_slot) so each drains the same
@@ -46,6 +48,11 @@
 # `pg-changestream publish` into a file-storage JetStream stream (a local nats-server -js)
 # each drain it (--max-records); publish's wall time includes every acknowledgement and the
 # last commit. The stream's message count is checked (records + one schema record per table).
+# --publish-bin adds another build's publish (its own groups and stream, same WAL, same run);
+# --sink-instructions counts each contender's instructions per record under valgrind
+# (cachegrind, no cache simulation): a run of all records minus a run of 2000, on groups of
+# their own; exact where CPU seconds on a busy machine are not. --profile-dir DIR keeps those
+# runs' cachegrind files there (cg_annotate DIR/ir_pub.cg: instructions per function).
 #
 # Client CPU (user+sys) and peak RSS come from /usr/bin/time around each contender's
 # process; the server's CPU for it from /proc: the postmaster's children (the walsender,
@@ -66,6 +73,9 @@ latency_seconds=30
 latency_rates=10000,30000,50000
 latency_commits=automatic,manual-1s
 drain_bin=
+publish_bin=
+sink_instructions=0
+profile_dir=
 large_rows=10000000
 memory_rows=2000000
 traffic_seconds=20
@@ -85,6 +95,9 @@ while (($#)); do
     --latency-rates) latency_rates=$2; shift 2 ;;
     --latency-commits) latency_commits=$2; shift 2 ;;
     --drain-bin) drain_bin=$2; shift 2 ;;
+    --publish-bin) publish_bin=$2; shift 2 ;;
+    --sink-instructions) sink_instructions=1; shift ;;
+    --profile-dir) profile_dir=$2; sink_instructions=1; shift 2 ;;
     --large-rows) large_rows=$2; shift 2 ;;
     --memory-rows) memory_rows=$2; shift 2 ;;
     --traffic-seconds) traffic_seconds=$2; shift 2 ;;
@@ -110,6 +123,7 @@ need_apt=()
 /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need_apt+=(python3-psycopg2)
 [[ -x /usr/bin/time ]] || need_apt+=(time)
 [[ ,$modes, != *,sink,* ]] || command -v nats-server >/dev/null || need_apt+=(nats-server)
+((!sink_instructions)) || command -v valgrind >/dev/null || need_apt+=(valgrind)
 if ((${#need_apt[@]})); then
   ((install)) || die "missing: ${need_apt[*]} (run without --no-install, or apt-get install them)"
   log "installing ${need_apt[*]}"
@@ -570,13 +584,40 @@ memory() {
 }
 
 # --- publish into JetStream, next to tail > /dev/null ---------------------------------------
+# stream_messages NAME: the messages stored in the stream NAME (the server's monitoring port).
+stream_messages() {
+  /usr/bin/python3 -c "import json, sys, urllib.request
+d = json.load(urllib.request.urlopen('http://127.0.0.1:$mon_port/jsz?streams=true'))
+print(sum(s['state']['messages'] for a in d.get('account_details', []) for s in a.get('stream_detail', []) if s['name'] == sys.argv[1]))" "$1"
+}
+
+# instructions NAME MAX CMD... : the instructions (user space, all threads) CMD executes under
+# cachegrind, without cache simulation, draining MAX records; into $work/NAME.ir.
+instructions() {
+  local name=$1 max=$2; shift 2
+  valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="${profile_dir:-$work}/$name.cg" \
+    --log-file="$work/$name.vg" "$@" --max-records "$max" >/dev/null 2>"$work/$name.err" \
+    || { cat "$work/$name.err" "$work/$name.vg" >&2; die "$name under valgrind failed"; }
+  awk '/I *refs:/ {gsub(",", "", $NF); print $NF}' "$work/$name.vg" >"$work/$name.ir"
+}
+
 sink() {
   table_rows=(); json_rows=(); ceiling_rps=""
   local total=$((n_ins + n_upd + n_del))
   local records=$((total + 1)) # and the bench_end row both stop on
   local tables=(-t public.bench -t public.bench_end)
-  local g
-  for g in sink_tail sink_pub; do
+  # Publish contenders: this build, and --publish-bin's (another build, e.g. main's) on
+  # groups and streams of its own, same WAL, same run.
+  local pubs=(pub) ; [[ -z $publish_bin ]] || pubs+=(old)
+  declare -A pub_bin=([pub]=$cli_bin [old]=$publish_bin)
+  declare -A pub_label=([pub]="publish → JetStream (file), acked" [old]="publish (--publish-bin), acked")
+  local groups=(sink_tail) g p
+  [[ -z $profile_dir ]] || mkdir -p "$profile_dir"
+  for p in "${pubs[@]}"; do groups+=("sink_$p"); done
+  if ((sink_instructions)); then
+    for g in tail "${pubs[@]}"; do groups+=("ir_$g" "ir_${g}_small"); done
+  fi
+  for g in "${groups[@]}"; do
     "$drain_bin" create-group --url "$url" --group "$g" --tables public.bench,public.bench_end >/dev/null
   done
   log "workload: $n_ins inserts, $n_upd updates, $n_del deletes, $per_txn rows per transaction"
@@ -591,38 +632,75 @@ sink() {
     "${tables[@]}" --max-records "$records"
   row sink_tail "tail > /dev/null" "$records" true
 
-  local nats_port=$((port + 1)) mon_port=$((port + 2))
+  local nats_port=$((port + 1))
+  mon_port=$((port + 2))
   mkdir -p "$work/nats"
   nats-server -js -sd "$work/nats" -a 127.0.0.1 -p "$nats_port" -m "$mon_port" \
     >"$work/nats.log" 2>&1 &
   local nats_pid=$!
   for _ in $(seq 100); do
-    grep -q "Server is ready" "$work/nats.log" && break
+    grep -qs "Server is ready" "$work/nats.log" && break
     sleep 0.1
   done
-  local nats_cpu0
-  nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
-  log "publish into JetStream (file storage)"
-  run_timed sink_pub "$cli_bin" --url "$url" publish -g sink_pub "${tables[@]}" \
-    --nats "nats://127.0.0.1:$nats_port" --stream BENCH --max-records "$records"
-  local nats_cpu stored
-  nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
-  stored=$(/usr/bin/python3 -c "import json, urllib.request
-d = json.load(urllib.request.urlopen('http://127.0.0.1:$mon_port/jsz?streams=true'))
-print(sum(s['state']['messages'] for a in d.get('account_details', []) for s in a.get('stream_detail', [])))")
+  # publish_cmd P GROUP STREAM: the command line of publish contender P.
+  publish_cmd() {
+    cmd=("${pub_bin[$1]}" --url "$url" publish -g "$2" "${tables[@]}"
+      --nats "nats://127.0.0.1:$nats_port" --stream "$3" --subject-prefix "$3")
+  }
+  local nats_cpu0 stored nats_cpu_json=() cmd
+  for p in "${pubs[@]}"; do
+    nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
+    log "${pub_label[$p]}"
+    publish_cmd "$p" "sink_$p" "BENCH_$p"
+    run_timed "sink_$p" "${cmd[@]}" --max-records "$records"
+    nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
+    stored=$(stream_messages "BENCH_$p")
+    # One schema record per table precedes its records.
+    row "sink_$p" "${pub_label[$p]}" "$records" \
+      "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
+    nats_cpu_json+=("\"$p\":$nats_cpu")
+    table_rows[-1]+="  (nats-server CPU $nats_cpu s, $stored messages)"
+  done
+
+  # Instructions per record: a run of all records minus a run of $small on fresh groups
+  # (start-up, connection and stream set-up cancel out); exact, unlike CPU time on a busy
+  # machine. nats-server and PostgreSQL are not counted.
+  local ir_json=() small=2000 full small_ir per
+  if ((sink_instructions)); then
+    local ir_rows=()
+    for g in tail "${pubs[@]}"; do
+      log "instructions per record: $g (valgrind)"
+      if [[ $g == tail ]]; then
+        cmd=("$cli_bin" --url "$url" tail -g ir_tail "${tables[@]}")
+        instructions ir_tail "$records" "${cmd[@]}"
+        cmd=("$cli_bin" --url "$url" tail -g ir_tail_small "${tables[@]}")
+      else
+        publish_cmd "$g" "ir_$g" "IR_$g"
+        instructions "ir_$g" "$records" "${cmd[@]}"
+        publish_cmd "$g" "ir_${g}_small" "IR_${g}_small"
+      fi
+      instructions "ir_${g}_small" "$small" "${cmd[@]}"
+      full=$(cat "$work/ir_$g.ir"); small_ir=$(cat "$work/ir_${g}_small.ir")
+      per=$(awk -v a="$full" -v b="$small_ir" -v n="$((records - small))" 'BEGIN {printf "%.0f", (a - b) / n}')
+      ir_rows+=("$(printf '%-44s %14s %14s %10s' "$g" "$full" "$small_ir" "$per")")
+      ir_json+=("\"$g\":{\"instructions_all\":$full,\"instructions_small\":$small_ir,\"small\":$small,\"per_record\":$per}")
+    done
+  fi
   kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true
-  # One schema record per table precedes its records.
-  row sink_pub "publish → JetStream (file), acked" "$records" \
-    "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
 
   echo
   echo "sink: PostgreSQL $server_version, $n_ins inserts + $n_upd updates + $n_del deletes, $per_txn rows/txn; ×(a) is × tail's rate"
   print_table
-  echo "nats-server CPU during publish: $nats_cpu s; messages in the stream: $stored"
+  if ((sink_instructions)); then
+    echo
+    printf '%-44s %14s %14s %10s\n' "instructions (client)" "$records records" "$small records" "per record"
+    printf '%s\n' "${ir_rows[@]}"
+  fi
   local file=bench/results/$stamp-pg$pg_major-sink.json
-  printf '{"mode":"sink","date":"%s","server_version":"%s","machine":%s,"inserts":%s,"updates":%s,"deletes":%s,"rows_per_txn":%s,"nats_server_cpu_s":%s,"stream_messages":%s,"results":%s}\n' \
-    "$stamp" "$server_version" "$machine_json" "$n_ins" "$n_upd" "$n_del" "$per_txn" "$nats_cpu" \
-    "$stored" "$(join_json "${json_rows[@]}")" >"$file"
+  printf '{"mode":"sink","date":"%s","server_version":"%s","machine":%s,"inserts":%s,"updates":%s,"deletes":%s,"rows_per_txn":%s,"nats_server_cpu_s":{%s},"instructions":{%s},"results":%s}\n' \
+    "$stamp" "$server_version" "$machine_json" "$n_ins" "$n_upd" "$n_del" "$per_txn" \
+    "$(IFS=,; echo "${nats_cpu_json[*]}")" "$(IFS=,; echo "${ir_json[*]}")" \
+    "$(join_json "${json_rows[@]}")" >"$file"
   log "wrote $file"
 }
 

@@ -35,7 +35,7 @@
 
 use std::io::Write;
 
-use super::escape::{write_escaped, write_hex, write_str};
+use super::escape::{decimal, write_escaped, write_hex, write_str};
 use super::record::{
     format_pg_timestamp, format_pg_timestamp_on_stack, to_value, ColumnList, Image, Record, TxnInfo,
 };
@@ -380,30 +380,10 @@ fn write_quoted(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
 }
 
-/// `n` in decimal, two digits at a time from a table rather than through `fmt`.
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        buf[at] = b'0' + n as u8;
-    }
-    out.extend_from_slice(&buf[at..]);
+/// `n` in decimal.
+#[inline]
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
 }
 
 /// Writes records as JSON lines through a [`Write`] sink, one buffer per batch: the records

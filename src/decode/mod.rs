@@ -1,7 +1,7 @@
 //! From pgoutput messages to records: relation cache, typed values, transaction assembly.
 
 pub mod decoder;
-mod escape;
+pub(crate) mod escape;
 pub mod json;
 pub mod record;
 pub mod relation;

@@ -1,35 +1,10 @@
-//! The contract between the driver and a broker: [`Sink`] and what can go wrong,
-//! [`SinkError`] (the module docs of [`crate::sink`] say what exactly once takes).
+//! The contract between the driver and a broker: [`Sink`] (the module docs of
+//! [`crate::sink`] say what exactly once takes).
 
 use std::future::Future;
 
+use super::error::SinkError;
 use super::outgoing::Outgoing;
-
-/// What can go wrong while publishing.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The configuration is wrong and retrying cannot help (bad credentials, a stream that
-    /// cannot be created, subjects owned by another stream); the message names the fix.
-    #[error("{0}")]
-    Config(String),
-    /// The broker is unreachable, timed out or refused a message; reconnecting may help.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Reading or committing the group failed.
-    #[error(transparent)]
-    Source(#[from] crate::Error),
-}
-
-impl SinkError {
-    /// Whether the user must change something (exit status 2 in the command-line tool).
-    pub fn is_config(&self) -> bool {
-        match self {
-            SinkError::Config(_) => true,
-            SinkError::Unavailable(_) => false,
-            SinkError::Source(e) => e.is_config() || e.is_auth() || e.is_not_found(),
-        }
-    }
-}
 
 /// A durable destination for records, with acknowledgements in order.
 ///

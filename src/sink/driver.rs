@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ::metrics::{counter, gauge, Counter, Gauge};
 
-use super::broker::{Sink, SinkError};
+use super::broker::Sink;
+use super::error::SinkError;
 use super::outgoing::Encoder;
 use super::progress::ProgressRow;
 use crate::consumer::{Consumer, MessageBundle};
@@ -168,7 +169,10 @@ pub async fn run<S: Sink>(
 impl<S: Sink> Loop<'_, S> {
     /// Runs until done; returns the first failure.
     async fn pump(&mut self) -> Result<(), SinkError> {
-        let mut batch = Vec::with_capacity(self.options.per_poll + 16);
+        // A poll's records and the schema records before them, so the batch rarely grows
+        // (growing copies every message already in it).
+        let capacity = self.options.per_poll + 16;
+        let mut batch = Vec::with_capacity(capacity);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 tracing::info!("stop requested; waiting for acknowledgements and committing");
@@ -231,7 +235,8 @@ impl<S: Sink> Loop<'_, S> {
             let last_event = last.event_id().to_string();
             let last_commit_time = last.txn().commit_time();
             self.sent += batch.len() as u64;
-            self.sink.publish(std::mem::take(&mut batch)).await?;
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(capacity));
+            self.sink.publish(full).await?;
             self.metrics.published.increment(records);
             self.pending.push_back(Pending {
                 bundle,

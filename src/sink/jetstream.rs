@@ -30,15 +30,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::header::{self, HeaderName};
 use async_nats::jetstream::{self, stream};
+use async_nats::message::OutboundMessage;
+use async_nats::subject::Subject;
 use async_nats::{ConnectErrorKind, HeaderMap, StatusCode};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::broker::{Sink, SinkError};
-use super::outgoing::Outgoing;
+use super::broker::Sink;
+use super::error::SinkError;
+use super::outgoing::{self, Outgoing};
 use super::subject::covers;
 
 /// How the sink authenticates.
@@ -136,9 +140,30 @@ struct Connection {
     /// When the last acknowledgement (or the first publish after none was pending)
     /// happened: the ack timeout runs from here.
     progress_at: Instant,
+    /// The client's form of the subjects seen last (see [`Connection::outbound`]).
+    subjects: Vec<(Arc<str>, Subject)>,
 }
 
-/// A JetStream publish acknowledgement.
+/// The header names, made once: a name made from a `&str` is copied for every message.
+const MSG_ID: HeaderName = header::NATS_MESSAGE_ID;
+const OP: HeaderName = HeaderName::from_static(outgoing::OP);
+const TABLE: HeaderName = HeaderName::from_static(outgoing::TABLE);
+const EVENT_ID: HeaderName = HeaderName::from_static(outgoing::EVENT_ID);
+const COMMIT_LSN: HeaderName = HeaderName::from_static(outgoing::COMMIT_LSN);
+
+/// Subjects remembered by [`Connection::outbound`]: more than the tables one run usually
+/// reads; past it the memory starts again.
+const SUBJECTS_KEPT: usize = 64;
+
+/// What an acknowledgement says.
+#[derive(Debug, PartialEq, Eq)]
+enum Ack {
+    Stored,
+    /// Dropped as a repeat of a message within the duplicate window.
+    Duplicate,
+}
+
+/// A JetStream publish acknowledgement, as JSON (read only when it is not a plain success).
 #[derive(Debug, Deserialize)]
 struct PubAck {
     #[serde(default)]
@@ -154,6 +179,43 @@ struct ApiError {
     err_code: u32,
     #[serde(default)]
     description: String,
+}
+
+/// Reads an acknowledgement of stream `stream`.
+///
+/// One comes for every message, so the usual one — exactly `{"stream":"S","seq":7}`, or
+/// `{"stream":"S","seq":7,"duplicate":true}` for a repeat — is recognised by comparing
+/// bytes; anything else (an error, a JetStream domain, fields in another order) goes
+/// through the JSON parser.
+///
+/// # Errors
+/// [`SinkError::Unavailable`] for a refusal or an unreadable acknowledgement.
+fn read_ack(payload: &[u8], stream: &str) -> Result<Ack, SinkError> {
+    let seq = payload
+        .strip_prefix(br#"{"stream":""#)
+        .and_then(|rest| rest.strip_prefix(stream.as_bytes()))
+        .and_then(|rest| rest.strip_prefix(br#"","seq":"#));
+    if let Some(seq) = seq {
+        let digits = seq.iter().take_while(|b| b.is_ascii_digit()).count();
+        match &seq[digits..] {
+            b"}" if digits > 0 => return Ok(Ack::Stored),
+            br#","duplicate":true}"# if digits > 0 => return Ok(Ack::Duplicate),
+            _ => {}
+        }
+    }
+    let ack: PubAck = serde_json::from_slice(payload)
+        .map_err(|e| SinkError::Unavailable(format!("unreadable acknowledgement ({e})")))?;
+    if let Some(error) = ack.error {
+        return Err(SinkError::Unavailable(format!(
+            "stream {stream} refused a message: {} (code {}, error code {})",
+            error.description, error.code, error.err_code
+        )));
+    }
+    Ok(if ack.duplicate {
+        Ack::Duplicate
+    } else {
+        Ack::Stored
+    })
 }
 
 impl JetStreamSink {
@@ -357,11 +419,55 @@ impl Connection {
             acked: 0,
             early: BTreeSet::new(),
             progress_at: Instant::now(),
+            subjects: Vec::new(),
         })
     }
 
     fn lost_error(&self) -> SinkError {
         SinkError::Unavailable("the connection to the NATS server was lost".to_owned())
+    }
+
+    /// `message` as the client's message, to be sent as the next one (number `sent`) with
+    /// its acknowledgement to `<inbox>.<sent>`.
+    fn outbound(&mut self, message: Outgoing) -> OutboundMessage {
+        let Outgoing {
+            subject,
+            id,
+            headers,
+            payload,
+            ..
+        } = message;
+        // The encoder shares one subject among a table's records; the client's subject is
+        // made once for it (a clone is then a reference count), found again by identity.
+        let subject = match self.subjects.iter().find(|(s, _)| Arc::ptr_eq(s, &subject)) {
+            Some((_, known)) => known.clone(),
+            None => {
+                if self.subjects.len() == SUBJECTS_KEPT {
+                    self.subjects.clear();
+                }
+                let made = Subject::from(&*subject);
+                self.subjects.push((subject, made.clone()));
+                made
+            }
+        };
+        let mut map = HeaderMap::new();
+        map.insert(MSG_ID, id);
+        map.insert(OP, headers.op);
+        if let Some(table) = headers.table.as_deref() {
+            map.insert(TABLE, table);
+        }
+        map.insert(EVENT_ID, headers.event_id);
+        map.insert(COMMIT_LSN, headers.commit_lsn);
+        let mut reply = String::with_capacity(self.inbox.len() + 21);
+        reply.push_str(&self.inbox);
+        reply.push('.');
+        outgoing::push_decimal(&mut reply, self.sent);
+        OutboundMessage {
+            subject,
+            reply: Some(Subject::from(reply)),
+            payload,
+            headers: Some(map),
+        }
     }
 
     /// Records the acknowledgement of message `n`.
@@ -411,19 +517,11 @@ impl Sink for JetStreamSink {
         let timeout = self.config.ack_timeout;
         let send = async {
             for message in batch {
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", message.id);
-                for (name, value) in message.headers {
-                    headers.insert(name, value);
-                }
-                let reply = format!("{}.{}", conn.inbox, conn.sent);
+                let outbound = conn.outbound(message);
+                // The client as a `Sink`: the message moves into its queue as it is (the
+                // `publish_*` methods would copy the subjects and check them again).
                 conn.client
-                    .publish_with_reply_and_headers(
-                        message.subject,
-                        reply,
-                        headers,
-                        message.payload,
-                    )
+                    .feed(outbound)
                     .await
                     .map_err(|e| SinkError::Unavailable(format!("publishing failed: {e}")))?;
                 conn.sent += 1;
@@ -447,7 +545,10 @@ impl Sink for JetStreamSink {
                 return Err(conn.lost_error());
             }
             let deadline = conn.progress_at + timeout;
+            // Acknowledgements first: while they keep coming, neither the timer nor the
+            // notification is registered (and dropped again) once per acknowledgement.
             let message = tokio::select! {
+                biased;
                 message = conn.acks.next() => message,
                 () = tokio::time::sleep_until(deadline) => {
                     return Err(SinkError::Unavailable(format!(
@@ -473,15 +574,7 @@ impl Sink for JetStreamSink {
                     self.config.stream, self.config.filters
                 )));
             }
-            let ack: PubAck = serde_json::from_slice(&message.payload)
-                .map_err(|e| SinkError::Unavailable(format!("unreadable acknowledgement ({e})")))?;
-            if let Some(error) = ack.error {
-                return Err(SinkError::Unavailable(format!(
-                    "stream {} refused a message: {} (code {}, error code {})",
-                    self.config.stream, error.description, error.code, error.err_code
-                )));
-            }
-            if ack.duplicate {
+            if read_ack(&message.payload, &self.config.stream)? == Ack::Duplicate {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
             conn.progress_at = Instant::now();
@@ -500,5 +593,43 @@ impl Sink for JetStreamSink {
         // sent any more.
         self.conn = conn;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_are_read_without_and_with_the_json_parser() {
+        let read = |s: &str| read_ack(s.as_bytes(), "S");
+        assert_eq!(read(r#"{"stream":"S","seq":7}"#).unwrap(), Ack::Stored);
+        assert_eq!(
+            read(r#"{"stream":"S","seq":7,"duplicate":true}"#).unwrap(),
+            Ack::Duplicate
+        );
+        // Not the usual form: the JSON parser reads it.
+        assert_eq!(
+            read(r#"{"stream":"S", "domain":"hub","seq":7,"duplicate":true}"#).unwrap(),
+            Ack::Duplicate
+        );
+        assert!(read(r#"{"stream":"S","seq":}"#).is_err());
+        assert_eq!(
+            read(r#"{"stream":"S","seq":7,"duplicate":false}"#).unwrap(),
+            Ack::Stored
+        );
+        let refused = read(
+            r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"S","seq":0}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            refused,
+            "stream S refused a message: maximum messages exceeded (code 503, error code 10077)"
+        );
+        assert!(read("+OK")
+            .unwrap_err()
+            .to_string()
+            .starts_with("unreadable acknowledgement"));
     }
 }

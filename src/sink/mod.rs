@@ -33,9 +33,10 @@
 //!   `max.in.flight.requests.per.connection` ≤ 5) — the producer id and per-partition
 //!   sequence numbers give Kafka's own in-order, no-duplicate delivery per producer session.
 //! - **publish**: `produce()` each [`Outgoing`] with the topic from [`Outgoing::subject`]
-//!   (or a fixed topic with the subject as a header), the record key from
-//!   [`Outgoing::key_hash`] or the row key (so one key stays in one Kafka partition, which is
-//!   what keeps per-key order), [`Outgoing::headers`] as record headers and the id as a
+//!   (or a fixed topic with the subject as a header), the row key as the record key (so one
+//!   key stays in one Kafka partition, which is what keeps per-key order; the encoder would
+//!   carry it, as it carries [`Outgoing::key_hash`] for key-partitioned subjects),
+//!   [`Outgoing::headers`] as record headers ([`Headers::iter`]) and the id as a
 //!   header too. Returns when the messages are queued in the producer.
 //! - **settle**: await the delivery reports in order; the count of the contiguous prefix
 //!   reported as written is the durable count.
@@ -52,16 +53,18 @@
 
 mod broker;
 mod driver;
+mod error;
 #[cfg(feature = "jetstream")]
 mod jetstream;
 mod outgoing;
 mod progress;
 mod subject;
 
-pub use broker::{Sink, SinkError};
+pub use broker::Sink;
 pub use driver::{run, DriverOptions, Outcome};
+pub use error::SinkError;
 #[cfg(feature = "jetstream")]
 pub use jetstream::{Auth, JetStreamConfig, JetStreamSink};
-pub use outgoing::{Encoder, Outgoing, COMMIT_LSN, EVENT_ID, OP, TABLE};
+pub use outgoing::{Encoder, Headers, Outgoing, COMMIT_LSN, EVENT_ID, OP, TABLE};
 pub use progress::ProgressRow;
 pub use subject::{Subjects, DEFAULT_TEMPLATE};

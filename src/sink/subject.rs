@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use super::broker::SinkError;
+use super::error::SinkError;
 
 /// The default subject template.
 pub const DEFAULT_TEMPLATE: &str = "{prefix}.{schema}.{table}";
@@ -86,6 +86,16 @@ impl Subjects {
     /// The subject of a row change (or truncate) of `schema.table`; `key_hash` picks the
     /// partition token when key partitions are on (0 without a key).
     pub fn for_change(&self, schema: &str, table: &str, op: &str, key_hash: u64) -> String {
+        let mut out = self.change_head(schema, table, op);
+        if let Some(p) = self.partition(key_hash) {
+            let _ = write!(out, ".{p}");
+        }
+        out
+    }
+
+    /// [`for_change`](Self::for_change) without the partition token: the same for every
+    /// record of one table and operation, so an encoder makes it once.
+    pub(crate) fn change_head(&self, schema: &str, table: &str, op: &str) -> String {
         let mut out = String::with_capacity(64);
         for (i, token) in self.tokens.iter().enumerate() {
             if i > 0 {
@@ -100,10 +110,25 @@ impl Subjects {
                 }
             }
         }
-        if let Some(n) = self.key_partitions {
-            let _ = write!(out, ".{}", key_hash % u64::from(n));
-        }
         out
+    }
+
+    /// Whether the template uses `{op}` (else one subject serves every operation).
+    pub(crate) fn names_op(&self) -> bool {
+        self.tokens
+            .iter()
+            .flatten()
+            .any(|piece| *piece == Piece::Op)
+    }
+
+    /// The number of key partitions, if on.
+    pub(crate) fn key_partitions(&self) -> Option<u32> {
+        self.key_partitions
+    }
+
+    /// The partition token for `key_hash`, when key partitions are on.
+    pub(crate) fn partition(&self, key_hash: u64) -> Option<u64> {
+        self.key_partitions.map(|n| key_hash % u64::from(n))
     }
 
     /// The subject of a logical message with `message_prefix`.
