@@ -90,6 +90,17 @@ pub(crate) fn object_key(name: &str) -> Box<[u8]> {
     key.into_boxed_slice()
 }
 
+/// `"schema.name"` for a table, escaped once per relation rather than per row.
+pub(crate) fn table_name(schema: &str, name: &str) -> Box<[u8]> {
+    let mut text = Vec::with_capacity(schema.len() + name.len() + 3);
+    text.push(b'"');
+    write_escaped(&mut text, schema.as_bytes());
+    text.push(b'.');
+    write_escaped(&mut text, name.as_bytes());
+    text.push(b'"');
+    text.into_boxed_slice()
+}
+
 /// `\x` hex of `bytes` as a JSON string (the backslash escaped).
 pub(super) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(br#""\\x"#);

@@ -34,6 +34,7 @@
 //! ```
 
 use std::io::Write;
+use std::sync::Arc;
 
 use super::escape::{decimal, write_escaped, write_hex, write_str};
 use super::record::{
@@ -61,10 +62,15 @@ struct TxnText {
     lsn: Vec<u8>,
     /// `"commit_lsn":"X/Y","commit_time":"…","xid":N`
     fields: Vec<u8>,
+    /// The group `group_json` was written for (held, so the pointer compared is its own).
+    group: Option<Arc<str>>,
+    /// The `group` field's value: the group's name as a JSON string, or `null`.
+    group_json: Vec<u8>,
 }
 
 impl TxnText {
     fn update(&mut self, txn: &TxnInfo) {
+        self.update_group(txn.group.as_ref());
         let of = (txn.commit_lsn, txn.commit_time_micros, txn.xid);
         if self.of == Some(of) {
             return;
@@ -87,14 +93,32 @@ impl TxnText {
         out.extend_from_slice(br#"","xid":"#);
         write_u64(out, u64::from(txn.xid.unwrap_or(0)));
     }
+
+    /// The group's JSON text, written again only when the group is another one (in a
+    /// consumer every record carries the same group).
+    fn update_group(&mut self, group: Option<&Arc<str>>) {
+        let same = match (&self.group, group) {
+            (Some(held), Some(group)) => Arc::ptr_eq(held, group),
+            (None, None) => !self.group_json.is_empty(),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.group = group.cloned();
+        self.group_json.clear();
+        match group {
+            Some(group) => write_str(&mut self.group_json, group.as_bytes()),
+            None => self.group_json.extend_from_slice(b"null"),
+        }
+    }
 }
 
 fn write_line_with(out: &mut Vec<u8>, record: &Record, txn: &mut TxnText) {
-    let group = record.txn().group.as_deref();
     txn.update(record.txn());
     // Room for the fields around the images and the tuple text in them (~1.5 × its bytes
     // once keys and quotes are added), so the appends below rarely grow the buffer.
-    out.reserve(256 + group.map_or(0, str::len) + record.data_bytes() * 3 / 2);
+    out.reserve(256 + txn.group_json.len() + record.data_bytes() * 3 / 2);
     out.extend_from_slice(br#"{"event_id":""#);
     out.extend_from_slice(&txn.lsn);
     out.push(b':');
@@ -104,21 +128,12 @@ fn write_line_with(out: &mut Vec<u8>, record: &Record, txn: &mut TxnText) {
     }
     write_u64(out, record.index());
     out.extend_from_slice(br#"","group":"#);
-    match group {
-        Some(group) => write_str(out, group.as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
+    out.extend_from_slice(&txn.group_json);
     out.extend_from_slice(br#","partition":"#);
     write_u64(out, record.partition().map_or(0, u64::from));
     out.extend_from_slice(br#","table":"#);
     match record.relation() {
-        Some(relation) => {
-            out.push(b'"');
-            write_escaped(out, relation.schema().as_bytes());
-            out.push(b'.');
-            write_escaped(out, relation.name().as_bytes());
-            out.push(b'"');
-        }
+        Some(relation) => out.extend_from_slice(relation.json_name()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(br#","op":""#);

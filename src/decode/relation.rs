@@ -56,6 +56,8 @@ pub struct Relation {
     kept: Option<Arc<[bool]>>,
     /// Whether the server guarantees its column text is UTF-8 (see [`Relation::text_is_utf8`]).
     text_utf8: bool,
+    /// `"schema.name"` as the JSON line writes the table, escaped once here, not per row.
+    json_name: Box<[u8]>,
 }
 
 /// One published column.
@@ -197,6 +199,11 @@ impl Relation {
         self.text_utf8
     }
 
+    /// `"schema.name"`, the line's `table` field.
+    pub(crate) fn json_name(&self) -> &[u8] {
+        &self.json_name
+    }
+
     /// A relation described from the catalog rather than by a Relation message (backfill
     /// reads rows with SQL before, or without, any change of the table in the stream).
     /// `columns` are (name, type OID, type modifier, is key), in attribute order.
@@ -209,6 +216,7 @@ impl Relation {
         types: &TypeCatalog,
     ) -> Relation {
         Relation {
+            json_name: escape::table_name(&schema, &name),
             id,
             schema,
             name,
@@ -415,6 +423,7 @@ impl RelationCache {
     /// when the columns changed.
     pub fn apply_relation(&mut self, message: &pgoutput::Relation) -> Applied {
         let mut relation = Relation {
+            json_name: escape::table_name(&message.namespace, &message.name),
             id: message.id,
             schema: message.namespace.clone(),
             name: message.name.clone(),
