@@ -433,6 +433,29 @@ impl TestDatabase {
     }
 }
 
+/// A fresh database on the shared server ([`TestServer::shared`]) after `ddl` ran in it,
+/// with change streaming enabled for `table` (before-images as asked): what most tests of
+/// one table start from. Returns the database, a connection to it and its [`ConnectConfig`].
+///
+/// # Errors
+///
+/// When no server can be had, or `ddl` or the enabling fails.
+pub async fn streamed_table(
+    ddl: &str,
+    table: &str,
+    before_images: bool,
+) -> Result<(TestDatabase, Client, crate::ConnectConfig)> {
+    let db = TestServer::shared()?.create_database().await?;
+    let client = db.connect().await?;
+    client
+        .batch_execute(ddl)
+        .await
+        .map_err(|e| Error::with_source(Kind::Sql, format!("test setup {ddl:?}"), e))?;
+    let config = crate::ConnectConfig::new(db.config());
+    crate::admin::enable_change_streaming(&config, table, before_images).await?;
+    Ok((db, client, config))
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // On a server of our own (thrown away after the run) the database stays and its

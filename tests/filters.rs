@@ -8,7 +8,7 @@
 use pg_changestream::consumer::{
     enable_change_streaming, ConsumerBuilder, Op, Record, StartLocation, TableSpec,
 };
-use pg_changestream::testing::{TestDatabase, TestServer};
+use pg_changestream::testing::{streamed_table, TestDatabase};
 use pg_changestream::ConnectConfig;
 use tokio_postgres::Client;
 
@@ -17,21 +17,10 @@ use crate::support::{assert_quiet, poll_n};
 /// A database with `customers (id int PRIMARY KEY, email text, status text)`, enabled with
 /// or without before-images.
 async fn setup(before_images: bool) -> (TestDatabase, Client, ConnectConfig) {
-    let db = TestServer::shared()
+    let ddl = "CREATE TABLE customers (id int PRIMARY KEY, email text, status text)";
+    streamed_table(ddl, "customers", before_images)
+        .await
         .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let client = db.connect().await.unwrap();
-    client
-        .batch_execute("CREATE TABLE customers (id int PRIMARY KEY, email text, status text)")
-        .await
-        .unwrap();
-    let config = ConnectConfig::new(db.config());
-    enable_change_streaming(&config, "customers", before_images)
-        .await
-        .unwrap();
-    (db, client, config)
 }
 
 /// Every way a record can be printed: the library's JSON and the images one by one.

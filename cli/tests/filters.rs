@@ -1,8 +1,7 @@
 //! Row filters and projections through `tail`: the excluded column never reaches a line, in
 //! backfill or stream, and a bad filter or column is refused with exit status 2.
 
-use pg_changestream::consumer::enable_change_streaming;
-use pg_changestream::testing::{TestDatabase, TestServer};
+use pg_changestream::testing::{streamed_table, TestDatabase};
 use pg_changestream::ConnectConfig;
 use tokio_postgres::Client;
 
@@ -17,21 +16,10 @@ fn assert_no_pii(text: &str) {
 /// A database with `customers (id int PRIMARY KEY, email text, status text)`, enabled with
 /// or without before-images.
 async fn setup(before_images: bool) -> (TestDatabase, Client, ConnectConfig) {
-    let db = TestServer::shared()
+    let ddl = "CREATE TABLE customers (id int PRIMARY KEY, email text, status text)";
+    streamed_table(ddl, "customers", before_images)
+        .await
         .unwrap()
-        .create_database()
-        .await
-        .unwrap();
-    let client = db.connect().await.unwrap();
-    client
-        .batch_execute("CREATE TABLE customers (id int PRIMARY KEY, email text, status text)")
-        .await
-        .unwrap();
-    let config = ConnectConfig::new(db.config());
-    enable_change_streaming(&config, "customers", before_images)
-        .await
-        .unwrap();
-    (db, client, config)
 }
 
 #[tokio::test]
