@@ -133,10 +133,13 @@ pub(crate) fn client_config(mode: SslMode, files: &TlsFiles) -> Result<Arc<Clien
         .map_err(|e| Error::with_source(Kind::Tls, "cannot set up TLS", e))?;
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, root_cert) {
         (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => {
-            Arc::new(NoCertificateCheck { provider })
+            Arc::new(NameUnchecked {
+                roots: None,
+                provider,
+            })
         }
-        (SslMode::Require | SslMode::VerifyCa, _) => Arc::new(ChainOnly {
-            roots: Arc::new(load_roots(root_cert)?),
+        (SslMode::Require | SslMode::VerifyCa, _) => Arc::new(NameUnchecked {
+            roots: Some(Arc::new(load_roots(root_cert)?)),
             provider,
         }),
         (SslMode::VerifyFull, _) => {
@@ -291,68 +294,16 @@ fn load_roots(root_cert: Option<&Path>) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// Checks handshake signatures but not the certificate (libpq `prefer` / `require`).
+/// Checks handshake signatures, and the certificate's chain to `roots` when there are
+/// roots, but never the name the certificate carries: libpq `prefer` / `require` (no roots)
+/// and `verify-ca`.
 #[derive(Debug)]
-struct NoCertificateCheck {
+struct NameUnchecked {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for NoCertificateCheck {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Checks that the certificate chains to a trusted root, whatever name it carries
-/// (libpq `verify-ca`).
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -361,14 +312,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
