@@ -13,6 +13,7 @@ mod builder;
 mod bundle;
 mod consumer;
 mod errors;
+mod json;
 mod location;
 mod runtime;
 #[cfg(feature = "testing")]

@@ -103,7 +103,7 @@ pub(crate) fn to_python<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bou
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::Float(text) => float(text).into_pyobject(py)?.into_any(),
         Value::Numeric(text) => imported!(py, "decimal", "Decimal")?.call1((text.as_ref(),))?,
-        Value::Json(raw) => imported!(py, "json", "loads")?.call1((raw.get(),))?,
+        Value::Json(raw) => crate::json::loads(py, raw.get())?,
         Value::Bytea(_) => match value.bytea_bytes() {
             Some(bytes) => PyBytes::new(py, &bytes).into_any(),
             None => text(py, value),
