@@ -15,6 +15,7 @@ mod consumer;
 mod errors;
 mod json;
 mod location;
+mod relation;
 mod runtime;
 #[cfg(feature = "testing")]
 mod testing;

@@ -25,13 +25,12 @@
 use std::borrow::Cow;
 
 use changestream::calendar::civil_from_days;
-use changestream::consumer::{oid, Image, Timestamp, Value};
+use changestream::consumer::{Image, Timestamp, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-/// `uuid[]`.
-const UUID_ARRAY: u32 = 2951;
+use crate::relation::{is_uuid_type, RelationNames};
 
 /// A Python class or function, imported once.
 macro_rules! imported {
@@ -45,19 +44,30 @@ macro_rules! imported {
 }
 
 /// The image's columns as a `dict` of column name → value; unchanged TOASTed values (not
-/// sent by the server, no full before-image to fill them) are left out.
-pub(crate) fn image_dict<'py>(py: Python<'py>, image: &Image<'_>) -> PyResult<Bound<'py, PyDict>> {
+/// sent by the server, no full before-image to fill them) are left out. `names` are the
+/// image's relation's (see [`RelationNames::is_of`]).
+pub(crate) fn image_dict<'py>(
+    py: Python<'py>,
+    image: &Image<'_>,
+    names: &RelationNames,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
+    let mut from = 0;
     for (name, value) in image.iter() {
         if value.is_unchanged() {
             continue;
         }
-        let object = if matches!(value, Value::Text(_) | Value::Array(_)) && is_uuid(image, name) {
+        let (key, uuid) = match names.column(name, &mut from) {
+            Some(column) => (column.key.bind(py).clone(), column.uuid),
+            // Not reached: an image lists its relation's columns in order.
+            None => (PyString::new(py, name), is_uuid(image, name)),
+        };
+        let object = if uuid && matches!(value, Value::Text(_) | Value::Array(_)) {
             uuid_value(py, &value)?
         } else {
             to_python(py, &value)?
         };
-        dict.set_item(PyString::new(py, name), object)?;
+        dict.set_item(key, object)?;
     }
     Ok(dict)
 }
@@ -77,7 +87,7 @@ fn is_uuid(image: &Image<'_>, name: &str) -> bool {
         .columns()
         .iter()
         .find(|c| c.name() == name)
-        .is_some_and(|c| c.type_oid() == oid::UUID || c.type_oid() == UUID_ARRAY)
+        .is_some_and(|c| is_uuid_type(c.type_oid()))
 }
 
 /// A `uuid` (or `uuid[]`) value: `uuid.UUID`s, NULLs as `None`.
@@ -195,12 +205,23 @@ pub(crate) fn datetime_from_unix_micros<'py>(
     );
     let datetime = imported!(py, "datetime", "datetime")?;
     let object = if utc {
-        let tz = imported!(py, "datetime", "timezone")?.getattr("utc")?;
+        let tz = utc_timezone(py)?;
         datetime.call1((year, month, day, hour, minute, second, micro, tz))?
     } else {
         datetime.call1((year, month, day, hour, minute, second, micro))?
     };
     Ok(Some(object))
+}
+
+/// `datetime.timezone.utc`, looked up once.
+fn utc_timezone(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static UTC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    UTC.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(imported!(py, "datetime", "timezone")?
+            .getattr("utc")?
+            .unbind())
+    })
+    .map(|object| object.bind(py))
 }
 
 /// PostgreSQL's text of a timestamp in a `TimeZone=UTC` session, from the library's JSON
