@@ -14,6 +14,8 @@
 //! is not JSON, nesting deeper than [`MAX_DEPTH`] — goes to `json.loads` itself, so results
 //! and errors stay exactly its own.
 
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
@@ -21,10 +23,15 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 /// Deeper documents go to `json.loads` (which stops at Python's recursion limit).
 const MAX_DEPTH: usize = 200;
 
-/// The Python object `json.loads(text)` returns.
-pub(crate) fn loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+/// The Python object `json.loads(text)` returns; object keys from `keys` when it has them.
+pub(crate) fn loads<'py>(
+    py: Python<'py>,
+    text: &str,
+    keys: &KeyCache,
+) -> PyResult<Bound<'py, PyAny>> {
     let mut walker = Walker {
         py,
+        keys,
         source: text,
         text: text.as_bytes(),
         at: 0,
@@ -40,6 +47,41 @@ pub(crate) fn loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyA
 fn json_loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     LOADS.import(py, "json", "loads")
+}
+
+/// Object keys already made as Python strings: the documents of one column mostly have the
+/// same keys, and a cached key needs no allocation, no decoding and no hashing (a `str`
+/// keeps its hash).
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    /// First come, up to [`KeyCache::MAX_KEYS`]. Locked only to look up or add, never
+    /// while Python code could run: a busy lock (another thread) is a miss, not a wait.
+    keys: Mutex<Vec<(Box<str>, Py<PyString>)>>,
+}
+
+impl KeyCache {
+    const MAX_KEYS: usize = 64;
+    const MAX_KEY_LEN: usize = 64;
+
+    fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyString> {
+        let cacheable = key.len() <= Self::MAX_KEY_LEN;
+        if cacheable {
+            if let Ok(keys) = self.keys.try_lock() {
+                if let Some((_, string)) = keys.iter().find(|(k, _)| **k == *key) {
+                    return string.bind(py).clone();
+                }
+            }
+        }
+        let string = PyString::new(py, key);
+        if cacheable {
+            if let Ok(mut keys) = self.keys.try_lock() {
+                if keys.len() < Self::MAX_KEYS {
+                    keys.push((key.into(), string.clone().unbind()));
+                }
+            }
+        }
+        string
+    }
 }
 
 /// Why the walk stopped.
@@ -66,6 +108,7 @@ struct Walker<'py, 'a> {
     at: usize,
     /// A string with escapes, unescaped (reused).
     scratch: String,
+    keys: &'a KeyCache,
 }
 
 impl<'py, 'a> Walker<'py, 'a> {
@@ -130,7 +173,7 @@ impl<'py, 'a> Walker<'py, 'a> {
             if self.peek() != Some(b'"') {
                 return Err(Unsupported::Text);
             }
-            let key = self.string()?;
+            let key = self.key()?;
             self.skip_space();
             if self.peek() != Some(b':') {
                 return Err(Unsupported::Text);
@@ -227,21 +270,46 @@ impl<'py, 'a> Walker<'py, 'a> {
 
     /// A string, from its opening quote.
     fn string(&mut self) -> Result<Bound<'py, PyString>, Unsupported> {
+        let start = self.at + 1;
+        match self.plain()? {
+            Some(text) => Ok(PyString::new(self.py, text)),
+            None => self.escaped_string(start),
+        }
+    }
+
+    /// An object's key, from its opening quote: from `self.keys` when it has no escapes.
+    fn key(&mut self) -> Result<Bound<'py, PyString>, Unsupported> {
+        let start = self.at + 1;
+        match self.plain()? {
+            Some(text) => Ok(self.keys.get(self.py, text)),
+            None => self.escaped_string(start),
+        }
+    }
+
+    /// A string without escapes, from its opening quote to past its closing one; `None`
+    /// (stopped at the first backslash) for one with escapes.
+    fn plain(&mut self) -> Result<Option<&'a str>, Unsupported> {
         self.at += 1; // '"'
         let start = self.at;
-        // The plain run: no escape, no control character (`json.loads` refuses those).
         while let Some(b) = self.peek() {
             match b {
                 b'"' => {
-                    let plain = self.slice(start, self.at);
+                    let text = self.slice(start, self.at);
                     self.at += 1;
-                    return Ok(PyString::new(self.py, plain));
+                    return Ok(Some(text));
                 }
-                b'\\' => break,
+                b'\\' => return Ok(None),
+                // `json.loads` refuses control characters in strings.
                 0..=0x1f => return Err(Unsupported::Text),
                 _ => self.at += 1,
             }
         }
+        Err(Unsupported::Text)
+    }
+
+    /// A string with escapes from `start` (after its opening quote), `self.at` at the
+    /// first backslash.
+    fn escaped_string(&mut self, start: usize) -> Result<Bound<'py, PyString>, Unsupported> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let result = self.escaped(start, &mut scratch);

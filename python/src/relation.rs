@@ -12,6 +12,8 @@ use changestream::consumer::{oid, Relation};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+use crate::json::KeyCache;
+
 /// `uuid[]`.
 const UUID_ARRAY: u32 = 2951;
 
@@ -27,6 +29,8 @@ pub(crate) struct RelationNames {
     table: Py<PyString>,
     /// In the relation's column order.
     columns: Vec<ColumnName>,
+    /// The keys of its `json`/`jsonb` documents.
+    json_keys: KeyCache,
 }
 
 /// A column's name as a dict key, and whether its values become `uuid.UUID`s.
@@ -49,7 +53,13 @@ impl RelationNames {
                     uuid: is_uuid_type(c.type_oid()),
                 })
                 .collect(),
+            json_keys: KeyCache::default(),
         }
+    }
+
+    /// The keys of the relation's `json`/`jsonb` documents made so far.
+    pub(crate) fn json_keys(&self) -> &KeyCache {
+        &self.json_keys
     }
 
     /// Whether these are the names of `relation` (the same object, not an equal one).

@@ -30,6 +30,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::json::KeyCache;
 use crate::relation::{is_uuid_type, RelationNames};
 
 /// A Python class or function, imported once.
@@ -65,7 +66,7 @@ pub(crate) fn image_dict<'py>(
         let object = if uuid && matches!(value, Value::Text(_) | Value::Array(_)) {
             uuid_value(py, &value)?
         } else {
-            to_python(py, &value)?
+            to_python(py, &value, names.json_keys())?
         };
         dict.set_item(key, object)?;
     }
@@ -101,19 +102,23 @@ fn uuid_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, Py
             }
             Ok(list.into_any())
         }
-        other => to_python(py, other),
+        other => to_python(py, other, &KeyCache::default()),
     }
 }
 
 /// One value as a Python object (see the module documentation).
-pub(crate) fn to_python<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_python<'py>(
+    py: Python<'py>,
+    value: &Value<'_>,
+    json_keys: &KeyCache,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null | Value::Unchanged => py.None().into_bound(py),
         Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::Float(text) => float(text).into_pyobject(py)?.into_any(),
         Value::Numeric(text) => imported!(py, "decimal", "Decimal")?.call1((text.as_ref(),))?,
-        Value::Json(raw) => crate::json::loads(py, raw.get())?,
+        Value::Json(raw) => crate::json::loads(py, raw.get(), json_keys)?,
         Value::Bytea(_) => match value.bytea_bytes() {
             Some(bytes) => PyBytes::new(py, &bytes).into_any(),
             None => text(py, value),
@@ -141,7 +146,7 @@ pub(crate) fn to_python<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bou
         Value::Array(items) => {
             let list = PyList::empty(py);
             for item in items {
-                list.append(to_python(py, item)?)?;
+                list.append(to_python(py, item, json_keys)?)?;
             }
             list.into_any()
         }
