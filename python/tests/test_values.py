@@ -148,6 +148,8 @@ def test_python_types(db):
     v = record.get_current_image().get_value()
     assert v["n"] == decimal.Decimal("0.1") and isinstance(v["n"], decimal.Decimal)
     assert v["tz"] == dt.datetime(2024, 6, 1, 10, tzinfo=dt.timezone.utc)
+    assert v["tz"].tzinfo is dt.timezone.utc
+    assert record.get_commit_time().tzinfo is dt.timezone.utc
     assert v["ts"] == dt.datetime(2024, 6, 1, 12) and v["ts"].tzinfo is None
     assert v["d"] == dt.date(2024, 6, 1)
     assert v["tm"] == dt.time(8, 0, 0, 250000)
