@@ -94,7 +94,16 @@ fn is_uuid(image: &Image<'_>, name: &str) -> bool {
 /// A `uuid` (or `uuid[]`) value: `uuid.UUID`s, NULLs as `None`.
 fn uuid_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, PyAny>> {
     match value {
-        Value::Text(text) => imported!(py, "uuid", "UUID")?.call1((text.as_ref(),)),
+        Value::Text(text) => {
+            let uuid = imported!(py, "uuid", "UUID")?;
+            match uuid_int(text) {
+                // `UUID(int=…)`, `int` passed by position (`hex, bytes, bytes_le, fields,
+                // int`, unchanged since the module was added): skips the text parsing of
+                // `UUID.__init__` (in Python) and a keyword dict; the same object.
+                Some(n) => uuid.call1((py.None(), py.None(), py.None(), py.None(), n)),
+                None => uuid.call1((text.as_ref(),)),
+            }
+        }
         Value::Array(items) => {
             let list = PyList::empty(py);
             for item in items {
@@ -104,6 +113,26 @@ fn uuid_value<'py>(py: Python<'py>, value: &Value<'_>) -> PyResult<Bound<'py, Py
         }
         other => to_python(py, other, &KeyCache::default()),
     }
+}
+
+/// The 128-bit number of a `uuid` as PostgreSQL prints it (`a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11`);
+/// `None` for any other text (left to `uuid.UUID` itself).
+fn uuid_int(text: &str) -> Option<u128> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b != b'-' {
+                return None;
+            }
+            continue;
+        }
+        n = n << 4 | u128::from(char::from(b).to_digit(16)?);
+    }
+    Some(n)
 }
 
 /// One value as a Python object (see the module documentation).
@@ -335,6 +364,20 @@ fn parse_time(text: &str) -> Option<(u32, u32, u32, u32, Option<i64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids() {
+        assert_eq!(
+            uuid_int("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            Some(0xa0eebc99_9c0b_4ef8_bb6d_6bb9bd380a11)
+        );
+        assert_eq!(
+            uuid_int("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"),
+            Some(u128::MAX)
+        );
+        assert_eq!(uuid_int("a0eebc999c0b4ef8bb6d6bb9bd380a11"), None);
+        assert_eq!(uuid_int("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g"), None);
+    }
 
     #[test]
     fn iso_datetimes() {
