@@ -8,10 +8,13 @@ use std::sync::{Arc, OnceLock};
 
 use changestream::consumer::MessageBundle;
 use changestream::consumer::TxnInfo;
-use changestream::consumer::{BeforeImage, Record};
+use changestream::consumer::{BeforeImage, Image, Op, Record};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyString};
 
+use crate::relation::RelationNames;
 use crate::runtime::{wait, with_timeout};
 use crate::values::{datetime_from_unix_micros, image_dict, unchanged_columns};
 
@@ -22,6 +25,8 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 pub(crate) struct BundleData {
     bundle: MessageBundle,
     groups: OnceLock<Groups>,
+    /// The Python strings of each relation of the bundle (made on first use).
+    names: PyOnceLock<Vec<RelationNames>>,
 }
 
 struct Groups {
@@ -44,7 +49,65 @@ impl BundleData {
         BundleData {
             bundle,
             groups: OnceLock::new(),
+            names: PyOnceLock::new(),
         }
+    }
+
+    /// `image` of `record` as a dict (see [`image_dict`]), keyed by the relation's cached
+    /// column names.
+    fn image_dict<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Record,
+        image: &Image<'_>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        match self.names_of(py, record) {
+            Some(names) => image_dict(py, image, names),
+            // Not reached: images belong to records of a relation, all in `names`.
+            None => match record.relation() {
+                Some(relation) => image_dict(py, image, &RelationNames::new(py, relation)),
+                None => Ok(PyDict::new(py)),
+            },
+        }
+    }
+
+    /// The names of the record's relation (`None` for logical messages).
+    fn names_of(&self, py: Python<'_>, record: &Record) -> Option<&RelationNames> {
+        let relation = record.relation()?;
+        let all = self.names.get_or_init(py, || {
+            let mut all: Vec<RelationNames> = Vec::new();
+            for relation in self.bundle.records().filter_map(Record::relation) {
+                if !all.iter().any(|names| names.is_of(relation)) {
+                    all.push(RelationNames::new(py, relation));
+                }
+            }
+            all
+        });
+        all.iter().find(|names| names.is_of(relation))
+    }
+
+    /// The record as one `dict` (see `Record.to_dict`).
+    fn record_dict<'py>(&self, py: Python<'py>, record: &Record) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item(intern!(py, "op"), op_str(py, record.op()))?;
+        let table = self.names_of(py, record).map(|names| names.table(py));
+        dict.set_item(intern!(py, "table"), table)?;
+        dict.set_item(intern!(py, "event_id"), record.event_id().to_string())?;
+        dict.set_item(
+            intern!(py, "commit_lsn"),
+            record.txn().commit_lsn.to_string(),
+        )?;
+        let image = |image: Option<Image<'_>>| {
+            image
+                .map(|image| self.image_dict(py, record, &image))
+                .transpose()
+        };
+        dict.set_item(intern!(py, "key"), image(record.key())?)?;
+        dict.set_item(intern!(py, "current"), image(record.current())?)?;
+        dict.set_item(intern!(py, "before"), image(record.before().image())?)?;
+        let state = before_state_str(py, before_image_state(record));
+        dict.set_item(intern!(py, "before_state"), state)?;
+        Ok(dict)
     }
 
     fn record(&self, index: usize) -> &Record {
@@ -94,6 +157,35 @@ impl BundleData {
             }
             Groups { events, messages }
         })
+    }
+}
+
+/// The op's name as a Python `str`, made once per op.
+fn op_str<'py>(py: Python<'py>, op: Op) -> Bound<'py, PyString> {
+    match op {
+        Op::Insert => intern!(py, "insert").clone(),
+        Op::Update => intern!(py, "update").clone(),
+        Op::Delete => intern!(py, "delete").clone(),
+        other => PyString::new(py, other.as_str()),
+    }
+}
+
+fn before_image_state(record: &Record) -> BeforeImageState {
+    match record.before() {
+        BeforeImage::Full(_) => BeforeImageState::Full,
+        BeforeImage::Key(_) => BeforeImageState::Key,
+        BeforeImage::NotEnabled => BeforeImageState::NotEnabled,
+        _ => BeforeImageState::NotApplicable,
+    }
+}
+
+/// [`BeforeImageState::value`] as a Python `str`, made once per state.
+fn before_state_str(py: Python<'_>, state: BeforeImageState) -> &Bound<'_, PyString> {
+    match state {
+        BeforeImageState::Full => intern!(py, "full"),
+        BeforeImageState::Key => intern!(py, "key"),
+        BeforeImageState::NotEnabled => intern!(py, "not_enabled"),
+        BeforeImageState::NotApplicable => intern!(py, "not_applicable"),
     }
 }
 
@@ -379,9 +471,10 @@ impl PyRecord {
     /// The row's key (its replica identity columns) as a `dict`, from the new row or, for
     /// a delete, the old one; `None` for truncates and messages.
     fn get_record_key<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.record()
+        let record = self.record();
+        record
             .key()
-            .map(|key| image_dict(py, &key))
+            .map(|key| self.data.image_dict(py, record, &key))
             .transpose()
     }
 
@@ -400,12 +493,7 @@ impl PyRecord {
     /// What the before-image holds: `BeforeImageState.FULL`, `KEY`, `NOT_ENABLED` or
     /// `NOT_APPLICABLE`.
     fn get_before_image_state(&self) -> BeforeImageState {
-        match self.record().before() {
-            BeforeImage::Full(_) => BeforeImageState::Full,
-            BeforeImage::Key(_) => BeforeImageState::Key,
-            BeforeImage::NotEnabled => BeforeImageState::NotEnabled,
-            _ => BeforeImageState::NotApplicable,
-        }
+        before_image_state(self.record())
     }
 
     /// The event id, the same on every delivery of this change: `<commit_lsn>:<index>`, in
@@ -454,23 +542,7 @@ impl PyRecord {
     /// The record as one `dict`: `op`, `table`, `event_id`, `commit_lsn`, `key`, `current`,
     /// `before` (dicts or `None`) and `before_state`.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let record = self.record();
-        let dict = PyDict::new(py);
-        dict.set_item("op", record.op().as_str())?;
-        dict.set_item("table", qualified(record))?;
-        dict.set_item("event_id", record.event_id().to_string())?;
-        dict.set_item("commit_lsn", record.txn().commit_lsn.to_string())?;
-        dict.set_item("key", self.get_record_key(py)?)?;
-        let current = record.current().map(|i| image_dict(py, &i)).transpose()?;
-        dict.set_item("current", current)?;
-        let before = record
-            .before()
-            .image()
-            .map(|i| image_dict(py, &i))
-            .transpose()?;
-        dict.set_item("before", before)?;
-        dict.set_item("before_state", self.get_before_image_state().value())?;
-        Ok(dict)
+        self.data.record_dict(py, self.record())
     }
 
     fn __repr__(&self) -> String {
@@ -498,14 +570,14 @@ pub(crate) struct PyImage {
 }
 
 impl PyImage {
-    fn with_image<T>(&self, f: impl FnOnce(&changestream::consumer::Image<'_>) -> T) -> T {
+    fn with_image<T>(&self, f: impl FnOnce(&Record, &Image<'_>) -> T) -> T {
         let record = self.data.record(self.index);
         let image = match self.which {
             Which::Current => record.current(),
             Which::Before => record.before().image(),
         };
         // `PyImage` is only made for images that exist (`PyRecord::image`).
-        f(&image.expect("the image this view was made for"))
+        f(record, &image.expect("the image this view was made for"))
     }
 }
 
@@ -515,13 +587,13 @@ impl PyImage {
     /// for the types). Columns whose TOASTed value the server did not send are left out;
     /// `get_unchanged_columns()` lists them.
     fn get_value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.with_image(|image| image_dict(py, image))
+        self.with_image(|record, image| self.data.image_dict(py, record, image))
     }
 
     /// The columns whose large (TOASTed) value an update did not change and the server did
     /// not send, with no before-image to fill them in. Not null: unknown.
     fn get_unchanged_columns(&self) -> Vec<String> {
-        self.with_image(unchanged_columns)
+        self.with_image(|_, image| unchanged_columns(image))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

@@ -13,7 +13,9 @@ mod builder;
 mod bundle;
 mod consumer;
 mod errors;
+mod json;
 mod location;
+mod relation;
 mod runtime;
 #[cfg(feature = "testing")]
 mod testing;

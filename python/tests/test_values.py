@@ -148,6 +148,8 @@ def test_python_types(db):
     v = record.get_current_image().get_value()
     assert v["n"] == decimal.Decimal("0.1") and isinstance(v["n"], decimal.Decimal)
     assert v["tz"] == dt.datetime(2024, 6, 1, 10, tzinfo=dt.timezone.utc)
+    assert v["tz"].tzinfo is dt.timezone.utc
+    assert record.get_commit_time().tzinfo is dt.timezone.utc
     assert v["ts"] == dt.datetime(2024, 6, 1, 12) and v["ts"].tzinfo is None
     assert v["d"] == dt.date(2024, 6, 1)
     assert v["tm"] == dt.time(8, 0, 0, 250000)
@@ -176,3 +178,68 @@ def test_unchanged_toast_values_are_listed_not_null(db):
     assert len(insert.get_current_image().get_value()["body"]) == 128000
     image = update.get_current_image()
     assert "body" not in image.get_value() and image.get_unchanged_columns() == ["body"]
+
+
+# JSON documents whose Python form is easy to get subtly wrong: (text, jsonb accepts it).
+JSON_CORPUS = [
+    ('{"a": 1, "b": [1, 2, {"a": null}], "a": 2}', True),  # duplicate key: last value wins
+    ("123456789012345678901234567890", True),
+    ("-9223372036854775809", True),
+    ("9223372036854775807", True),
+    ("-9223372036854775808", True),
+    ("18446744073709551616", True),
+    ("-0", True),
+    ("0", True),
+    ("[1.5, -0.0, 0.1, 2.5e3, 1E2, 1e-7, 5e+3]", True),
+    ("[1e400, -1e400, 1e-400]", False),  # jsonb keeps them exactly; Python: inf, -inf, 0.0
+    ("[1.7976931348623157e308, 4.9e-324, 2.2250738585072014e-308]", True),
+    ("1.00000000000000011102230246251565404236316680908203125", True),  # a halfway case
+    ("[9007199254740993, 9007199254740993.0, 123456789012345678901234567890.5]", True),
+    ('"caf\\u00e9 \\ud83d\\ude00 \\n\\t\\"\\\\\\/ \\b\\f\\r \\u00E9"', True),
+    ('"\\u0000"', False),
+    ('"plain é 日本 \U0001F600"', True),
+    ('"\\ud800"', False),  # lone surrogates: json keeps the text, jsonb refuses it
+    ('"\\udc00x"', False),
+    ('["\\ud83dx", "\\ud83d\\u0041"]', False),
+    ('[[[[[[]]]]], {}, {"": ""}, [{}], {"a": {}}]', True),
+    (' \n { "k" :\t[ 1 , 2 ] , "ü": "\\u00fc" } \r\n', True),
+    ("[" * 300 + "]" * 300, True),  # deeper than the walker goes: json.loads itself
+    ("true", True),
+    ("false", True),
+    ("null", True),
+    ('"x"', True),
+    ('{"k": [true, false, null, "", 0, -1, 1.0]}', True),
+]
+
+
+def same(a, b):
+    """`a == b` that also tells int from float from bool, -0.0 from 0.0, and key order."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_json_is_what_json_loads_makes_of_the_servers_text(db):
+    db.sql("CREATE TABLE docs (id int PRIMARY KEY, j json, jb jsonb)")
+    enable_change_streaming(db.url, "docs")
+    consumer = db.builder("json", "docs").build()
+    for i, (text, binary) in enumerate(JSON_CORPUS):
+        quoted = f"$j${text}$j$"
+        db.sql(f"INSERT INTO docs VALUES ({i}, {quoted}, {quoted if binary else 'NULL'})")
+    records = poll_records(consumer, len(JSON_CORPUS))
+    consumer.close()
+    server = db.sql("SELECT j::text, jb::text FROM docs ORDER BY id")
+    for record, (text, binary), (j, jb) in zip(records, JSON_CORPUS, server):
+        value = record.get_current_image().get_value()
+        assert j == text
+        assert same(value["j"], json.loads(j)), (text, value["j"])
+        if binary:
+            assert same(value["jb"], json.loads(jb)), (jb, value["jb"])
+        else:
+            assert value["jb"] is None
