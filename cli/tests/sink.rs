@@ -1102,3 +1102,55 @@ async fn bad_broker_input_is_one_line_and_leaves_the_group_untouched() {
     let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
 }
+
+/// The publisher speaks the NATS protocol itself: a token is sent in its `CONNECT`, and a
+/// wrong one is refused before anything is published (user and password: the test above).
+#[tokio::test]
+async fn a_token_authenticates_the_publisher() {
+    let nats = NatsServer::start_with(Some(r#"authorization { token: "s3cret" }"#)).await;
+    let (_db, client, url, group) = fixture().await;
+    client
+        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let publish = |token: &str| {
+        let args = [
+            "--url",
+            &url,
+            "publish",
+            "-g",
+            &group,
+            "-t",
+            "items@earliest",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            "TOKEN",
+            "--token",
+            token,
+            "--idle-exit",
+            "0.5",
+        ]
+        .map(str::to_owned);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args).await
+        }
+    };
+    let out = publish("wrong").await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the credentials"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = publish("s3cret").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = async_nats::ConnectOptions::with_token("s3cret".into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let stored = read_stream(&reader, "TOKEN").await;
+    assert_eq!(records_once_in_order(&stored, &group).len(), 50);
+}
