@@ -203,19 +203,29 @@ pub(super) fn next_op(buf: &[u8]) -> Result<Option<(ServerOp<'_>, usize)>, WireE
     let is = |name: &[u8]| op.eq_ignore_ascii_case(name);
     let simple = |op| Ok(Some((op, body)));
     if is(b"MSG") || is(b"HMSG") {
-        let args: Vec<&[u8]> = rest
+        // At most five arguments (subject, sid, reply, header size, total size): kept in
+        // place, as an acknowledgement comes for every message.
+        let mut args: [&[u8]; 5] = [&[]; 5];
+        let mut count = 0;
+        for arg in rest
             .split(|&b| b == b' ' || b == b'\t')
             .filter(|a| !a.is_empty())
-            .collect();
+        {
+            if count == args.len() {
+                return Err(WireError(String::from_utf8_lossy(line).into_owned()));
+            }
+            args[count] = arg;
+            count += 1;
+        }
+        let args = &args[..count];
         let with_headers = is(b"HMSG");
         let sizes = if with_headers { 2 } else { 1 };
         if args.len() != 2 + sizes && args.len() != 3 + sizes {
-            return Err(WireError(format!("{}", String::from_utf8_lossy(line))));
+            return Err(WireError(String::from_utf8_lossy(line).into_owned()));
         }
         let number = |a: &[u8]| -> Result<usize, WireError> {
-            std::str::from_utf8(a)
-                .ok()
-                .and_then(|s| s.parse().ok())
+            digits(a)
+                .and_then(|n| usize::try_from(n).ok())
                 .filter(|&n| n <= MAX_MESSAGE)
                 .ok_or_else(|| WireError(format!("bad size in {}", String::from_utf8_lossy(line))))
         };
@@ -291,11 +301,17 @@ fn status(headers: &[u8]) -> Result<Option<u16>, WireError> {
 
 /// The number `n` of an acknowledgement's subject `<prefix><n>`.
 pub(super) fn ack_number(subject: &[u8], prefix: &str) -> Option<u64> {
-    let digits = subject.strip_prefix(prefix.as_bytes())?;
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    digits(subject.strip_prefix(prefix.as_bytes())?)
+}
+
+/// A decimal number of 1 to 19 digits (below `u64::MAX`), nothing else.
+fn digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 19 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    bytes.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -444,6 +460,7 @@ mod tests {
             b"MSG a 1 2\r\nabcd",
             b"HMSG a 1 5 2\r\n",
             b"HMSG a 1 4 4\r\nXATS\r\n",
+            b"HMSG a 1 r 0 0 0\r\n",
             b"\r\n",
             b"\xff\xfe\r\n",
         ] {
