@@ -61,6 +61,8 @@ mod jetstream;
 #[cfg(feature = "jetstream")]
 mod nats_conn;
 #[cfg(feature = "jetstream")]
+mod nats_handshake;
+#[cfg(feature = "jetstream")]
 mod nats_wire;
 mod outgoing;
 mod progress;

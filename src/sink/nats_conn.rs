@@ -2,10 +2,10 @@
 //! frames of [`nats_wire`](super::nats_wire).
 //!
 //! Opening it: TCP, the server's `INFO`, TLS when configured (`--tls`, a `tls://` URL) or
-//! required by the server (rustls, the system's roots), `CONNECT` with the credentials
-//! ([`Auth`]: a token, a user and password, or a creds file whose NKey signs the server's
-//! nonce), a subscription to the acknowledgements' inbox, and a `PING` whose `PONG` says
-//! the server took all of it.
+//! required by the server, `CONNECT` with the credentials ([`Auth`]: a token, a user and
+//! password, or a creds file whose NKey signs the server's nonce; addresses, creds and TLS in
+//! [`nats_handshake`](super::nats_handshake)), a subscription to the acknowledgements'
+//! inbox, and a `PING` whose `PONG` says the server took all of it.
 //!
 //! Publishing writes a whole batch as one buffer of `HPUB` frames; message *n*'s
 //! acknowledgement comes to `<inbox>.<n>`. A reader task reads everything the server
@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -33,6 +32,7 @@ use tokio::time::Instant;
 
 use super::ack::{read_ack, Ack};
 use super::error::SinkError;
+use super::nats_handshake::{tls_upgrade, Creds, Endpoint, Stream, CONNECT_TIMEOUT};
 use super::nats_wire::{self, Connect, ServerOp};
 use super::outgoing::Outgoing;
 
@@ -76,14 +76,9 @@ pub(super) struct Target<'a> {
     pub(super) duplicates: Arc<AtomicU64>,
 }
 
-/// How long connecting (TCP, TLS, the handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The subscription id of the acknowledgements.
 const ACK_SID: u64 = 1;
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type Stream = Box<dyn Io>;
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<Stream>>>;
 
 /// One publishing connection.
@@ -474,7 +469,15 @@ async fn read_loop(mut r: Reader) {
             r.buf.reserve(64 * 1024);
         }
         match r.read.read_buf(&mut r.buf).await {
-            Ok(0) => break lost(),
+            // A clean end, or one inside an operation (a torn frame).
+            Ok(0) if r.buf.is_empty() => break lost(),
+            Ok(0) => {
+                break SinkError::Unavailable(format!(
+                    "the connection to the NATS server ended inside an operation ({} bytes \
+                     of it read)",
+                    r.buf.len()
+                ))
+            }
             Ok(_) => {}
             Err(e) => break SinkError::Unavailable(format!("reading from the NATS server: {e}")),
         }
@@ -557,185 +560,9 @@ impl Acks {
     }
 }
 
-/// A server address: `[nats://|tls://][user:pass@|token@]host[:port]`.
-#[derive(Debug, PartialEq, Eq)]
-struct Endpoint {
-    host: String,
-    port: u16,
-    tls: bool,
-    user: Option<String>,
-    pass: Option<String>,
-    token: Option<String>,
-}
-
-impl Endpoint {
-    fn parse(url: &str) -> Result<Endpoint, SinkError> {
-        let bad = |why: &str| {
-            SinkError::Config(format!(
-                "--nats {url}: not a reachable server address ({why}); use nats://host:4222"
-            ))
-        };
-        let (tls, rest) = match url.split_once("://") {
-            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "nats" => (false, rest),
-                "tls" => (true, rest),
-                other => return Err(bad(&format!("unknown scheme {other}"))),
-            },
-            None => (false, url),
-        };
-        let rest = rest.trim_end_matches('/');
-        let (userinfo, hostport) = match rest.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, rest),
-        };
-        let (user, pass, token) = match userinfo.map(|u| u.split_once(':')) {
-            None => (None, None, None),
-            Some(Some((u, p))) => (Some(u.to_owned()), Some(p.to_owned()), None),
-            Some(None) => (None, None, userinfo.map(str::to_owned)),
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-            None => 4222,
-        };
-        Ok(Endpoint {
-            host: host.to_owned(),
-            port,
-            tls,
-            user,
-            pass,
-            token,
-        })
-    }
-}
-
-/// A creds file's user JWT and NKey.
-struct Creds {
-    jwt: String,
-    key: nkeys::KeyPair,
-}
-
-impl Creds {
-    async fn read(path: &std::path::Path) -> Result<Creds, SinkError> {
-        let bad = |e: &dyn std::fmt::Display| {
-            SinkError::Config(format!(
-                "--creds {}: cannot read the credentials file ({e})",
-                path.display()
-            ))
-        };
-        let text = tokio::fs::read_to_string(path).await.map_err(|e| bad(&e))?;
-        let (jwt, seed) = parse_creds(&text).ok_or_else(|| bad(&"no JWT and NKey seed in it"))?;
-        let key = nkeys::KeyPair::from_seed(seed).map_err(|e| bad(&e))?;
-        Ok(Creds {
-            jwt: jwt.to_owned(),
-            key,
-        })
-    }
-
-    /// The server's nonce signed, as `CONNECT`'s `sig`.
-    fn sign(&self, nonce: &str) -> Result<String, SinkError> {
-        let signed = self
-            .key
-            .sign(nonce.as_bytes())
-            .map_err(|e| SinkError::Config(format!("signing with the creds file's key: {e}")))?;
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed))
-    }
-}
-
-/// The JWT and the seed of a creds file: the first line inside each of its first two
-/// `-----BEGIN …-----` / `------END …------` blocks.
-fn parse_creds(text: &str) -> Option<(&str, &str)> {
-    let mut blocks = Vec::new();
-    let mut lines = text.lines().map(str::trim);
-    while let Some(line) = lines.next() {
-        if line.starts_with("---") && line.contains("BEGIN") {
-            let value = lines.by_ref().find(|l| !l.is_empty())?;
-            if value.starts_with("---") {
-                return None;
-            }
-            blocks.push(value);
-        }
-    }
-    match blocks[..] {
-        [jwt, seed, ..] => Some((jwt, seed)),
-        _ => None,
-    }
-}
-
-/// Upgrades `stream` to TLS, verifying the server's certificate for `host` against the
-/// system's roots.
-async fn tls_upgrade(stream: Stream, host: &str, url: &str) -> Result<Stream, SinkError> {
-    let failed = |e: &dyn std::fmt::Display| {
-        SinkError::Config(format!(
-            "TLS with the NATS server at {url} failed ({e}); check --tls and the server's \
-             certificate"
-        ))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| failed(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| failed(&e))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
-        .await
-        .map_err(|_| failed(&"timed out"))?
-        .map_err(|e| failed(&e))?;
-    Ok(Box::new(tls))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let e = Endpoint::parse("nats://127.0.0.1:4223").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.tls), ("127.0.0.1", 4223, false));
-        let e = Endpoint::parse("tls://u:p@nats.example").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.port, e.tls),
-            ("nats.example", 4222, true)
-        );
-        assert_eq!(
-            (e.user.as_deref(), e.pass.as_deref()),
-            (Some("u"), Some("p"))
-        );
-        let e = Endpoint::parse("s3cret@[::1]:5000").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("::1", 5000));
-        assert_eq!(e.token.as_deref(), Some("s3cret"));
-        for bad in ["http://x:1", "nats://:1", "nats://x:port", "[::1"] {
-            assert!(Endpoint::parse(bad).unwrap_err().is_config(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn creds_files() {
-        let text = "-----BEGIN NATS USER JWT-----\neyJhbGc.x.y\n------END NATS USER JWT------\n\n\
-                    ************************* IMPORTANT *************************\n\n\
-                    -----BEGIN USER NKEY SEED-----\nSUAKEY\n------END USER NKEY SEED------\n";
-        assert_eq!(parse_creds(text), Some(("eyJhbGc.x.y", "SUAKEY")));
-        assert_eq!(
-            parse_creds("-----BEGIN X-----\nonly\n------END X------\n"),
-            None
-        );
-        assert_eq!(parse_creds(""), None);
-    }
 
     #[test]
     fn the_acknowledged_count_is_a_prefix() {
