@@ -1294,3 +1294,73 @@ async fn a_creds_file_authenticates_the_publisher() {
     let stored = read_stream(&reader, "CREDS").await;
     assert_eq!(records_once_in_order(&stored, &group).len(), 50);
 }
+
+/// TLS, required by the server: the publisher upgrades after the server's INFO and checks
+/// the server's certificate against the system's roots (here the test cluster's CA, through
+/// `SSL_CERT_FILE`); without that CA the certificate is refused and nothing is published.
+#[tokio::test]
+async fn tls_required_by_the_server_is_verified_and_used() {
+    let Some(ca) = TestServer::shared().unwrap().ca_cert_path() else {
+        eprintln!("skipped: the test server has no certificates (not a local cluster)");
+        return;
+    };
+    let tls = ca.parent().unwrap();
+    let nats = NatsServer::start_with(Some(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?} }}",
+        tls.join("server.crt").display().to_string(),
+        tls.join("server.key").display().to_string()
+    )))
+    .await;
+    let (_db, client, url, group) = fixture().await;
+    client
+        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let publish = |ca: Option<&Path>| {
+        let mut cmd = cli();
+        cmd.args([
+            "--url",
+            &url,
+            "publish",
+            "-g",
+            &group,
+            "-t",
+            "items@earliest",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            "TLS",
+            "--tls",
+            "--idle-exit",
+            "0.5",
+        ]);
+        // An empty file: no roots at all, so the CA is surely not among them.
+        let empty = nats.store().join("no-roots.pem");
+        std::fs::write(&empty, "").unwrap();
+        cmd.env("SSL_CERT_FILE", ca.unwrap_or(&empty));
+        async move {
+            tokio::time::timeout(Duration::from_secs(120), cmd.output())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let out = publish(None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TLS with the NATS server"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = publish(Some(ca)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.to_path_buf())
+        .require_tls(true)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let stored = read_stream(&reader, "TLS").await;
+    assert_eq!(records_once_in_order(&stored, &group).len(), 50);
+}
