@@ -197,7 +197,7 @@ impl Connection {
                 )))
             }
         };
-        consume_first(&mut buf)?;
+        consume_first(&mut buf);
         if !info.headers {
             return Err(SinkError::Config(format!(
                 "the NATS server at {url} does not support headers (NATS 2.2 or later needed)"
@@ -260,13 +260,16 @@ impl Connection {
                     );
                 }
                 ServerOp::Ping => {
-                    let _ = stream.write_all(b"PONG\r\n").await;
+                    // A failed write shows as the next read's error.
+                    if stream.write_all(b"PONG\r\n").await.is_ok() {
+                        let _ = stream.flush().await;
+                    }
                 }
                 ServerOp::Info(_) | ServerOp::Ok | ServerOp::Msg { .. } => {}
             }
-            consume_first(&mut buf)?;
+            consume_first(&mut buf);
         }
-        consume_first(&mut buf)?;
+        consume_first(&mut buf);
 
         let (read, write) = tokio::io::split(stream);
         let writer: Writer = Arc::new(tokio::sync::Mutex::new(write));
@@ -428,11 +431,10 @@ async fn next<'b>(
 }
 
 /// Removes the operation [`next`] returned from the front of `buf`.
-fn consume_first(buf: &mut Vec<u8>) -> Result<(), SinkError> {
+fn consume_first(buf: &mut Vec<u8>) {
     if let Ok(Some((_, used))) = nats_wire::next_op(buf) {
         buf.drain(..used);
     }
-    Ok(())
 }
 
 /// The reader task's state.
