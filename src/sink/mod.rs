@@ -51,11 +51,19 @@
 //! A sink must never acknowledge message *n* before every message before it: `settle`
 //! counts a prefix, never a set.
 
+#[cfg(feature = "jetstream")]
+mod ack;
 mod broker;
 mod driver;
 mod error;
 #[cfg(feature = "jetstream")]
 mod jetstream;
+#[cfg(feature = "jetstream")]
+mod nats_conn;
+#[cfg(feature = "jetstream")]
+mod nats_handshake;
+#[cfg(feature = "jetstream")]
+mod nats_wire;
 mod outgoing;
 mod progress;
 mod subject;
@@ -64,7 +72,9 @@ pub use broker::Sink;
 pub use driver::{run, DriverOptions, Outcome};
 pub use error::SinkError;
 #[cfg(feature = "jetstream")]
-pub use jetstream::{Auth, JetStreamConfig, JetStreamSink};
+pub use jetstream::{JetStreamConfig, JetStreamSink};
+#[cfg(feature = "jetstream")]
+pub use nats_conn::Auth;
 pub use outgoing::{Encoder, Headers, Outgoing, COMMIT_LSN, EVENT_ID, OP, TABLE};
 pub use progress::ProgressRow;
 pub use subject::{Subjects, DEFAULT_TEMPLATE};
