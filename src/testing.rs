@@ -435,7 +435,8 @@ impl TestDatabase {
 
 /// A fresh database on the shared server ([`TestServer::shared`]) after `ddl` ran in it,
 /// with change streaming enabled for `table` (before-images as asked): what most tests of
-/// one table start from. Returns the database, a connection to it and its [`ConnectConfig`](crate::ConnectConfig).
+/// one table start from. Returns the database, a connection to it and its
+/// [`ConnectConfig`](crate::ConnectConfig).
 ///
 /// # Errors
 ///

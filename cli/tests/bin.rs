@@ -26,7 +26,14 @@ pub(crate) fn cli() -> Command {
 
 /// Runs the binary with `args` to completion (at most 120 s).
 pub(crate) async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(120), cli().args(args).output())
+    let mut cmd = cli();
+    cmd.args(args);
+    output(cmd).await
+}
+
+/// Runs `cmd` to its end (at most 120 s) and returns its output.
+pub(crate) async fn output(mut cmd: Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .expect("the command finishes within 120 s")
         .expect("the binary runs")

@@ -18,7 +18,7 @@ use pg_changestream::testing::{TestDatabase, TestServer};
 use serde_json::Value;
 use tokio::process::Child;
 
-use crate::bin::{cli, run, stderr};
+use crate::bin::{cli, output, run, stderr};
 
 /// A `nats-server -js` of this test, on a port of its own, storing in `dir`.
 struct NatsServer {
@@ -1110,47 +1110,69 @@ async fn bad_broker_input_is_one_line_and_leaves_the_group_untouched() {
     assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
 }
 
+/// A group over `items` holding 50 rows: the data of the authentication and TLS tests.
+async fn fifty_items() -> (TestDatabase, String, String) {
+    let (db, client, url, group) = fixture().await;
+    client
+        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    (db, url, group)
+}
+
+/// `publish` of `group`'s `items` from the start into `stream` until idle, with `extra`
+/// arguments and an environment variable (the authentication or TLS under test).
+async fn publish_until_idle(
+    url: &str,
+    group: &str,
+    nats: &NatsServer,
+    stream: &str,
+    extra: Vec<String>,
+    env: Option<(&str, PathBuf)>,
+) -> Output {
+    let nats = nats.url();
+    let mut args = vec![
+        "--url",
+        url,
+        "publish",
+        "-g",
+        group,
+        "-t",
+        "items@earliest",
+        "--nats",
+        &nats,
+        "--stream",
+        stream,
+        "--idle-exit",
+        "0.5",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    let mut cmd = cli();
+    cmd.args(&args);
+    if let Some((name, value)) = env {
+        cmd.env(name, value);
+    }
+    output(cmd).await
+}
+
+/// The publisher exited 2 with `why` in its message.
+fn assert_refused(out: &Output, why: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+    assert!(stderr(out).contains(why), "{}", stderr(out));
+}
+
 /// The publisher speaks the NATS protocol itself: a token is sent in its `CONNECT`, and a
 /// wrong one is refused before anything is published (user and password: the test above).
 #[tokio::test]
 async fn a_token_authenticates_the_publisher() {
     let nats = NatsServer::start_with(Some(r#"authorization { token: "s3cret" }"#)).await;
-    let (_db, client, url, group) = fixture().await;
-    client
-        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
-        .await
-        .unwrap();
-    let publish = |token: &str| {
-        let args = [
-            "--url",
-            &url,
-            "publish",
-            "-g",
-            &group,
-            "-t",
-            "items@earliest",
-            "--nats",
-            &nats.url(),
-            "--stream",
-            "TOKEN",
-            "--token",
-            token,
-            "--idle-exit",
-            "0.5",
-        ]
-        .map(str::to_owned);
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&args).await
-        }
+    let (_db, url, group) = fifty_items().await;
+    let publish = |token: &'static str| {
+        let args = vec!["--token".into(), token.into()];
+        publish_until_idle(&url, &group, &nats, "TOKEN", args, None)
     };
     let out = publish("wrong").await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("refused the credentials"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "refused the credentials");
 
     let out = publish("s3cret").await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1247,42 +1269,13 @@ async fn a_creds_file_authenticates_the_publisher() {
     // The JWT with another key's seed: the nonce's signature does not match.
     let stolen = creds_file("stolen.creds", &nkeys::KeyPair::new_user());
 
-    let (_db, client, url, group) = fixture().await;
-    client
-        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
-        .await
-        .unwrap();
+    let (_db, url, group) = fifty_items().await;
     let publish = |creds: &Path| {
-        let args = [
-            "--url",
-            &url,
-            "publish",
-            "-g",
-            &group,
-            "-t",
-            "items@earliest",
-            "--nats",
-            &nats.url(),
-            "--stream",
-            "CREDS",
-            "--creds",
-            creds.to_str().unwrap(),
-            "--idle-exit",
-            "0.5",
-        ]
-        .map(str::to_owned);
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&args).await
-        }
+        let args = vec!["--creds".into(), creds.to_str().unwrap().into()];
+        publish_until_idle(&url, &group, &nats, "CREDS", args, None)
     };
     let out = publish(&stolen).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("refused the credentials"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "refused the credentials");
     let out = publish(&creds).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let reader = async_nats::ConnectOptions::with_credentials_file(&creds)
@@ -1311,47 +1304,23 @@ async fn tls_required_by_the_server_is_verified_and_used() {
         tls.join("server.key").display().to_string()
     )))
     .await;
-    let (_db, client, url, group) = fixture().await;
-    client
-        .batch_execute("INSERT INTO items SELECT g, 0, 'x' FROM generate_series(1, 50) g")
-        .await
-        .unwrap();
+    let (_db, url, group) = fifty_items().await;
+    // An empty file: no roots at all, so the CA is surely not among them.
+    let empty = nats.store().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
     let publish = |ca: Option<&Path>| {
-        let mut cmd = cli();
-        cmd.args([
-            "--url",
+        let roots = ("SSL_CERT_FILE", ca.unwrap_or(&empty).to_path_buf());
+        publish_until_idle(
             &url,
-            "publish",
-            "-g",
             &group,
-            "-t",
-            "items@earliest",
-            "--nats",
-            &nats.url(),
-            "--stream",
+            &nats,
             "TLS",
-            "--tls",
-            "--idle-exit",
-            "0.5",
-        ]);
-        // An empty file: no roots at all, so the CA is surely not among them.
-        let empty = nats.store().join("no-roots.pem");
-        std::fs::write(&empty, "").unwrap();
-        cmd.env("SSL_CERT_FILE", ca.unwrap_or(&empty));
-        async move {
-            tokio::time::timeout(Duration::from_secs(120), cmd.output())
-                .await
-                .unwrap()
-                .unwrap()
-        }
+            vec!["--tls".into()],
+            Some(roots),
+        )
     };
     let out = publish(None).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("TLS with the NATS server"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "TLS with the NATS server");
 
     let out = publish(Some(ca)).await;
     assert!(out.status.success(), "{}", stderr(&out));
