@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::relation::RelationNames;
 use crate::runtime::{wait, with_timeout};
-use crate::values::{datetime_from_unix_micros, image_dict, unchanged_columns};
+use crate::values::{datetime_from_unix_micros, image_dict, record_dicts, unchanged_columns};
 
 /// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
@@ -97,14 +97,13 @@ impl BundleData {
             intern!(py, "commit_lsn"),
             record.txn().commit_lsn.to_string(),
         )?;
-        let image = |image: Option<Image<'_>>| {
-            image
-                .map(|image| self.image_dict(py, record, &image))
-                .transpose()
+        let [key, current, before] = match self.names_of(py, record) {
+            Some(names) => record_dicts(py, record, names)?,
+            None => Default::default(),
         };
-        dict.set_item(intern!(py, "key"), image(record.key())?)?;
-        dict.set_item(intern!(py, "current"), image(record.current())?)?;
-        dict.set_item(intern!(py, "before"), image(record.before().image())?)?;
+        dict.set_item(intern!(py, "key"), key)?;
+        dict.set_item(intern!(py, "current"), current)?;
+        dict.set_item(intern!(py, "before"), before)?;
         let state = before_state_str(py, before_image_state(record));
         dict.set_item(intern!(py, "before_state"), state)?;
         Ok(dict)

@@ -25,7 +25,7 @@
 use std::borrow::Cow;
 
 use changestream::calendar::civil_from_days;
-use changestream::consumer::{Image, Timestamp, Value};
+use changestream::consumer::{BeforeImage, Image, Record, Timestamp, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -52,10 +52,84 @@ pub(crate) fn image_dict<'py>(
     image: &Image<'_>,
     names: &RelationNames,
 ) -> PyResult<Bound<'py, PyDict>> {
+    fill_dict(py, image, names, Share::Nothing, None)
+}
+
+/// A record's key, current and before images as dicts (`None` where the record has no
+/// such image), each value converted once: the key's objects are those of the image whose
+/// tuple it is a view of, and a full before-image takes the current image's object for
+/// every column the change left as it was. An update of a wide row changes a column or
+/// two, and a `Decimal` or `datetime` made again costs more than the comparison.
+pub(crate) fn record_dicts<'py>(
+    py: Python<'py>,
+    record: &Record,
+    names: &RelationNames,
+) -> PyResult<[Option<Bound<'py, PyDict>>; 3]> {
+    let before_image = record.before();
+    let full_before = matches!(before_image, BeforeImage::Full(_));
+    let mut columns = Vec::new();
+    let current = match record.current() {
+        Some(image) => {
+            let keep = full_before.then_some(&mut columns);
+            Some(fill_dict(py, &image, names, Share::Nothing, keep)?)
+        }
+        None => None,
+    };
+    let before = match before_image.image() {
+        Some(image) => {
+            let share = match current {
+                Some(_) if full_before => Share::Columns(&columns),
+                _ => Share::Nothing,
+            };
+            Some(fill_dict(py, &image, names, share, None)?)
+        }
+        None => None,
+    };
+    // `Record::key` is a view of the new tuple when there is one (the current image's),
+    // else of the old one (the before-image's).
+    let key = match record.key() {
+        Some(image) => {
+            let share = match current.as_ref().or(before.as_ref()) {
+                Some(dict) => Share::Tuple(dict),
+                None => Share::Nothing,
+            };
+            Some(fill_dict(py, &image, names, share, None)?)
+        }
+        None => None,
+    };
+    Ok([key, current, before])
+}
+
+/// Objects a dict may take from one made before for the same record. Only immutable ones
+/// are taken — never a `dict` or `list` (json, arrays) — so changing one dict never
+/// changes another.
+enum Share<'s, 'a, 'py> {
+    Nothing,
+    /// The dict of the tuple a key image is a view of: its key columns are in it.
+    Tuple(&'s Bound<'py, PyDict>),
+    /// The record's other full image, by column position: an equal value's object.
+    Columns(&'s [Converted<'a, 'py>]),
+}
+
+/// One column of an image as converted: its value and object (`None`: unchanged TOAST).
+type Converted<'a, 'py> = Option<(Value<'a>, Bound<'py, PyAny>)>;
+
+/// `image` as a dict (see [`image_dict`]), taking what it can from `share`; with `keep`,
+/// every column's value and object are pushed there in order.
+fn fill_dict<'py, 'a>(
+    py: Python<'py>,
+    image: &Image<'a>,
+    names: &RelationNames,
+    share: Share<'_, 'a, 'py>,
+    mut keep: Option<&mut Vec<Converted<'a, 'py>>>,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     let mut from = 0;
-    for (name, value) in image.iter() {
+    for (position, (name, value)) in image.iter().enumerate() {
         if value.is_unchanged() {
+            if let Some(keep) = keep.as_mut() {
+                keep.push(None);
+            }
             continue;
         }
         let (key, uuid) = match names.column(name, &mut from) {
@@ -63,14 +137,53 @@ pub(crate) fn image_dict<'py>(
             // Not reached: an image lists its relation's columns in order.
             None => (PyString::new(py, name), is_uuid(image, name)),
         };
-        let object = if uuid && matches!(value, Value::Text(_) | Value::Array(_)) {
-            uuid_value(py, &value)?
-        } else {
-            to_python(py, &value, names.json_keys())?
+        let shared = match share {
+            Share::Nothing => None,
+            Share::Tuple(dict) => dict.get_item(&key)?,
+            Share::Columns(columns) => match columns.get(position) {
+                Some(Some((earlier, object))) if same_value(earlier, &value) => {
+                    Some(object.clone())
+                }
+                _ => None,
+            },
         };
-        dict.set_item(key, object)?;
+        let object = match shared {
+            Some(object)
+                if !object.is_instance_of::<PyDict>() && !object.is_instance_of::<PyList>() =>
+            {
+                object
+            }
+            _ if uuid && matches!(value, Value::Text(_) | Value::Array(_)) => {
+                uuid_value(py, &value)?
+            }
+            _ => to_python(py, &value, names.json_keys())?,
+        };
+        dict.set_item(key, &object)?;
+        if let Some(keep) = keep.as_mut() {
+            keep.push(Some((value, object)));
+        }
     }
     Ok(dict)
+}
+
+/// Whether two values of one column make equal Python objects of an immutable type
+/// (json and arrays are never shared, so they compare unequal here).
+fn same_value(a: &Value<'_>, b: &Value<'_>) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Float(a), Value::Float(b))
+        | (Value::Numeric(a), Value::Numeric(b))
+        | (Value::Text(a), Value::Text(b))
+        | (Value::Bytea(a), Value::Bytea(b))
+        | (Value::Time(a), Value::Time(b))
+        | (Value::TimeTz(a), Value::TimeTz(b)) => a == b,
+        (Value::Date(a), Value::Date(b)) => a == b,
+        (Value::Timestamp(a), Value::Timestamp(b))
+        | (Value::TimestampTz(a), Value::TimestampTz(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The names of the image's columns whose TOASTed value was not sent.

@@ -180,6 +180,41 @@ def test_unchanged_toast_values_are_listed_not_null(db):
     assert "body" not in image.get_value() and image.get_unchanged_columns() == ["body"]
 
 
+def test_to_dict_converts_a_value_the_change_kept_once(db):
+    # An update under REPLICA IDENTITY FULL: the before-image's unchanged columns are the
+    # current image's objects (immutable ones only), the key's the current image's; a
+    # json dict or array list is never shared, so changing one dict cannot change another.
+    db.sql("CREATE TABLE kept (id int PRIMARY KEY, n numeric, tz timestamptz, s text, "
+           "j jsonb, a int[], changed int)")
+    enable_change_streaming(db.url, "kept", before_images=True)
+    consumer = db.builder("kept", "kept").build()
+    db.txns("INSERT INTO kept VALUES (1, 1.5, '2024-06-01 12:00:00+00', 'x', '{\"k\": 1}', "
+            "'{1,2}', 0)", "UPDATE kept SET changed = 1", "DELETE FROM kept")
+    _, update, delete = poll_records(consumer, 3)
+    consumer.close()
+    row = update.to_dict()
+    current, before, key = row["current"], row["before"], row["key"]
+    assert current == {"id": 1, "n": decimal.Decimal("1.5"),
+                       "tz": dt.datetime(2024, 6, 1, 12, tzinfo=dt.timezone.utc),
+                       "s": "x", "j": {"k": 1}, "a": [1, 2], "changed": 1}
+    assert before == dict(current, changed=0) and key == {"id": 1}
+    for column in ("n", "tz", "s"):
+        assert before[column] is current[column], column
+    assert key["id"] is current["id"]
+    for column in ("j", "a"):
+        assert before[column] is not current[column], column
+    before["j"]["k"] = 2
+    before["a"].append(3)
+    assert current["j"] == {"k": 1} and current["a"] == [1, 2]
+    # The images as read one by one are the same values.
+    assert update.get_current_image().get_value() == current
+    assert update.get_before_image().get_value() == dict(current, changed=0)
+    gone = delete.to_dict()
+    assert gone["current"] is None and gone["key"] == {"id": 1}
+    assert gone["key"]["id"] is gone["before"]["id"]
+    assert gone["before"] == dict(current, changed=1)
+
+
 # JSON documents whose Python form is easy to get subtly wrong: (text, jsonb accepts it).
 JSON_CORPUS = [
     ('{"a": 1, "b": [1, 2, {"a": null}], "a": 2}', True),  # duplicate key: last value wins
