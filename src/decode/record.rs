@@ -28,7 +28,9 @@ use super::relation::{Column, Relation};
 use super::value::{push_hex, Value};
 use crate::calendar::{civil_from_days, PG_EPOCH_DAYS};
 use crate::lsn::Lsn;
-use crate::protocol::pgoutput::{OldTuple, ReplicaIdentity, TupleColumn, TupleData};
+use crate::protocol::pgoutput::{
+    OldTuple, ReplicaIdentity, TupleColumn, TupleColumns, TupleData,
+};
 use crate::protocol::replication::pg_time_to_system;
 
 /// What a record reports.
@@ -751,36 +753,42 @@ pub struct Image<'a> {
 impl<'a> Image<'a> {
     /// The columns, in order: name and value. Key images yield only key columns.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + 'a {
+        // A whole image is checked as UTF-8 once, its values then sliced from it; a key
+        // image, usually a column or two, checks just its values.
+        let text = if self.key_only {
+            None
+        } else {
+            TupleText::of(self.tuple)
+        };
         self.columns()
-            .map(|(meta, column)| (meta.name(), to_value(meta.kind(), column)))
+            .map(move |(meta, column)| (meta.name(), decode_column(meta.kind(), column, text)))
     }
 
     /// The columns of the image as sent, in order, with their relation column: which
     /// columns are in it (key images: only key columns) and unchanged TOAST values filled
     /// from the full before-image. The one place that decides what an image holds, for the
     /// typed view ([`Image::iter`]) and the JSON writer alike.
-    pub(crate) fn columns(&self) -> impl Iterator<Item = (&'a Column, TupleColumn<'a>)> + 'a {
-        let key_only = self.key_only;
-        let mut fill = self.fill.map(|t| t.iter());
-        self.tuple
-            .iter()
-            .zip(self.relation.columns())
-            .filter_map(move |(column, meta)| {
-                let filler = fill.as_mut().and_then(|f| f.next());
-                if key_only && !meta.is_key() {
-                    return None;
-                }
-                let column = match (column, filler) {
-                    (TupleColumn::UnchangedToast, Some(old)) => old,
-                    (column, _) => column,
-                };
-                Some((meta, column))
-            })
+    pub(crate) fn columns(&self) -> ImageColumns<'a> {
+        let mut meta = self.relation.columns();
+        if self.key_only {
+            // Nothing after the last key column is in the image: stop walking there.
+            let end = meta.iter().rposition(Column::is_key).map_or(0, |last| last + 1);
+            meta = &meta[..end];
+        }
+        ImageColumns {
+            tuple: self.tuple.iter(),
+            fill: self.fill.map(TupleData::iter),
+            meta: meta.iter(),
+            key_only: self.key_only,
+        }
     }
 
     /// The value of the column named `name`, if it is in this image.
     pub fn get(&self, name: &str) -> Option<Value<'a>> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        // Only the column asked for is decoded.
+        self.columns()
+            .find(|(meta, _)| meta.name() == name)
+            .map(|(meta, column)| to_value(meta.kind(), column))
     }
 
     /// The relation the image belongs to.
@@ -793,6 +801,78 @@ impl<'a> Image<'a> {
     pub fn has_unchanged(&self) -> bool {
         self.tuple.has_unchanged_toast() && self.iter().any(|(_, v)| v.is_unchanged())
     }
+}
+
+/// The walk behind [`Image::columns`].
+pub(crate) struct ImageColumns<'a> {
+    tuple: TupleColumns<'a>,
+    /// The full before-image, in step with `tuple`, to fill unchanged TOAST values from.
+    fill: Option<TupleColumns<'a>>,
+    /// The relation's columns, cut after the last key column for a key image.
+    meta: std::slice::Iter<'a, Column>,
+    key_only: bool,
+}
+
+impl<'a> Iterator for ImageColumns<'a> {
+    type Item = (&'a Column, TupleColumn<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let meta = self.meta.next()?;
+            let column = self.tuple.next()?;
+            let filler = match &mut self.fill {
+                Some(fill) => fill.next(),
+                None => None,
+            };
+            if self.key_only && !meta.is_key() {
+                continue;
+            }
+            return Some(match (column, filler) {
+                (TupleColumn::UnchangedToast, Some(old)) => (meta, old),
+                (column, _) => (meta, column),
+            });
+        }
+    }
+}
+
+/// A tuple's column entries as one `str` (see [`TupleData::as_utf8`]), to take value
+/// texts from without checking each again.
+#[derive(Clone, Copy)]
+struct TupleText<'a> {
+    text: &'a str,
+    /// Where the entries start in memory, to find a value's place in `text`.
+    base: usize,
+}
+
+impl<'a> TupleText<'a> {
+    fn of(tuple: &'a TupleData) -> Option<TupleText<'a>> {
+        let text = tuple.as_utf8()?;
+        Some(TupleText {
+            text,
+            base: text.as_ptr() as usize,
+        })
+    }
+
+    /// `value`'s text, if `value` lies in this tuple (a value filled from another tuple
+    /// does not).
+    fn slice(&self, value: &[u8]) -> Option<&'a str> {
+        let start = (value.as_ptr() as usize).checked_sub(self.base)?;
+        self.text.get(start..start.checked_add(value.len())?)
+    }
+}
+
+/// One column's value, its text taken from `text` when it lies there.
+fn decode_column<'a>(
+    kind: super::types::ValueKind,
+    column: TupleColumn<'a>,
+    text: Option<TupleText<'a>>,
+) -> Value<'a> {
+    if let (TupleColumn::Text(value), Some(text)) = (column, text) {
+        if let Some(value) = text.slice(value) {
+            return Value::from_text(kind, value);
+        }
+    }
+    to_value(kind, column)
 }
 
 impl fmt::Debug for Image<'_> {

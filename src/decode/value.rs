@@ -405,8 +405,8 @@ fn scalar(kind: ScalarKind, text: Cow<'_, str>) -> Value<'_> {
             Some(date) => Value::Date(date),
             None => Value::Text(text),
         },
-        ScalarKind::Time if is_time(text.as_bytes(), false) => Value::Time(text),
-        ScalarKind::TimeTz if is_time(text.as_bytes(), true) => Value::TimeTz(text),
+        ScalarKind::Time if is_time(&text, false) => Value::Time(text),
+        ScalarKind::TimeTz if is_time(&text, true) => Value::TimeTz(text),
         ScalarKind::Time | ScalarKind::TimeTz => Value::Text(text),
         ScalarKind::Timestamp => match Timestamp::parse(&text, false) {
             Some(ts) => Value::Timestamp(ts),
@@ -604,16 +604,84 @@ impl<'t> Cursor<'t> {
         (count >= min).then_some((value, count))
     }
 
+    /// Exactly two ASCII digits as a number. Spelled out rather than through
+    /// [`Cursor::digits`]: every date and time field goes through here.
     fn two(&mut self) -> Option<u8> {
-        self.digits(2, 2).and_then(|(v, _)| u8::try_from(v).ok())
+        let [tens, ones] = *self.bytes.get(self.pos..)?.first_chunk::<2>()?;
+        let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+        if tens > 9 || ones > 9 {
+            return None;
+        }
+        self.pos += 2;
+        Some(tens * 10 + ones)
     }
 
     /// `YYYY-MM-DD` with a year of 4 or more digits (PostgreSQL prints up to 7).
     fn ymd(&mut self) -> Option<(u32, u8, u8)> {
-        let (year, _) = self.digits(4, 9)?;
+        let year = match self.bytes.get(self.pos..)?.first_chunk::<5>() {
+            // The common four-digit year, without the general loop.
+            Some(&[a, b, c, d, b'-']) if [a, b, c, d].iter().all(u8::is_ascii_digit) => {
+                self.pos += 4;
+                [a, b, c, d]
+                    .iter()
+                    .fold(0, |year, digit| year * 10 + u32::from(digit - b'0'))
+            }
+            _ => self.digits(4, 9)?.0,
+        };
         let month = self.eat(b'-').then(|| self.two())??;
         let day = self.eat(b'-').then(|| self.two())??;
         Some((year, month, day))
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS[.f{1,6}]` with a four-digit year (what every timestamp of
+    /// the years 1000 to 9999 starts with) → (year, month, day, seconds of the day,
+    /// microseconds), read at fixed places in one go; `None`, the cursor unmoved, for any
+    /// other shape, which [`Cursor::ymd`] and [`Cursor::clock`] then read field by field.
+    fn date_time(&mut self) -> Option<(u32, u8, u8, u32, u32)> {
+        let p = self.bytes.get(self.pos..)?.first_chunk::<19>()?;
+        let d = |i: usize| p[i].wrapping_sub(b'0');
+        let digits = [
+            d(0),
+            d(1),
+            d(2),
+            d(3),
+            d(5),
+            d(6),
+            d(8),
+            d(9),
+            d(11),
+            d(12),
+            d(14),
+            d(15),
+            d(17),
+            d(18),
+        ];
+        if digits.iter().any(|&digit| digit > 9)
+            || [p[4], p[7], p[10], p[13], p[16]] != *b"-- ::"
+        {
+            return None;
+        }
+        let [y0, y1, y2, y3, mo0, mo1, d0, d1, h0, h1, mi0, mi1, s0, s1] = digits.map(u32::from);
+        let (hour, minute, second) = (h0 * 10 + h1, mi0 * 10 + mi1, s0 * 10 + s1);
+        if hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        let year = y0 * 1000 + y1 * 100 + y2 * 10 + y3;
+        // Both fit: two digits each.
+        let month = u8::try_from(mo0 * 10 + mo1).ok()?;
+        let day = u8::try_from(d0 * 10 + d1).ok()?;
+        let start = self.pos;
+        self.pos += 19;
+        let micros = if self.eat(b'.') {
+            let Some((fraction, count)) = self.digits(1, 6) else {
+                self.pos = start;
+                return None;
+            };
+            fraction * 10u32.pow(u32::try_from(6 - count).ok()?)
+        } else {
+            0
+        };
+        Some((year, month, day, hour * 3600 + minute * 60 + second, micros))
     }
 
     /// `HH:MM:SS[.f{1,6}]` → (seconds of the day, microseconds).
@@ -664,10 +732,7 @@ impl<'t> Cursor<'t> {
 
 /// Whether `text` is a `time` (`HH:MM:SS[.ffffff]`, hour up to 24) or, with `tz`, a
 /// `timetz` (plus `±HH[:MM[:SS]]`).
-fn is_time(text: &[u8], tz: bool) -> bool {
-    let Ok(text) = std::str::from_utf8(text) else {
-        return false;
-    };
+fn is_time(text: &str, tz: bool) -> bool {
     let mut cursor = Cursor::new(text);
     cursor.clock(24).is_some() && (!tz || cursor.offset().is_some()) && cursor.at_end()
 }
@@ -831,11 +896,17 @@ impl Timestamp {
             "-infinity" => TimestampRepr::NegInfinity,
             _ => {
                 let mut cursor = Cursor::new(text);
-                let (year, month, day) = cursor.ymd()?;
-                if !cursor.eat(b' ') {
-                    return None;
-                }
-                let (seconds, micros) = cursor.clock(23)?;
+                let (year, month, day, seconds, micros) = match cursor.date_time() {
+                    Some(fields) => fields,
+                    None => {
+                        let (year, month, day) = cursor.ymd()?;
+                        if !cursor.eat(b' ') {
+                            return None;
+                        }
+                        let (seconds, micros) = cursor.clock(23)?;
+                        (year, month, day, seconds, micros)
+                    }
+                };
                 let offset = if tz { cursor.offset()? } else { 0 };
                 let bc = cursor.eat_str(b" BC");
                 if !cursor.at_end() {
