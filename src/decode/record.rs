@@ -25,7 +25,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::relation::{Column, Relation};
-use super::value::{push_hex, Value};
+use super::value::{from_ascii_shape, push_hex, Value};
 use crate::calendar::{civil_from_days, PG_EPOCH_DAYS};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{
@@ -926,9 +926,12 @@ pub(crate) fn to_value(kind: super::types::ValueKind, column: TupleColumn<'_>) -
     match column {
         TupleColumn::Null => Value::Null,
         TupleColumn::UnchangedToast => Value::Unchanged,
-        // Never fails: text that is not UTF-8 (a non-UTF-8 database) is kept lossily.
-        TupleColumn::Text(text) => Value::decode(kind, text)
-            .unwrap_or_else(|_| Value::Text(String::from_utf8_lossy(text).into_owned().into())),
+        TupleColumn::Text(text) => match from_ascii_shape(kind, text) {
+            Some(value) => value,
+            // Never fails: text that is not UTF-8 (a non-UTF-8 database) is kept lossily.
+            None => Value::decode(kind, text)
+                .unwrap_or_else(|_| Value::Text(String::from_utf8_lossy(text).into_owned().into())),
+        },
         // We never ask for binary transfer; should a server send it, show the bytes.
         TupleColumn::Binary(bytes) => Value::Bytea(hex(bytes).into()),
     }

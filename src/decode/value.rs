@@ -377,6 +377,28 @@ fn is_special_number(text: &str) -> bool {
     matches!(text, "NaN" | "Infinity" | "-Infinity")
 }
 
+/// The value of text that is one of the ASCII shapes needing no `str` to decode —
+/// `t`/`f` of a bool, a canonical int — or `None` for anything else. Spares a value
+/// decoded on its own (a key column, most often an integer) the UTF-8 check.
+pub(crate) fn from_ascii_shape(kind: ValueKind, text: &[u8]) -> Option<Value<'static>> {
+    match (kind, text) {
+        (ValueKind::Scalar(ScalarKind::Bool), b"t") => Some(Value::Bool(true)),
+        (ValueKind::Scalar(ScalarKind::Bool), b"f") => Some(Value::Bool(false)),
+        (ValueKind::Scalar(ScalarKind::Int), _) if is_canonical_int(text) => {
+            let (negative, digits) = match text.strip_prefix(b"-") {
+                Some(digits) => (true, digits),
+                None => (false, text),
+            };
+            // At most eighteen digits: no overflow.
+            let magnitude = digits
+                .iter()
+                .fold(0i64, |n, digit| n * 10 + i64::from(digit - b'0'));
+            Some(Value::Int(if negative { -magnitude } else { magnitude }))
+        }
+        _ => None,
+    }
+}
+
 /// An array literal's elements, or the literal as [`Value::Text`] if it is malformed.
 #[inline(never)]
 fn array(text: &str, element: ScalarKind, delimiter: u8) -> Value<'_> {
@@ -444,6 +466,17 @@ fn json(text: Cow<'_, str>) -> Value<'_> {
                 Err(_) => Value::Null,
             }
         }
+    }
+}
+
+/// `0` or `-?[1-9][0-9]{0,17}`: an int8 printed by the server, which `i64` parsing and
+/// printing leave as it is (eighteen digits always fit; longer ones take the typed path).
+pub(super) fn is_canonical_int(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.len() <= 17 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
     }
 }
 
