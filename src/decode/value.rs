@@ -766,6 +766,10 @@ impl<'t> Cursor<'t> {
         Some(sign * (hours * 3600 + i64::from(minutes) * 60 + i64::from(seconds)))
     }
 
+    fn rest(&self) -> &'t [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+
     fn at_end(&self) -> bool {
         self.pos == self.bytes.len()
     }
@@ -948,7 +952,15 @@ impl Timestamp {
                         (year, month, day, seconds, micros)
                     }
                 };
-                let offset = if tz { cursor.offset()? } else { 0 };
+                let offset = if !tz {
+                    0
+                } else if matches!(cursor.rest(), b"+00" | b"+00 BC") {
+                    // UTC: every timestamptz on our connections (`TimeZone=UTC`).
+                    cursor.pos += 3;
+                    0
+                } else {
+                    cursor.offset()?
+                };
                 let bc = cursor.eat_str(b" BC");
                 if !cursor.at_end() {
                     return None;
