@@ -261,8 +261,10 @@ pub struct Record {
     index: u64,
     /// The group partition it came through, when the group has several.
     partition: Option<PartitionId>,
-    /// The transaction's end LSN, on its last record only.
-    txn_end: Option<Lsn>,
+    /// The transaction's end LSN on its last record only; [`Lsn::ZERO`] (PostgreSQL's "no
+    /// position") on the others. Not an `Option`: eight bytes less keep a record within
+    /// 128 bytes, which moves without a `memcpy` call.
+    txn_end: Lsn,
 }
 
 impl Record {
@@ -280,7 +282,7 @@ impl Record {
             txn,
             index,
             partition: None,
-            txn_end: None,
+            txn_end: Lsn::ZERO,
         }
     }
 
@@ -301,7 +303,7 @@ impl Record {
             txn,
             index,
             partition: None,
-            txn_end: None,
+            txn_end: Lsn::ZERO,
         }
     }
 
@@ -312,7 +314,7 @@ impl Record {
             txn,
             index,
             partition: None,
-            txn_end: None,
+            txn_end: Lsn::ZERO,
         }
     }
 
@@ -328,7 +330,7 @@ impl Record {
             txn,
             index,
             partition: None,
-            txn_end: None,
+            txn_end: Lsn::ZERO,
         }
     }
 
@@ -379,11 +381,11 @@ impl Record {
     /// past it at once, without waiting for the Commit behind it (which a consumer that
     /// stops polling might never take, pinning WAL).
     pub fn txn_end(&self) -> Option<Lsn> {
-        self.txn_end
+        (self.txn_end != Lsn::ZERO).then_some(self.txn_end)
     }
 
     pub(crate) fn set_txn_end(&mut self, end_lsn: Lsn) {
-        self.txn_end = Some(end_lsn);
+        self.txn_end = end_lsn;
     }
 
     /// Marks the record as coming through `partition` of a group with several (see
