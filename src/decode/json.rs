@@ -41,7 +41,7 @@ use super::record::{
     format_pg_timestamp, format_pg_timestamp_on_stack, to_value, ColumnList, Image, Record, TxnInfo,
 };
 use super::types::{ScalarKind, ValueKind};
-use super::value::{is_json_number, Value};
+use super::value::{is_canonical_int, is_json_number, Value};
 use crate::calendar;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::TupleColumn;
@@ -286,16 +286,6 @@ fn write_typed(out: &mut Vec<u8>, kind: ValueKind, column: TupleColumn<'_>) {
     let _ = serde_json::to_writer(&mut *out, &value);
 }
 
-/// `0` or `-?[1-9][0-9]{0,17}`: an int8 printed by the server, which `i64` parsing and
-/// printing leave as it is (eighteen digits always fit; longer ones take the typed path).
-fn is_canonical_int(text: &[u8]) -> bool {
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    match digits {
-        [b'0'] => text.len() == 1,
-        [b'1'..=b'9', rest @ ..] => rest.len() <= 17 && rest.iter().all(u8::is_ascii_digit),
-        _ => false,
-    }
-}
 
 fn is_special_number(text: &[u8]) -> bool {
     matches!(text, b"NaN" | b"Infinity" | b"-Infinity")

@@ -324,6 +324,10 @@ fn timestamptz_is_converted_to_utc() {
             "0002-12-31T18:06:32.5Z BC",
         ),
         ("0001-12-31 23:00:00-01 BC", "0001-01-01T00:00:00Z"),
+        // UTC's `+00` is read on its own: not when more of an offset follows.
+        ("2024-01-01 00:10:00+00:30", "2023-12-31T23:40:00Z"),
+        ("2024-01-01 00:00:00+00:00:01", "2023-12-31T23:59:59Z"),
+        ("0044-03-15 12:00:00+00 BC", "0044-03-15T12:00:00Z BC"),
         ("infinity", "infinity"),
         ("-infinity", "-infinity"),
     ] {
