@@ -28,7 +28,7 @@ export RUSTC_BOOTSTRAP=1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-for target in frame replication pgoutput json; do
+for target in frame replication pgoutput json nats_wire; do
   echo "fuzzing $target for ${seconds}s" >&2
   mkdir -p "$scratch/$target"
   log="$scratch/$target.log"
