@@ -12,7 +12,9 @@
 //! sends: it counts the acknowledged prefix (shared through an atomic, one wake-up per read
 //! rather than per message), answers `PING`s (also while the driver is idle), and on
 //! `-ERR`, a refusal, a no-responders status or the end of the connection records the
-//! failure: the connection is then done, and the driver makes a new one.
+//! failure: the connection is then done, and the driver makes a new one — unless the `-ERR`
+//! is one no new connection cures ([`refusal`](super::refusal): a permission, the payload
+//! limit), which ends the run.
 //!
 //! A connection is used once and never reconnects by itself (see the module docs of
 //! [`jetstream`](super::jetstream) for why): dropping it stops its reader and closes the
