@@ -1,8 +1,7 @@
 //! The NATS client protocol, as much of it as the JetStream sink speaks on its own
 //! connection: the frames it writes (`CONNECT`, `SUB`, `HPUB`, `PING`, `PONG`) and the
 //! operations it reads (`INFO`, `MSG`, `HMSG`, `PING`, `PONG`, `+OK`, `-ERR`). Pure: bytes
-//! in, bytes or [`ServerOp`]s out; the connection around it is
-//! [`nats_conn`](super::nats_conn).
+//! in, bytes or [`ServerOp`]s out; the connection around it is `sink/nats_conn.rs`.
 //!
 //! Why the sink writes its frames itself: a whole batch becomes one buffer and one write,
 //! where the NATS client builds a hash map of headers per message, frames each message on
@@ -193,7 +192,7 @@ pub(super) fn write_hpub(
 /// One operation from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ServerOp<'a> {
-    /// `INFO {json}`: the JSON (see [`read_info`]).
+    /// `INFO {json}`: the JSON (see `read_info`).
     Info(&'a [u8]),
     /// `MSG` or `HMSG`: a message on a subscription.
     Msg {
