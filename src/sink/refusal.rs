@@ -41,31 +41,30 @@ pub(super) fn refusal(text: &str, scope: &Scope<'_>) -> SinkError {
         .split_once('"')
         .and_then(|(_, rest)| rest.rsplit_once('"'))
         .map_or("", |(subject, _)| subject);
-    let config = |message: String| SinkError::Config(message);
     if lower.starts_with("permissions violation for publish with reply") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused the reply subject \"{quoted}\" of a publish \
              ({text}); the stream's acknowledgements come there: do not deny the user publish \
              with replies on _INBOX.>"
         ))
     } else if lower.starts_with("permissions violation for publish") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused publishing to \"{quoted}\" ({text}); grant the \
              user publish permission on {subjects} (the stream's subjects)"
         ))
     } else if lower.starts_with("permissions violation for subscription") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused the subscription to \"{quoted}\" ({text}), where \
              the stream's acknowledgements come; grant the user subscribe permission on \
              _INBOX.>"
         ))
     } else if lower.starts_with("permissions violation") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused a permission ({text}); grant the user publish \
              permission on {subjects} and subscribe permission on _INBOX.>"
         ))
     } else if lower.starts_with("maximum payload") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused a message larger than its max_payload ({text}); \
              raise max_payload in the server's (or the account's) configuration, or leave \
              large columns out of the group (tail --exclude-columns)"
@@ -74,16 +73,16 @@ pub(super) fn refusal(text: &str, scope: &Scope<'_>) -> SinkError {
         || (lower.contains("authentication")
             && (lower.contains("expired") || lower.contains("revoked")))
     {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused the credentials ({text}); check --creds, \
              --token or --user/--password"
         ))
     } else if lower.starts_with("secure connection") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} requires TLS ({text}); add --tls or use a tls:// URL"
         ))
     } else if lower.starts_with("invalid subject") || lower.starts_with("invalid publish subject") {
-        config(format!(
+        SinkError::Config(format!(
             "the NATS server at {url} refused a subject ({text}); check --subject-prefix and \
              --subject-template"
         ))
