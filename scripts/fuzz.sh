@@ -6,7 +6,7 @@
 # cargo-fuzz needs nightly-only rustc flags (sanitizers); on a stable toolchain
 # RUSTC_BOOTSTRAP=1 unlocks them. cargo-fuzz is installed into target/cargo-fuzz when it
 # is not on PATH. Each target starts from its checked-in seed corpus (fuzz/corpus/<target>,
-# real messages captured from PostgreSQL); new inputs go to a scratch directory so the
+# real messages captured from PostgreSQL; for nats_wire, hand-written NATS server operations); new inputs go to a scratch directory so the
 # seed corpus stays as committed. A crash leaves its input in fuzz/artifacts/<target>/ and
 # fails the script.
 set -euo pipefail
@@ -28,7 +28,7 @@ export RUSTC_BOOTSTRAP=1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-for target in frame replication pgoutput json; do
+for target in frame replication pgoutput json nats_wire; do
   echo "fuzzing $target for ${seconds}s" >&2
   mkdir -p "$scratch/$target"
   log="$scratch/$target.log"

@@ -1333,3 +1333,79 @@ async fn tls_required_by_the_server_is_verified_and_used() {
     let stored = read_stream(&reader, "TLS").await;
     assert_eq!(records_once_in_order(&stored, &group).len(), 50);
 }
+
+/// Permissions a new connection cannot change: a user that may not publish to the stream's
+/// subjects, or may not subscribe to the acknowledgements' inbox, is refused with exit
+/// status 2 and the permission to grant — not retried forever — and the group's cursor
+/// stays where it was (a permitted user then publishes every record).
+#[tokio::test]
+async fn missing_permissions_exit_2_naming_the_grant_and_commit_nothing() {
+    let nats = NatsServer::start_with(Some(
+        r#"accounts {
+             A: {
+               jetstream: enabled
+               users: [
+                 { user: admin, password: secret }
+                 { user: nopub, password: pw, permissions: {
+                     publish: { allow: ["$JS.API.>"] }
+                     subscribe: { allow: ["_INBOX.>"] } } }
+                 { user: nosub, password: pw, permissions: {
+                     publish: { allow: ["changestream.>", "$JS.API.>"] }
+                     subscribe: { deny: [">"] } } }
+               ]
+             }
+           }"#,
+    ))
+    .await;
+    let (_db, url, group) = fifty_items().await;
+    let publish = |user: &str, password: &str| {
+        let args = ["--user", user, "--password", password].map(String::from);
+        publish_until_idle(&url, &group, &nats, "PERMS", args.to_vec(), None)
+    };
+
+    let out = publish("nosub", "pw").await;
+    assert_refused(&out, "refused the subscription to \"_INBOX.");
+    assert_refused(&out, "grant the user subscribe permission on _INBOX.>");
+
+    let out = publish("nopub", "pw").await;
+    assert_refused(&out, "refused publishing to \"changestream.");
+    assert_refused(&out, "grant the user publish permission on changestream.>");
+    let s = status(&url, &group).await;
+    assert_eq!(
+        s[0]["sinks"][0]["records_acked"].as_u64().unwrap_or(0),
+        0,
+        "{s}"
+    );
+
+    let out = publish("admin", "secret").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = nats.client(Some(("admin", "secret"))).await;
+    let stored = read_stream(&reader, "PERMS").await;
+    assert_eq!(records_once_in_order(&stored, &group).len(), 50);
+}
+
+/// A row bigger than the server's `max_payload` (from its INFO) is refused before it is
+/// sent — exit status 2 naming the record, its table and the limit — and the cursor never
+/// passes what the stream acknowledged.
+#[tokio::test]
+async fn a_record_over_max_payload_exits_2_naming_it() {
+    let nats = NatsServer::start_with(Some("max_payload: 4096")).await;
+    let (db, url, group) = fifty_items().await;
+    db.connect()
+        .await
+        .unwrap()
+        .batch_execute("UPDATE items SET pad = repeat('y', 10000) WHERE id = 7")
+        .await
+        .unwrap();
+    let out = publish_until_idle(&url, &group, &nats, "SMALL", Vec::new(), None).await;
+    assert_refused(&out, "of table public.items is ");
+    assert_refused(&out, "more than the server's max_payload of 4096 bytes");
+    let s = status(&url, &group).await;
+    let reader = nats.client(None).await;
+    let stored = read_stream(&reader, "SMALL").await;
+    assert!(
+        s[0]["sinks"][0]["records_acked"].as_u64().unwrap_or(0)
+            <= records_once_in_order(&stored, &group).len() as u64,
+        "{s}"
+    );
+}

@@ -22,7 +22,9 @@ pub trait Sink {
     /// connection, without waiting for acknowledgements.
     ///
     /// # Errors
-    /// [`SinkError::Unavailable`] when the connection is lost or sending timed out.
+    /// [`SinkError::Unavailable`] when the connection is lost or sending timed out;
+    /// [`SinkError::Config`] when the broker can never take a message of the batch (too
+    /// big for it), before any of the batch is sent.
     fn publish(
         &mut self,
         batch: Vec<Outgoing>,
@@ -34,6 +36,8 @@ pub trait Sink {
     /// # Errors
     /// [`SinkError::Unavailable`] when an acknowledgement is negative or does not come in
     /// time; what was published is then of unknown fate and must be published again.
+    /// [`SinkError::Config`] when the broker refused a message for a reason no new
+    /// connection changes (a permission): the driver stops.
     fn settle(&mut self, keep: usize) -> impl Future<Output = Result<u64, SinkError>> + Send;
 
     /// Messages published and not yet acknowledged.

@@ -11,7 +11,9 @@
 //! On a sink failure the loop forgets everything uncommitted ([`Consumer::reset`]), has the
 //! sink reconnect (with backoff, until it succeeds, the configuration is refused, or the
 //! stop flag is raised) and polls again from the committed cursor: the broker drops the
-//! repeats by their ids.
+//! repeats by their ids. A failure a new connection cannot cure ([`SinkError::Config`]: a
+//! permission the user lacks, a message over the broker's size limit) ends the run instead,
+//! with nothing committed past what was acknowledged.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,8 @@
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The configuration is wrong and retrying cannot help (bad credentials, a stream that
-    /// cannot be created, subjects owned by another stream); the message names the fix.
+    /// cannot be created, subjects owned by another stream, a permission the user lacks, a
+    /// message over the broker's size limit); the message names the fix.
     #[error("{0}")]
     Config(String),
     /// The broker is unreachable, timed out or refused a message; reconnecting may help.

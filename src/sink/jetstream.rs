@@ -236,6 +236,7 @@ fn target<'a>(config: &'a JetStreamConfig, duplicates: &Arc<AtomicU64>) -> Targe
             "no stream took a message (no responders): is stream {} still there, taking {:?}?",
             config.stream, config.filters
         ),
+        subjects: config.filters.join(", "),
         duplicates: Arc::clone(duplicates),
     }
 }
@@ -291,6 +292,7 @@ fn connect_error(url: &str, e: async_nats::ConnectError) -> SinkError {
 
 impl Sink for JetStreamSink {
     async fn publish(&mut self, batch: Vec<Outgoing>) -> Result<(), SinkError> {
+        self.conn.check_sizes(&batch)?;
         self.conn.publish(batch, self.config.ack_timeout).await
     }
 

@@ -62,10 +62,17 @@ mod jetstream;
 mod nats_conn;
 #[cfg(feature = "jetstream")]
 mod nats_handshake;
-#[cfg(feature = "jetstream")]
+// Public (and hidden) with `fuzzing`, for the fuzz target of its reader, as `internal!` in
+// lib.rs does for the crate's own layers; pure, so it needs no `jetstream` crates for that.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod nats_wire;
+#[cfg(all(feature = "jetstream", not(feature = "fuzzing")))]
 mod nats_wire;
 mod outgoing;
 mod progress;
+#[cfg(feature = "jetstream")]
+mod refusal;
 mod subject;
 
 pub use broker::Sink;

@@ -12,7 +12,9 @@
 //! sends: it counts the acknowledged prefix (shared through an atomic, one wake-up per read
 //! rather than per message), answers `PING`s (also while the driver is idle), and on
 //! `-ERR`, a refusal, a no-responders status or the end of the connection records the
-//! failure: the connection is then done, and the driver makes a new one.
+//! failure: the connection is then done, and the driver makes a new one — unless the `-ERR`
+//! is one no new connection cures ([`refusal`](super::refusal): a permission, the payload
+//! limit), which ends the run.
 //!
 //! A connection is used once and never reconnects by itself (see the module docs of
 //! [`jetstream`](super::jetstream) for why): dropping it stops its reader and closes the
@@ -35,6 +37,7 @@ use super::error::SinkError;
 use super::nats_handshake::{tls_upgrade, Creds, Endpoint, Stream, CONNECT_TIMEOUT};
 use super::nats_wire::{self, Connect, ServerOp};
 use super::outgoing::Outgoing;
+use super::refusal::{oversized, refusal, Scope};
 
 /// How the sink authenticates.
 #[derive(Clone, Default)]
@@ -72,6 +75,8 @@ pub(super) struct Target<'a> {
     pub(super) stream: &'a str,
     /// What to say when no stream takes a message.
     pub(super) no_responders: String,
+    /// The stream's subject filters, for the fix a permission refusal names.
+    pub(super) subjects: String,
     /// Counts acknowledgements that said "duplicate".
     pub(super) duplicates: Arc<AtomicU64>,
 }
@@ -96,6 +101,8 @@ pub(super) struct Connection {
     progress_at: Instant,
     /// A batch's frames (kept for its capacity).
     buf: Vec<u8>,
+    /// The server's `max_payload` (`usize::MAX` when it names none).
+    max_payload: usize,
 }
 
 /// What the reader task and the publisher share.
@@ -247,17 +254,9 @@ impl Connection {
             match op {
                 ServerOp::Pong => break,
                 ServerOp::Err(text) => {
-                    let text = text.to_lowercase();
-                    return Err(
-                        if text.contains("authorization") || text.contains("authentication") {
-                            SinkError::Config(format!(
-                                "the NATS server at {url} refused the credentials ({text}); check \
-                             --creds, --token or --user/--password"
-                            ))
-                        } else {
-                            SinkError::Unavailable(format!("the NATS server at {url} said: {text}"))
-                        },
-                    );
+                    // Rejected credentials, or the inbox's SUB refused by the permissions.
+                    let subjects = &target.subjects;
+                    return Err(refusal(&text, &Scope { url, subjects }));
                 }
                 ServerOp::Ping => {
                     // A failed write shows as the next read's error.
@@ -289,6 +288,8 @@ impl Connection {
             reply_prefix: reply_prefix.clone(),
             stream: target.stream.to_owned(),
             no_responders: target.no_responders.clone(),
+            url: url.to_owned(),
+            subjects: target.subjects.clone(),
             duplicates: Arc::clone(&target.duplicates),
         }));
         Ok(Connection {
@@ -300,7 +301,25 @@ impl Connection {
             seen: 0,
             progress_at: Instant::now(),
             buf: Vec::new(),
+            max_payload: info
+                .max_payload
+                .and_then(|m| usize::try_from(m).ok())
+                .filter(|&m| m > 0)
+                .unwrap_or(usize::MAX),
         })
+    }
+
+    /// Refuses `batch` before any of it is written when one of its messages is larger than
+    /// the server's `max_payload`: the server would close the connection on it, and close
+    /// every new one again.
+    pub(super) fn check_sizes(&self, batch: &[Outgoing]) -> Result<(), SinkError> {
+        for message in batch {
+            let size = nats_wire::hpub_size(&message.id, &message.headers, &message.payload);
+            if size > self.max_payload {
+                return Err(oversized(message, size, self.max_payload));
+            }
+        }
+        Ok(())
     }
 
     /// Writes `batch` as one buffer of frames; fails when the connection failed or the
@@ -446,6 +465,9 @@ struct Reader {
     reply_prefix: String,
     stream: String,
     no_responders: String,
+    /// The server's address and the stream's subjects, for the fix a refusal names.
+    url: String,
+    subjects: String,
     duplicates: Arc<AtomicU64>,
 }
 
@@ -525,9 +547,8 @@ impl Reader {
                 ServerOp::Ping => pings += 1,
                 ServerOp::Pong | ServerOp::Ok | ServerOp::Info(_) => {}
                 ServerOp::Err(text) => {
-                    break Some(SinkError::Unavailable(format!(
-                        "the NATS server said: {text}"
-                    )))
+                    let (url, subjects) = (&self.url, &self.subjects);
+                    break Some(refusal(&text, &Scope { url, subjects }));
                 }
             }
         };

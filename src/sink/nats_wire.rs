@@ -1,13 +1,16 @@
 //! The NATS client protocol, as much of it as the JetStream sink speaks on its own
 //! connection: the frames it writes (`CONNECT`, `SUB`, `HPUB`, `PING`, `PONG`) and the
 //! operations it reads (`INFO`, `MSG`, `HMSG`, `PING`, `PONG`, `+OK`, `-ERR`). Pure: bytes
-//! in, bytes or [`ServerOp`]s out; the connection around it is
-//! [`nats_conn`](super::nats_conn).
+//! in, bytes or [`ServerOp`]s out; the connection around it is `sink/nats_conn.rs`.
 //!
 //! Why the sink writes its frames itself: a whole batch becomes one buffer and one write,
 //! where the NATS client builds a hash map of headers per message, frames each message on
 //! its own and passes it through a channel to its connection task (about a third of the
 //! publisher's instructions per record; BENCHMARKS.md, the sink section).
+
+// With `fuzzing` alone (the fuzz target, without the `jetstream` crates) only the reader is
+// used.
+#![cfg_attr(not(feature = "jetstream"), allow(dead_code))]
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +25,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// The server sent something this codec cannot read; the connection is of no further use.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unreadable NATS protocol from the server: {0}")]
-pub(super) struct WireError(String);
+pub struct WireError(String);
 
 /// The `INFO` fields the sink uses.
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +36,11 @@ pub(super) struct Info {
     pub(super) headers: bool,
     /// Present when the server wants a signature (creds / nkey authentication).
     pub(super) nonce: Option<String>,
+    /// The largest message (headers and payload) the server takes; a bigger one is refused
+    /// with `-ERR 'Maximum Payload Violation'` and the connection closed.
+    /// Absent or not positive: no limit the sink knows of.
+    #[serde(default)]
+    pub(super) max_payload: Option<i64>,
 }
 
 /// Reads an `INFO` operation's JSON.
@@ -109,6 +117,32 @@ pub(super) fn write_sub(buf: &mut Vec<u8>, subject: &str, sid: u64) {
 
 /// The `Nats-Msg-Id` header: JetStream's de-duplication id.
 const MSG_ID: &str = "Nats-Msg-Id";
+/// A header block's first line.
+const VERSION: &[u8] = b"NATS/1.0\r\n";
+
+/// The header fields of an `HPUB`: the de-duplication id, then `headers`.
+fn fields<'h>(
+    id: &'h str,
+    headers: &'h Headers,
+) -> impl Iterator<Item = (&'static str, &'h str)> + 'h {
+    std::iter::once((MSG_ID, id)).chain(headers.iter())
+}
+
+/// The bytes of an `HPUB`'s header block (`NATS/1.0`, the fields, the blank line).
+fn header_len(id: &str, headers: &Headers) -> usize {
+    // name ": " value "\r\n" per header, and the blank line ending them.
+    VERSION.len()
+        + fields(id, headers)
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum::<usize>()
+        + 2
+}
+
+/// The size of the message [`write_hpub`] frames, as the server counts it against its
+/// `max_payload`: header block and payload.
+pub(super) fn hpub_size(id: &str, headers: &Headers, payload: &[u8]) -> usize {
+    header_len(id, headers) + payload.len()
+}
 
 /// Appends one `HPUB` frame: `subject`, its acknowledgement to `<reply_prefix><n>`, the
 /// headers `Nats-Msg-Id: <id>` and `headers`, and `payload`.
@@ -124,14 +158,7 @@ pub(super) fn write_hpub(
     headers: &Headers,
     payload: &[u8],
 ) {
-    const VERSION: &[u8] = b"NATS/1.0\r\n";
-    let fields = || std::iter::once((MSG_ID, id)).chain(headers.iter());
-    // name ": " value "\r\n" per header, and the blank line ending them.
-    let header_len = VERSION.len()
-        + fields()
-            .map(|(name, value)| name.len() + value.len() + 4)
-            .sum::<usize>()
-        + 2;
+    let header_len = header_len(id, headers);
     let total_len = header_len + payload.len();
     buf.reserve(subject.len() + reply_prefix.len() + 60 + total_len);
     buf.extend_from_slice(b"HPUB ");
@@ -145,7 +172,7 @@ pub(super) fn write_hpub(
     buf.extend_from_slice(decimal(total_len as u64, &mut [0; 20]));
     buf.extend_from_slice(b"\r\n");
     buf.extend_from_slice(VERSION);
-    for (name, value) in fields() {
+    for (name, value) in fields(id, headers) {
         buf.extend_from_slice(name.as_bytes());
         buf.extend_from_slice(b": ");
         let at = buf.len();
@@ -164,8 +191,8 @@ pub(super) fn write_hpub(
 
 /// One operation from the server.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum ServerOp<'a> {
-    /// `INFO {json}`: the JSON (see [`read_info`]).
+pub enum ServerOp<'a> {
+    /// `INFO {json}`: the JSON (see `read_info`).
     Info(&'a [u8]),
     /// `MSG` or `HMSG`: a message on a subscription.
     Msg {
@@ -187,13 +214,19 @@ pub(super) enum ServerOp<'a> {
 /// # Errors
 /// Anything that is not the NATS protocol (an unknown operation, bad numbers, a message
 /// not ended by `\r\n`, a line or message past the limits); never panics.
-pub(super) fn next_op(buf: &[u8]) -> Result<Option<(ServerOp<'_>, usize)>, WireError> {
+pub fn next_op(buf: &[u8]) -> Result<Option<(ServerOp<'_>, usize)>, WireError> {
+    let too_long = || Err(WireError("a control line longer than 1 MiB".to_owned()));
     let Some(end) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > MAX_LINE {
-            return Err(WireError("a control line longer than 1 MiB".to_owned()));
+            return too_long();
         }
         return Ok(None);
     };
+    // Checked here too, so that a long line is refused however it arrives (whole, or in
+    // pieces the first of which is already too long).
+    if end > MAX_LINE {
+        return too_long();
+    }
     let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
     let body = end + 1;
     let (op, rest) = match line.iter().position(|&b| b == b' ' || b == b'\t') {
@@ -281,6 +314,32 @@ pub(super) fn next_op(buf: &[u8]) -> Result<Option<(ServerOp<'_>, usize)>, WireE
     }
 }
 
+/// Reads the server's operations from a stream arriving in `chunks`, the way a connection
+/// does (append what arrived, take every complete operation, wait for more): each
+/// operation's `Debug` form, then how many bytes were left incomplete at the end, or the
+/// error that ended the reading. However the bytes are split, the answer is the same.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn read_chunks<'c>(
+    chunks: impl IntoIterator<Item = &'c [u8]>,
+) -> (Vec<String>, Result<usize, WireError>) {
+    let mut ops = Vec::new();
+    let mut buf = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match next_op(&buf) {
+                Ok(Some((op, used))) => {
+                    ops.push(format!("{op:?}"));
+                    buf.drain(..used);
+                }
+                Ok(None) => break,
+                Err(e) => return (ops, Err(e)),
+            }
+        }
+    }
+    (ops, Ok(buf.len()))
+}
+
 /// The status code of a header block (`NATS/1.0 503\r\n…`), if it has one.
 fn status(headers: &[u8]) -> Result<Option<u16>, WireError> {
     let Some(rest) = headers.strip_prefix(b"NATS/1.0") else {
@@ -349,6 +408,10 @@ mod tests {
             header.len() + 7
         );
         assert_eq!(String::from_utf8(buf).unwrap(), expected);
+        assert_eq!(
+            hpub_size("g:1/2/3", &headers(Some("public.t")), b"{\"a\":1}"),
+            header.len() + 7
+        );
 
         // No table header on logical messages; line breaks in a value become spaces.
         let mut buf = Vec::new();
@@ -483,6 +546,56 @@ mod tests {
                 .collect();
             let _ = next_op(&bytes);
         }
+    }
+
+    /// A stream read in pieces gives what it gives read whole: the operations, the error,
+    /// the incomplete rest (the fuzz target `nats_wire` does this with arbitrary bytes).
+    #[test]
+    fn splitting_never_changes_what_is_read() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let pieces: [&[u8]; 9] = [
+            b"PING\r\n",
+            b"MSG _INBOX.x.3 1 2\r\nok\r\n",
+            b"HMSG a 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+            b"-ERR 'Permissions Violation for Publish to \"a\"'\r\n",
+            b"INFO {}\n",
+            b"+OK\r\n",
+            b"MSG a 1 9",
+            b"\r\n",
+            b"x",
+        ];
+        for _ in 0..2_000 {
+            let stream: Vec<u8> = (0..next(8))
+                .flat_map(|_| pieces[next(pieces.len() as u64) as usize].iter().copied())
+                .collect();
+            let whole = read_chunks([&stream[..]]);
+            let mut chunks = Vec::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let (chunk, after) = rest.split_at((next(7) as usize + 1).min(rest.len()));
+                chunks.push(chunk);
+                rest = after;
+            }
+            assert_eq!(
+                read_chunks(chunks),
+                whole,
+                "{}",
+                String::from_utf8_lossy(&stream)
+            );
+        }
+        // A line too long is refused whether it arrives whole or the first piece already
+        // has more than the limit.
+        let mut long = vec![b'x'; MAX_LINE + 1];
+        long.extend_from_slice(b"\r\n");
+        let whole = read_chunks([&long[..]]);
+        assert!(whole.1.is_err());
+        assert_eq!(read_chunks(long.chunks(MAX_LINE / 2 + 1)), whole);
     }
 
     #[test]
