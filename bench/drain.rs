@@ -20,7 +20,8 @@
 //!                                                          copied slot: the consumer's
 //!                                                          overhead is the difference
 //! --poll-limit N: records per poll (default 4096)
-//! BENCH_BULK_LINGER_US=N: the ChangeStream source's bulk linger (before/after comparisons)
+//! BENCH_BULK_LINGER_US=N, BENCH_LINGER_US=N: the ChangeStream source's bulk linger and
+//! linger (before/after comparisons)
 //! BENCH_JSON=serde: serialise each record with serde_json (`Record`'s `Serialize`, the path
 //! before the JSON writer) instead of the `tail` line from `decode::json`; BENCH_JSON=typed:
 //! no JSON, every column of every image decoded to a typed `Value` (the library path for
@@ -105,6 +106,12 @@ impl Source {
                 .parse()
                 .map_err(|e| format!("BENCH_BULK_LINGER_US={us}: {e}"))?;
             options.bulk_linger = Duration::from_micros(us);
+        }
+        if let Ok(us) = std::env::var("BENCH_LINGER_US") {
+            let us = us
+                .parse()
+                .map_err(|e| format!("BENCH_LINGER_US={us}: {e}"))?;
+            options.linger = Duration::from_micros(us);
         }
         let stream = ChangeStream::start(&config, options)
             .await

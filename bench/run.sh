@@ -188,10 +188,13 @@ log "initdb + start PostgreSQL $pg_major on port $port ($data)"
 # fsync=off only speeds up generating the workload; it changes nothing the decoders read.
 # synchronous_commit stays on for the server (a walsender sends only flushed WAL, so off
 # would add up to wal_writer_delay to the latency mode); the bulk load turns it off itself.
+# wal_sender_timeout stays at its default (60 s), as users run it: with 0 a walsender takes
+# its slow path after every message (an extra recv() and timeout checks), which cost both
+# pg_recvlogical and us 0.1-0.25 us of server CPU per row (BENCHMARKS.md).
 "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" -l "$data/server.log" -w start -o "-p $port \
   -c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp -c wal_level=logical \
   -c max_replication_slots=32 -c max_wal_senders=32 -c shared_buffers=512MB \
-  -c max_wal_size=16GB -c checkpoint_timeout=1h -c fsync=off -c wal_sender_timeout=0" >/dev/null
+  -c max_wal_size=16GB -c checkpoint_timeout=1h -c fsync=off" >/dev/null
 url="postgresql://postgres@127.0.0.1:$port/postgres"
 psql() { "$client_bin/psql" -X -q -v ON_ERROR_STOP=1 -d "$url" "$@"; }
 sql() { psql -At -c "$1"; }

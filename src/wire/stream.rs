@@ -424,6 +424,11 @@ impl ReplicationStream {
         self.conn.peer()
     }
 
+    /// Whether the stream runs over a Unix-domain socket.
+    pub fn is_unix_socket(&self) -> bool {
+        self.conn.is_unix_socket()
+    }
+
     /// The server's `server_version_num`.
     pub fn server_version_num(&self) -> u32 {
         self.conn.server_version_num()

@@ -49,6 +49,10 @@ impl Socket {
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Socket::Tls(_))
     }
+
+    pub(crate) fn is_unix(&self) -> bool {
+        matches!(self, Socket::Unix(_))
+    }
 }
 
 impl AsyncRead for Socket {
