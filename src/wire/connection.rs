@@ -230,7 +230,7 @@ impl ReplicationConnection {
     }
 
     /// Whether the connection runs over a Unix-domain socket.
-    pub fn is_unix_socket(&self) -> bool {
+    pub(crate) fn is_unix_socket(&self) -> bool {
         self.transport.socket().is_unix()
     }
 

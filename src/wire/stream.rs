@@ -425,7 +425,7 @@ impl ReplicationStream {
     }
 
     /// Whether the stream runs over a Unix-domain socket.
-    pub fn is_unix_socket(&self) -> bool {
+    pub(crate) fn is_unix_socket(&self) -> bool {
         self.conn.is_unix_socket()
     }
 
