@@ -16,6 +16,20 @@ async fn stream_on(
     work_mem: Option<&str>,
     tune: impl FnOnce(&mut ChangeStreamOptions),
 ) -> ChangeStream {
+    let mut options = slot_on(db, tables).await;
+    tune(&mut options);
+    let mut config = db.config();
+    if let Some(work_mem) = work_mem {
+        // A small logical_decoding_work_mem makes the walsender stream large transactions.
+        config.options(format!("-c logical_decoding_work_mem={work_mem}"));
+    }
+    ChangeStream::start(&ConnectConfig::new(config), options)
+        .await
+        .unwrap()
+}
+
+/// A slot and a publication for `tables` in `db`: the options of a stream on them.
+async fn slot_on(db: &TestDatabase, tables: &str) -> ChangeStreamOptions {
     let client = db.connect().await.unwrap();
     let slot = db.unique_name("slot");
     let publication = db.unique_name("pub");
@@ -32,16 +46,7 @@ async fn stream_on(
         )
         .await
         .unwrap();
-    let mut options = ChangeStreamOptions::new(slot, vec![publication]);
-    tune(&mut options);
-    let mut config = db.config();
-    if let Some(work_mem) = work_mem {
-        // A small logical_decoding_work_mem makes the walsender stream large transactions.
-        config.options(format!("-c logical_decoding_work_mem={work_mem}"));
-    }
-    ChangeStream::start(&ConnectConfig::new(config), options)
-        .await
-        .unwrap()
+    ChangeStreamOptions::new(slot, vec![publication])
 }
 
 /// Reads changes until `count` records and the commit of the transaction holding the
@@ -344,6 +349,52 @@ async fn a_column_change_mid_stream_decodes_with_the_right_schema() {
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     // The first record still holds the schema it was decoded with.
     assert_eq!(got[0].relation().unwrap().columns().len(), 2);
+}
+
+/// Over a Unix socket the stream reads without pausing (the socket holds only ~170 of the
+/// server's messages, so a pause stops the walsender; `ChangeStream::start`): a backlog
+/// written before the stream starts arrives whole and in commit order.
+#[tokio::test]
+async fn a_backlog_arrives_whole_and_in_order_over_a_unix_socket() {
+    let server = TestServer::shared().unwrap();
+    let Some(cluster) = server.local_cluster() else {
+        eprintln!(
+            "skipping a_backlog_arrives_whole_and_in_order_over_a_unix_socket: it needs the \
+             local test cluster's socket directory"
+        );
+        return;
+    };
+    let db = server.create_database().await.unwrap();
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE backlog (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let options = slot_on(&db, "backlog").await;
+    // 200 transactions of 100 rows, all in the WAL before the stream starts.
+    for t in 0..200 {
+        client
+            .execute(
+                "INSERT INTO backlog SELECT i, repeat('x', 40) FROM generate_series($1::int, $2::int) i",
+                &[&(t * 100 + 1), &(t * 100 + 100)],
+            )
+            .await
+            .unwrap();
+    }
+    let mut unix = tokio_postgres::Config::new();
+    unix.host_path(cluster.socket_dir())
+        .port(cluster.port())
+        .dbname(db.name())
+        .user(db.config().get_user().unwrap());
+    let mut stream = ChangeStream::start(&ConnectConfig::new(unix), options)
+        .await
+        .unwrap();
+    let got = records(&mut stream, 20_000).await;
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|r| int(r, "current", "id").expect("an insert has its row"))
+        .collect();
+    assert_eq!(ids, (1..=20_000).collect::<Vec<i64>>());
 }
 
 /// Peak resident memory of this process, from /proc.
