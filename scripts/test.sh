@@ -2,7 +2,8 @@
 # The test command of pg-changestream:
 #
 #   scripts/test.sh            fmt check, clippy and rustdoc -D warnings, cargo test --all-features,
-#                              then the Python package (python/): clippy, a build, pytest
+#                              then the Python package (python/): clippy, its unit tests, a
+#                              build, pytest, and `pip install ./python` into a fresh venv
 #   scripts/test.sh --matrix   the same, then the integration tests again on PostgreSQL 18, 16, 17
 #
 # On a fresh Debian machine it first installs what is missing (the `postgresql` package when
@@ -135,11 +136,25 @@ python_build() {
     maturin develop --features testing)
 }
 python_tests() { "$python_venv/bin/python" -m pytest -q python/tests; }
+# What a user does: `pip install ./python` into a fresh venv (maturin fetched by pip, a
+# release build), then an import and a call into the extension.
+python_install() {
+  local venv; venv=$(mktemp -d "${TMPDIR:-/tmp}/pg-changestream-venv.XXXXXX")
+  python3 -m venv "$venv" \
+    && "$venv/bin/pip" install -q ./python \
+    && "$venv/bin/python" -c 'import pg_changestream as p; print(p.StartLocation.earliest())'
+  local rc=$?
+  rm -rf "$venv"
+  return $rc
+}
 root_dir=$(pwd)
 run "clippy (python)" cargo clippy -p pg-changestream-python --no-deps --all-targets --all-features -- -D warnings
+# The extension's own unit tests (the workspace's default members leave the package out).
+run "test (python, Rust)" cargo test -p pg-changestream-python --lib
 run "python venv" python_setup
 run "python build" python_build
 run "pytest (default server)" python_tests
+run "pip install ./python" python_install
 # ----------------------------------------------------------------------------------------------
 
 if $matrix; then

@@ -6,9 +6,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 class ChangeStreamError(Exception):
     """Every error of pg_changestream. The message names the object concerned and the fix.
-    ``sqlstate`` holds the SQLSTATE when the server reported one."""
+    ``sqlstate`` holds the SQLSTATE when the server reported one, else ``None``."""
 
-    sqlstate: str
+    sqlstate: Optional[str]
 
 class ConfigurationError(ChangeStreamError):
     """A connection string, argument or builder setting is invalid."""

@@ -18,7 +18,7 @@
 //!
 //! SQL errors on other grounds (a constraint, a lock timeout) stay `ChangeStreamError`.
 //! Each exception carries the Rust error's message, which names the object concerned and
-//! the remedy; `.sqlstate` holds the SQLSTATE when the server reported one.
+//! the remedy; `.sqlstate` holds the SQLSTATE when the server reported one, else None.
 
 use changestream::Error;
 use pyo3::create_exception;
@@ -136,11 +136,13 @@ pub(crate) fn to_py_err(error: &Error, context: Context) -> PyErr {
     } else {
         ChangeStreamError::new_err(message)
     };
-    if let Some(code) = error.code() {
-        Python::attach(|py| {
-            let _ = err.value(py).setattr("sqlstate", code.code());
-        });
-    }
+    // Always set, so that `e.sqlstate` is None rather than an AttributeError when the
+    // server sent no code (a refused connection, a bad argument).
+    Python::attach(|py| {
+        let _ = err
+            .value(py)
+            .setattr("sqlstate", error.code().map(|code| code.code()));
+    });
     err
 }
 

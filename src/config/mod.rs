@@ -186,7 +186,15 @@ fn parse_conninfo(s: &str) -> Result<(tokio_postgres::Config, SslParams)> {
     let (rest, ssl) = split_ssl_params(s)?;
     let pg = rest
         .parse::<tokio_postgres::Config>()
-        .map_err(|e| Error::with_source(Kind::Config, "cannot parse the connection string", e))?;
+        .map_err(|e| {
+            Error::with_source(
+                Kind::Config,
+                "cannot parse the connection string; write it as a URL \
+                 (postgres://user@host:5432/dbname?sslmode=require) or as libpq's key=value \
+                 pairs (host=... port=5432 dbname=...)",
+                e,
+            )
+        })?;
     Ok((pg, ssl))
 }
 

@@ -28,6 +28,18 @@ pub struct Cursor {
     pub commit_time: Option<SystemTime>,
 }
 
+/// A partition's cursor row is gone: someone deleted the group while a member used it.
+pub(super) fn deleted(group_id: &str, partition: i32) -> Error {
+    Error::new(
+        Kind::NotFound,
+        format!(
+            "consumer group {group_id:?} has no cursor for partition {partition}: the group was \
+             deleted (delete_group), and its slot with it; build a consumer again to create the \
+             group anew from its start location, or stop this one"
+        ),
+    )
+}
+
 /// Reads the cursor of `partition` of `group_id`.
 ///
 /// # Errors
@@ -44,15 +56,7 @@ pub async fn load_cursor(
             &[&group_id, &partition],
         )
         .await?
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!(
-                    "consumer group {group_id:?} has no cursor for partition {partition}; \
-                     the group was deleted"
-                ),
-            )
-        })?;
+        .ok_or_else(|| deleted(group_id, partition))?;
     let records_done: i64 = row.get(1);
     Ok(Cursor {
         commit_lsn: row.get::<_, String>(0).parse()?,

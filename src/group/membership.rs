@@ -216,15 +216,7 @@ pub(crate) async fn claim(
             &[&group_id, &partition],
         )
         .await?
-        .ok_or_else(|| {
-            Error::new(
-                Kind::NotFound,
-                format!(
-                    "consumer group {group_id:?} has no cursor for partition {partition}; \
-                     the group was deleted"
-                ),
-            )
-        })?
+        .ok_or_else(|| super::cursor::deleted(group_id, partition))?
         .get(0);
     let previous = owner.filter(|o| o != member_id);
     if let Some(previous) = &previous {
