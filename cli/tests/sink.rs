@@ -874,6 +874,39 @@ async fn a_broker_that_stops_acknowledging_stalls_the_cursor() {
     );
     assert_eq!(stalled[0]["sinks"][0]["last_acked_event"], acked_before);
     assert!(stalled[0]["lag_bytes"].as_u64().unwrap() > 0, "{stalled}");
+    // The retention the stall costs the server: the slot keeps all WAL since its unmoved
+    // cursor (at or before `wal_before`), and keeps more as more WAL is written — here a
+    // table outside the group, so the records to publish stay the 200. The bound is
+    // against the WAL position read just before `status`, as the server's figure moves
+    // with every other test's writes too.
+    client
+        .batch_execute(
+            "CREATE TABLE ballast (pad text);
+             INSERT INTO ballast SELECT repeat('w', 1000) FROM generate_series(1, 2000)",
+        )
+        .await
+        .unwrap();
+    let wal_now: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let written = wal_now
+        .parse::<pg_changestream::Lsn>()
+        .unwrap()
+        .bytes_since(wal_before);
+    assert!(
+        written > 1_000_000,
+        "the ballast wrote {written} bytes of WAL"
+    );
+    let retaining = status(&url, &group).await;
+    assert!(confirmed(&retaining) <= wal_before.as_u64(), "{retaining}");
+    let retained = retaining[0]["retained_wal_bytes"].as_i64().unwrap();
+    assert!(
+        u64::try_from(retained).unwrap() >= written,
+        "the slot retains {retained} bytes, less than the {written} written since the \
+         stall: {retaining}"
+    );
 
     nats.signal(libc::SIGCONT);
     let after = wait_for(200).await;
