@@ -1,8 +1,10 @@
 //! `publish` into a real `nats-server -js` (file storage in a temporary directory): every
 //! record arrives once, in commit order per subject, with its headers; the publisher
 //! SIGKILLed over and over and the server SIGKILLed and restarted on the same store lose and
-//! duplicate nothing; a broker that stops acknowledging stalls the group's cursor; and each
-//! kind of bad broker input is one line and an exit status, with the group untouched.
+//! duplicate nothing; a broker that stops acknowledging stalls the group's cursor (and the
+//! slot retains the WAL); a subject template routes records, and a stream the sink creates
+//! gets the duplicate window of `--max-restart`; and each kind of bad broker input is one
+//! line and an exit status, with the group untouched.
 //!
 //! The server binary is `$NATS_SERVER`, else `nats-server` on the PATH (scripts/test.sh
 //! installs Debian's package when it is missing).
@@ -379,6 +381,18 @@ async fn every_record_arrives_once_in_commit_order_with_headers() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let reader = nats.client(None).await;
+    // The stream publish created drops repeats for the default --max-restart of an hour.
+    let created = jetstream::new(reader.clone())
+        .get_stream("T1")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(created.duplicate_window, Duration::from_secs(3600));
+    assert_eq!(created.subjects, ["changestream.>"]);
     let stored = read_stream(&reader, "T1").await;
     let records = records_once_in_order(&stored, &group);
     let by_op = |op: &str| records.iter().filter(|r| r.headers["Pg-Op"] == op).count();
@@ -471,6 +485,85 @@ async fn every_record_arrives_once_in_commit_order_with_headers() {
         "{status}"
     );
     assert_eq!(sink["records_acked"], records.len() as u64);
+}
+
+/// `--subject-template` end to end: each change goes to the subject its template makes (by
+/// operation here), schema records stay under the prefix, and the stream publish creates
+/// takes both subject trees with the duplicate window `--max-restart` asks for.
+#[tokio::test]
+async fn a_subject_template_and_max_restart_shape_the_created_stream() {
+    let nats = NatsServer::start().await;
+    let (_db, client, url, group) = fixture().await;
+    let nats_url = nats.url();
+    let publish = [
+        "--url",
+        &url,
+        "publish",
+        "-g",
+        &group,
+        "-t",
+        "items@latest",
+        "--nats",
+        &nats_url,
+        "--stream",
+        "TEMPLATED",
+        "--subject-template",
+        "cdc.{op}.{schema}_{table}",
+        "--max-restart",
+        "90",
+        "--idle-exit",
+        "0.5",
+    ];
+    // The first run creates the group (at the end of the WAL) and the stream.
+    let out = run(&publish).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    client
+        .batch_execute(
+            "INSERT INTO items VALUES (1, 0, 'a'), (2, 0, 'b');
+             UPDATE items SET n = 1 WHERE id = 1;
+             DELETE FROM items WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    let out = run(&publish).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let reader = nats.client(None).await;
+    let created = jetstream::new(reader.clone())
+        .get_stream("TEMPLATED")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(created.duplicate_window, Duration::from_secs(90));
+    assert_eq!(created.subjects, ["cdc.>", "changestream.>"]);
+
+    let stored = read_stream(&reader, "TEMPLATED").await;
+    let records = records_once_in_order(&stored, &group);
+    let routed: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.headers["Pg-Op"].as_str(), r.subject.as_str()))
+        .collect();
+    assert_eq!(
+        routed,
+        [
+            ("insert", "cdc.insert.public_items"),
+            ("insert", "cdc.insert.public_items"),
+            ("update", "cdc.update.public_items"),
+            ("delete", "cdc.delete.public_items"),
+        ]
+    );
+    assert_eq!(records[2].json()["after"]["n"], 1);
+    assert!(
+        stored
+            .iter()
+            .any(|s| s.subject == "changestream._schema.public.items"),
+        "{:?}",
+        stored.iter().map(|s| &s.subject).collect::<Vec<_>>()
+    );
 }
 
 /// The workload of the fault test, per key: the (op, n) sequence each key must show.
@@ -874,6 +967,39 @@ async fn a_broker_that_stops_acknowledging_stalls_the_cursor() {
     );
     assert_eq!(stalled[0]["sinks"][0]["last_acked_event"], acked_before);
     assert!(stalled[0]["lag_bytes"].as_u64().unwrap() > 0, "{stalled}");
+    // The retention the stall costs the server: the slot keeps all WAL since its unmoved
+    // cursor (at or before `wal_before`), and keeps more as more WAL is written — here a
+    // table outside the group, so the records to publish stay the 200. The bound is
+    // against the WAL position read just before `status`, as the server's figure moves
+    // with every other test's writes too.
+    client
+        .batch_execute(
+            "CREATE TABLE ballast (pad text);
+             INSERT INTO ballast SELECT repeat('w', 1000) FROM generate_series(1, 2000)",
+        )
+        .await
+        .unwrap();
+    let wal_now: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let written = wal_now
+        .parse::<pg_changestream::Lsn>()
+        .unwrap()
+        .bytes_since(wal_before);
+    assert!(
+        written > 1_000_000,
+        "the ballast wrote {written} bytes of WAL"
+    );
+    let retaining = status(&url, &group).await;
+    assert!(confirmed(&retaining) <= wal_before.as_u64(), "{retaining}");
+    let retained = retaining[0]["retained_wal_bytes"].as_i64().unwrap();
+    assert!(
+        u64::try_from(retained).unwrap() >= written,
+        "the slot retains {retained} bytes, less than the {written} written since the \
+         stall: {retaining}"
+    );
 
     nats.signal(libc::SIGCONT);
     let after = wait_for(200).await;
