@@ -27,6 +27,8 @@
 #  (d0) the same over the low-level ChangeStream on a copied slot (the consumer's overhead)
 #   (e) (d) on groups of 2 and 4 partitions (--partitions "2 4"; "" for none), one member
 #       reading them all: every partition's slot decodes all of the WAL on the server
+#  (dc) the CLI: `pg-changestream tail` on a group of its own into a pipe (`| wc -l`; tail's
+#       CPU alone, the reader's not counted)
 #   (f) the Python package (python/, a release wheel in target/bench-venv) draining the same
 #       changes into Python dicts (bench/drain_python.py); its group made before the workload
 # Latency: a steady offered load (pgbench --rate, 10-row transactions) for --latency-seconds
@@ -153,8 +155,8 @@ if [[ -z $drain_bin ]]; then
 fi
 [[ -x $drain_bin ]] || die "no bench_drain at $drain_bin"
 cli_bin=$root/target/release/pg-changestream
-if [[ ,$modes, == *,memory,* || ,$modes, == *,sink,* ]]; then
-  log "building the CLI (release) for the memory and sink modes"
+if [[ ,$modes, == *,memory,* || ,$modes, == *,sink,* || ,$modes, == *,throughput,* ]]; then
+  log "building the CLI (release) for the throughput, memory and sink modes"
   cargo build --release --quiet --bin pg-changestream
 fi
 
@@ -224,11 +226,14 @@ clk_tck=$(getconf CLK_TCK)
 
 # run_timed NAME CMD... : runs CMD under /usr/bin/time; leaves wall/user/sys/rss in $work/NAME.time,
 # the server's CPU seconds meanwhile in $work/NAME.server and its stdout in $work/NAME.out.
-run_timed() {
+run_timed() { local name=$1; timed "$@" >"$work/$name.out"; }
+# timed NAME CMD...: run_timed with CMD's output on this function's stdout (a pipe's left
+# side: the time and CPU are CMD's alone, not the reader's).
+timed() {
   local name=$1; shift
   local before after
   before=$(server_ticks)
-  /usr/bin/time -f '%e %U %S %M' -o "$work/$name.time" "$@" >"$work/$name.out" 2>"$work/$name.err" \
+  /usr/bin/time -f '%e %U %S %M' -o "$work/$name.time" "$@" 2>"$work/$name.err" \
     || { cat "$work/$name.err" >&2; die "contender $name failed"; }
   # Let the postmaster reap the walsender that just lost its client.
   sleep 0.5
@@ -308,6 +313,7 @@ throughput() {
   # typed values without JSON: before/after on the same WAL in the same run.
   "$drain_bin" create-group --url "$url" --group bench_ds --tables "$d_tables" >/dev/null
   "$drain_bin" create-group --url "$url" --group bench_dt --tables "$d_tables" >/dev/null
+  "$drain_bin" create-group --url "$url" --group bench_dc --tables "$d_tables" >/dev/null
   local n
   for n in $partitions; do
     "$drain_bin" create-group --url "$url" --group "bench_e$n" --tables "$d_tables" \
@@ -374,6 +380,13 @@ throughput() {
   BENCH_JSON=typed run_timed dt "$drain_bin" drain --url "$url" --group bench_dt --tables "$d_tables" \
     --stop-table bench_end --expect "$expect"
   row dt "(d) typed values, no JSON" "$total" "$(grep -q '"ok":true' "$work/dt.out" && echo true || echo false)"
+
+  # The CLI as a user pipes it: one JSON line per record, a poll's lines in one write.
+  log "(dc) pg-changestream tail into a pipe"
+  timed dc "$cli_bin" --url "$url" tail -g bench_dc -t public.bench -t public.bench_end \
+    --max-records $((total + 1)) | wc -l >"$work/dc.out"
+  row dc "(dc) pg-changestream tail → a pipe (wc -l)" "$total" \
+    "$([[ $(cat "$work/dc.out") == $((total + 1)) ]] && echo true || echo false)"
 
   log "(d0) pg-changestream ChangeStream"
   run_timed d0 "$drain_bin" drain --url "$url" --slot bench_d0 --publication bench_pub \
