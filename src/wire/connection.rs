@@ -579,17 +579,6 @@ fn describe(host: &Host, port: u16) -> String {
     }
 }
 
-/// The receive buffer asked for on a loopback connection (the kernel doubles it, and caps
-/// the request at `net.core.rmem_max`, 208 KiB by default: so this is what any machine
-/// gives). Left to the kernel's autotuning, a stream read with pauses (see
-/// `ChangeStreamOptions::bulk_linger`) could stay at the initial 128 KiB window for a
-/// second or more: each pause then took in one window while the walsender, its send queue
-/// full, waited — a backlog drained in 1.5–5.5 s instead of 0.85 s, in about one run of
-/// six. With the buffer set, 17 runs of 17 drained in 0.85–0.98 s at the same server CPU
-/// per row. Other networks keep the autotuning: a fixed buffer would cap the rate at
-/// buffer ÷ round trip, and the stall was not seen there (nor measured).
-const LOOPBACK_RECEIVE_BUFFER: usize = 212_992;
-
 async fn connect_one(
     config: &ConnectConfig,
     user: &str,
@@ -613,11 +602,6 @@ async fn connect_one(
             .map_err(|e| Error::with_source(Kind::Io, format!("cannot connect to {peer}"), e))?;
             tcp.set_nodelay(true)
                 .map_err(|e| Error::with_source(Kind::Io, format!("configuring {peer}"), e))?;
-            if tcp.peer_addr().is_ok_and(|a| a.ip().is_loopback()) {
-                socket2::SockRef::from(&tcp)
-                    .set_recv_buffer_size(LOOPBACK_RECEIVE_BUFFER)
-                    .map_err(|e| Error::with_source(Kind::Io, format!("configuring {peer}"), e))?;
-            }
             negotiate_tls(config, name, tcp, &peer).await?
         }
     };
