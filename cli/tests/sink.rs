@@ -234,6 +234,15 @@ struct Key {
     n: i64,
 }
 
+/// The configuration `stream` has on the server (as publish created it, in the tests).
+async fn stream_config(client: &async_nats::Client, stream: &str) -> jetstream::stream::Config {
+    let mut stream = jetstream::new(client.clone())
+        .get_stream(stream)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().config.clone()
+}
+
 /// Every message of `stream`, in stream order (a pull consumer from the start, fetched in
 /// large batches: the fault test reads back 300 000 messages).
 async fn read_stream(client: &async_nats::Client, stream: &str) -> Vec<Stored> {
@@ -382,15 +391,7 @@ async fn every_record_arrives_once_in_commit_order_with_headers() {
 
     let reader = nats.client(None).await;
     // The stream publish created drops repeats for the default --max-restart of an hour.
-    let created = jetstream::new(reader.clone())
-        .get_stream("T1")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let created = stream_config(&reader, "T1").await;
     assert_eq!(created.duplicate_window, Duration::from_secs(3600));
     assert_eq!(created.subjects, ["changestream.>"]);
     let stored = read_stream(&reader, "T1").await;
@@ -529,15 +530,7 @@ async fn a_subject_template_and_max_restart_shape_the_created_stream() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let reader = nats.client(None).await;
-    let created = jetstream::new(reader.clone())
-        .get_stream("TEMPLATED")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let created = stream_config(&reader, "TEMPLATED").await;
     assert_eq!(created.duplicate_window, Duration::from_secs(90));
     assert_eq!(created.subjects, ["cdc.>", "changestream.>"]);
 
